@@ -1,0 +1,66 @@
+"""agentledger: durable sessions and conversation history for AI agents.
+
+SQLAlchemy 2.0 models on PostgreSQL (asyncpg) or SQLite (aiosqlite), Alembic revisions shipped in
+the package, a unit-of-work service layer, and OpenAI Agents SDK session memory.
+"""
+
+from ._version import __version__
+from .config import LedgerSettings
+from .errors import (
+    ConflictError,
+    ConnectionLostError,
+    InvalidInputError,
+    LedgerDatabaseError,
+    LedgerError,
+    LedgerTimeoutError,
+    RetryableError,
+    SchemaNotReadyError,
+    SessionNotFoundError,
+)
+from .ledger import Ledger
+from .models import AgentSession, ConversationMessage, metadata
+from .records import AppendResult, MessageRecord, SessionPage, SessionRecord, SessionSummary, Usage
+from .schema import host_include_object, include_object
+from .service import SessionService
+from .uow import UnitOfWork
+
+
+def __getattr__(name: str) -> object:
+    # The Agents SDK adapter is imported on first use, so `import agentledger` stays light.
+    if name in ("SessionAgent", "LedgerSession", "AgentRunResult"):
+        from .integrations import openai_agents
+
+        return getattr(openai_agents, name)
+    raise AttributeError(f"module 'agentledger' has no attribute {name!r}")
+
+
+__all__ = [
+    "AgentRunResult",
+    "AgentSession",
+    "AppendResult",
+    "ConflictError",
+    "ConnectionLostError",
+    "ConversationMessage",
+    "InvalidInputError",
+    "Ledger",
+    "LedgerDatabaseError",
+    "LedgerError",
+    "LedgerSession",
+    "LedgerSettings",
+    "LedgerTimeoutError",
+    "MessageRecord",
+    "RetryableError",
+    "SchemaNotReadyError",
+    "SessionAgent",
+    "SessionNotFoundError",
+    "SessionPage",
+    "SessionRecord",
+    "SessionService",
+    "SessionSummary",
+    "UnitOfWork",
+    "Usage",
+    "__version__",
+    "host_include_object",
+    "include_object",
+    "metadata",
+]

@@ -1,0 +1,140 @@
+"""Configuration: ``LedgerSettings`` (pydantic-settings) and database URL handling.
+
+The URL comes from ``AGENTLEDGER_DATABASE_URL``, else ``DATABASE_URL`` (as in the seed), else the
+embedded default ``sqlite+aiosqlite:///agentledger.db``. Plain ``postgresql://`` / ``postgres://``
+URLs are driven through asyncpg and ``sqlite://`` through aiosqlite. The password never appears in
+a repr, a log line or an error: use :func:`safe_url` whenever a URL is shown.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from .errors import LedgerError
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///agentledger.db"
+
+_ASYNC_DRIVERS = {"postgresql": "asyncpg", "sqlite": "aiosqlite"}
+_BACKEND_ALIASES = {"postgres": "postgresql", "postgresql": "postgresql", "sqlite": "sqlite"}
+
+
+class ConfigurationError(LedgerError):
+    """The configuration (usually the database URL) cannot be used as given."""
+
+
+def normalize_url(url: str | URL) -> URL:
+    """Return ``url`` with an async driver: asyncpg for PostgreSQL, aiosqlite for SQLite.
+
+    ``sslmode=`` (libpq spelling, common in hosted ``DATABASE_URL`` values) becomes asyncpg's
+    ``ssl=``. Any other backend is refused with the list of supported ones.
+    """
+    try:
+        parsed = make_url(url) if isinstance(url, str) else url
+    except ArgumentError:
+        raise ConfigurationError(
+            f"could not parse the database URL {_mask_unparsable(str(url))!r}; expected e.g. "
+            "postgresql://user:password@host:5432/dbname or sqlite+aiosqlite:///path/to.db"
+        ) from None
+    backend, _, driver = parsed.drivername.partition("+")
+    canonical = _BACKEND_ALIASES.get(backend)
+    if canonical is None:
+        raise ConfigurationError(
+            f"unsupported database backend {backend!r} in {safe_url(parsed)}; agentledger runs "
+            "on PostgreSQL (postgresql://...) and SQLite (sqlite+aiosqlite:///...)"
+        )
+    wanted = _ASYNC_DRIVERS[canonical]
+    if driver != wanted:
+        parsed = parsed.set(drivername=f"{canonical}+{wanted}")
+    if canonical == "postgresql" and "sslmode" in parsed.query:
+        query = dict(parsed.query)
+        query["ssl"] = query.pop("sslmode")
+        parsed = parsed.set(query=query)
+    return parsed
+
+
+def safe_url(url: str | URL) -> str:
+    """The URL as text with its password replaced by ``***``."""
+    try:
+        parsed = make_url(url) if isinstance(url, str) else url
+    except ArgumentError:
+        return _mask_unparsable(str(url))
+    return parsed.render_as_string(hide_password=True)
+
+
+def _mask_unparsable(text: str) -> str:
+    scheme, sep, rest = text.partition("://")
+    if sep and "@" in rest:
+        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+    return text if sep else "<unparsable URL>"
+
+
+class LedgerSettings(BaseSettings):
+    """Settings read from arguments, the environment (``AGENTLEDGER_*``) and a ``.env`` file."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="AGENTLEDGER_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    database_url: str = Field(
+        default=DEFAULT_DATABASE_URL,
+        validation_alias=AliasChoices(
+            "database_url", "AGENTLEDGER_DATABASE_URL", "DATABASE_URL"
+        ),
+        repr=False,
+        description="SQLAlchemy URL; postgresql:// and sqlite:// are given async drivers.",
+    )
+    pool_size: int = Field(default=5, ge=1, description="Connections kept open (PostgreSQL).")
+    max_overflow: int = Field(default=10, ge=0, description="Extra connections under load.")
+    pool_timeout: float = Field(default=30.0, gt=0, description="Seconds to wait for one.")
+    pool_pre_ping: bool = Field(default=True, description="Test connections on checkout.")
+    pool_recycle: int = Field(default=1800, description="Seconds before a connection is renewed.")
+    sqlite_busy_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds SQLite waits for the write lock."
+    )
+    echo: bool = Field(default=False, description="Log SQL statements (never their parameters).")
+    migrate_on_start: bool = Field(
+        default=False,
+        description="Run `alembic upgrade head` when the Ledger opens, instead of failing fast.",
+    )
+    default_user_id: str = Field(default="default", min_length=1, max_length=255)
+    default_agent_name: str = Field(default="agent", min_length=1, max_length=255)
+
+    @field_validator("database_url")
+    @classmethod
+    def _parseable(cls, value: str) -> str:
+        normalize_url(value)
+        return value
+
+    @property
+    def url(self) -> URL:
+        """The normalized (async driver) URL."""
+        return normalize_url(self.database_url)
+
+    @property
+    def safe_database_url(self) -> str:
+        return safe_url(self.url)
+
+    def engine_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``create_async_engine`` from the pool settings."""
+        kwargs: dict[str, Any] = {"echo": self.echo, "pool_pre_ping": self.pool_pre_ping}
+        if self.url.get_backend_name() == "postgresql":
+            kwargs.update(
+                pool_size=self.pool_size,
+                max_overflow=self.max_overflow,
+                pool_timeout=self.pool_timeout,
+                pool_recycle=self.pool_recycle,
+            )
+        return kwargs
+
+    def __repr_args__(self) -> Any:
+        yield "database_url", self.safe_database_url
+        yield from super().__repr_args__()

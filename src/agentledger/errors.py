@@ -1,0 +1,136 @@
+"""The exceptions that leave agentledger, and the one place database errors are translated.
+
+Callers catch :class:`LedgerError` (or one of its subclasses) and never see a raw SQLAlchemy,
+asyncpg or sqlite3 exception: a driver error reaching a caller is a bug. Every message says what
+to do next. Database errors are classified by SQLSTATE (PostgreSQL) or the SQLite error name,
+never by driver exception class, so the mapping survives driver changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from sqlalchemy import exc as sa_exc
+
+
+class LedgerError(Exception):
+    """Base class of every error agentledger raises on purpose."""
+
+    #: True when repeating the whole operation may succeed (connection loss, deadlock, ...).
+    retryable: bool = False
+
+
+class InvalidInputError(LedgerError, ValueError):
+    """Input the database cannot store faithfully; nothing of the call was written."""
+
+
+class SessionNotFoundError(LedgerError, LookupError):
+    """The session does not exist, or is not visible to the given ``user_id``."""
+
+
+class SchemaNotReadyError(LedgerError):
+    """The database schema is missing or not at the revision this library needs."""
+
+
+class LedgerDatabaseError(LedgerError):
+    """The database refused an operation for a reason not covered by a narrower class."""
+
+    def __init__(self, message: str, *, sqlstate: str | None = None) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
+class RetryableError(LedgerDatabaseError):
+    """A transient failure; the operation left nothing behind and can be retried as a whole."""
+
+    retryable = True
+
+
+class ConflictError(RetryableError):
+    """A serialization failure or deadlock (SQLSTATE 40001 / 40P01)."""
+
+
+class ConnectionLostError(RetryableError):
+    """The connection to the database failed or was closed during the operation."""
+
+
+class LedgerTimeoutError(LedgerDatabaseError):
+    """A lock, statement or pool timeout expired before the operation could finish."""
+
+
+_UPGRADE_HINT = "run `agentledger db upgrade` (or `await ledger.upgrade()`) against this database"
+
+
+def sqlstate_of(error: BaseException) -> str | None:
+    """Return the SQLSTATE (PostgreSQL) or SQLite error name carried by ``error``, if any."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        for attribute in ("sqlstate", "pgcode", "sqlite_errorname"):
+            value: Any = getattr(current, attribute, None)
+            if isinstance(value, str) and value:
+                return value
+        orig = getattr(current, "orig", None)
+        current = orig if isinstance(orig, BaseException) else current.__cause__
+    return None
+
+
+def translate_db_error(error: BaseException) -> LedgerError:
+    """Map a database exception to the :class:`LedgerError` a caller should see.
+
+    The original exception is kept as ``__cause__`` by the caller (``raise ... from error``);
+    the message never contains bound parameters (they may hold message content or secrets).
+    """
+    if isinstance(error, LedgerError):
+        return error
+    code = sqlstate_of(error)
+    if isinstance(error, sa_exc.TimeoutError):
+        return LedgerTimeoutError(
+            "timed out waiting for a pooled connection; raise pool_size/max_overflow or "
+            "pool_timeout, or lower the concurrency"
+        )
+    if code in ("40001", "40P01"):
+        return ConflictError(
+            "the database aborted the transaction to resolve a conflict; retry the operation",
+            sqlstate=code,
+        )
+    if code in ("55P03", "57014", "SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_BUSY_SNAPSHOT"):
+        return LedgerTimeoutError(
+            "the database gave up waiting for a lock or for the statement to finish; retry, "
+            "or raise lock_timeout/statement_timeout (SQLite: the busy timeout)",
+            sqlstate=code,
+        )
+    if code in ("42P01", "42703") or (
+        code == "SQLITE_ERROR" and "no such" in str(getattr(error, "orig", error))
+    ):
+        return SchemaNotReadyError(f"agentledger's tables are missing or outdated; {_UPGRADE_HINT}")
+    if code == "23503" or code == "SQLITE_CONSTRAINT_FOREIGNKEY":
+        return SessionNotFoundError(
+            "the session does not exist (it may have been deleted); create it first"
+        )
+    if (code is not None and code.startswith(("08", "57P"))) or _is_disconnect(error):
+        return ConnectionLostError(
+            "the database connection was lost; the operation was not applied, retry it",
+            sqlstate=code,
+        )
+    summary = type(getattr(error, "orig", None) or error).__name__
+    return LedgerDatabaseError(
+        f"the database refused the operation ({summary}, sqlstate {code or 'unknown'}); "
+        "check the server log for details",
+        sqlstate=code,
+    )
+
+
+def _is_disconnect(error: BaseException) -> bool:
+    if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
+        return True
+    if isinstance(error, (ConnectionError, OSError, asyncio.TimeoutError)):
+        return True
+    cause = error.__cause__
+    return cause is not None and cause is not error and type(cause).__name__ in (
+        "ConnectionDoesNotExistError",
+        "InterfaceError",
+        "ConnectionResetError",
+    )

@@ -1,0 +1,257 @@
+"""The Ledger: the engine agentledger runs on, and everything handed out from it.
+
+``Ledger.from_url()`` / ``Ledger.from_settings()`` create (and later dispose) their own engine;
+``Ledger(engine)`` borrows a host's engine and never disposes it. Before the first unit of work
+the Ledger checks once that the database is at agentledger's head revision, so a database that
+was never migrated fails fast with the fix in the message rather than with a missing table
+somewhere in the middle of an agent run (``migrate_on_start=True`` upgrades instead).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+from sqlalchemy import Connection, event
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from . import schema
+from .config import LedgerSettings, safe_url
+from .errors import LedgerError, SchemaNotReadyError, translate_db_error
+from .service import SessionService
+from .uow import UnitOfWork
+
+if TYPE_CHECKING:
+    from agents.memory import SessionSettings
+
+    from .integrations.openai_agents import LedgerSession
+
+logger = logging.getLogger("agentledger")
+
+
+class Ledger:
+    """Owns (or borrows) an ``AsyncEngine`` and hands out the service, units of work and SDK
+    sessions that run on it."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        settings: LedgerSettings | None = None,
+        owns_engine: bool = False,
+    ) -> None:
+        self._engine = engine
+        self._settings = settings or LedgerSettings(database_url=DEFAULT_URL_FOR_BORROWED)
+        self._owns_engine = owns_engine
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._autocommit_sessions = self._sessions
+        if engine.dialect.name == "postgresql":
+            # One statement is atomic by itself: skip the BEGIN/COMMIT round trips.
+            self._autocommit_sessions = async_sessionmaker(
+                engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
+            )
+        self._schema_ready = False
+        self._schema_lock = asyncio.Lock()
+        self._service = SessionService(self.unit_of_work)
+
+    # -- construction -------------------------------------------------------------------
+
+    @classmethod
+    def from_url(cls, url: str | URL, **engine_kwargs: Any) -> Ledger:
+        """A Ledger on a new engine for ``url`` (``postgresql://`` runs on asyncpg)."""
+        settings = LedgerSettings(database_url=str(url) if isinstance(url, str) else
+                                  url.render_as_string(hide_password=False))
+        return cls._create(settings, engine_kwargs)
+
+    @classmethod
+    def from_settings(cls, settings: LedgerSettings | None = None) -> Ledger:
+        """A Ledger configured by :class:`LedgerSettings` (the environment by default)."""
+        return cls._create(settings or LedgerSettings(), {})
+
+    @classmethod
+    def _create(cls, settings: LedgerSettings, engine_kwargs: dict[str, Any]) -> Ledger:
+        url = settings.url
+        kwargs = {**settings.engine_kwargs(), **engine_kwargs}
+        if kwargs.get("echo"):
+            kwargs.setdefault("hide_parameters", True)
+        engine = create_async_engine(url, **kwargs)
+        if url.get_backend_name() == "sqlite":
+            _configure_sqlite(engine, settings.sqlite_busy_timeout)
+        logger.debug("agentledger engine created for %s", safe_url(url))
+        return cls(engine, settings=settings, owns_engine=True)
+
+    # -- what it hands out --------------------------------------------------------------
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
+
+    @property
+    def settings(self) -> LedgerSettings:
+        return self._settings
+
+    @property
+    def service(self) -> SessionService:
+        """The :class:`SessionService` on this ledger's engine."""
+        return self._service
+
+    def unit_of_work(self, *, autocommit: bool = False) -> UnitOfWork:
+        """A new unit of work on this ledger's engine (see :class:`UnitOfWork`)."""
+        factory = self._autocommit_sessions if autocommit else self._sessions
+        return UnitOfWork(factory, prepare=self.ensure_schema)
+
+    def agent_session(
+        self,
+        session_id: str,
+        *,
+        user_id: str | None = None,
+        agent_name: str | None = None,
+        settings: SessionSettings | None = None,
+    ) -> LedgerSession:
+        """An OpenAI Agents SDK session (``Runner.run(..., session=...)``) over this ledger."""
+        from .integrations.openai_agents import LedgerSession
+
+        return LedgerSession(
+            session_id,
+            service=self._service,
+            user_id=user_id or self._settings.default_user_id,
+            agent_name=agent_name or self._settings.default_agent_name,
+            settings=settings,
+        )
+
+    # -- schema -------------------------------------------------------------------------
+
+    async def upgrade(
+        self, revision: str = "head", *, connection: AsyncConnection | Connection | None = None
+    ) -> None:
+        """Run agentledger's Alembic revisions up to ``revision``; a no-op when already there.
+
+        With ``connection`` (a host's deploy step or env.py) it runs inside the caller's
+        transaction and leaves committing to the caller.
+        """
+        await self._migrate(schema.upgrade, revision, connection)
+        self._schema_ready = False
+
+    async def downgrade(
+        self, revision: str, *, connection: AsyncConnection | Connection | None = None
+    ) -> None:
+        """Run agentledger's Alembic revisions down to ``revision`` (``"base"`` drops all)."""
+        await self._migrate(schema.downgrade, revision, connection)
+        self._schema_ready = False
+
+    async def current_revisions(self) -> tuple[str, ...]:
+        """agentledger revisions applied to the database (empty when never migrated)."""
+        try:
+            async with self._engine.connect() as connection:
+                return await connection.run_sync(schema.current_revisions)
+        except Exception as error:
+            raise translate_db_error(error) from error
+
+    async def ensure_schema(self) -> None:
+        """Fail fast unless the database is at agentledger's head (checked once per Ledger)."""
+        if self._schema_ready:
+            return
+        async with self._schema_lock:
+            if self._schema_ready:
+                return
+            if self._settings.migrate_on_start:
+                await self.upgrade()
+            current = await self.current_revisions()
+            head = schema.head_revision()
+            if head not in current:
+                state = ", ".join(current) if current else "no agentledger tables"
+                raise SchemaNotReadyError(
+                    f"the database at {safe_url(self._engine.url)} is not at agentledger's "
+                    f"schema revision {head} (found: {state}); run `agentledger db upgrade` "
+                    "(or `await ledger.upgrade()`, or set AGENTLEDGER_MIGRATE_ON_START=true)"
+                )
+            self._schema_ready = True
+
+    async def _migrate(
+        self,
+        step: Any,
+        revision: str,
+        connection: AsyncConnection | Connection | None,
+    ) -> None:
+        try:
+            if isinstance(connection, AsyncConnection):
+                await connection.run_sync(step, revision)
+            elif isinstance(connection, Connection):
+                step(connection, revision)
+            else:
+                async with self._engine.begin() as own:
+                    await own.run_sync(step, revision)
+        except LedgerError:
+            raise
+        except Exception as error:
+            raise _migration_error(error, revision) from error
+
+    # -- lifetime -----------------------------------------------------------------------
+
+    async def dispose(self) -> None:
+        """Close the pool, if this ledger created the engine (a borrowed one is left alone)."""
+        if self._owns_engine:
+            await self._engine.dispose()
+
+    async def __aenter__(self) -> Self:
+        if self._settings.migrate_on_start:
+            await self.ensure_schema()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.dispose()
+
+    def __repr__(self) -> str:
+        return f"Ledger({safe_url(self._engine.url)!r})"
+
+
+#: Settings of a Ledger built on a borrowed engine: defaults only, the URL is the engine's.
+DEFAULT_URL_FOR_BORROWED = "sqlite+aiosqlite://"
+
+
+def _migration_error(error: Exception, revision: str) -> LedgerError:
+    """A database error keeps its typed translation; anything else (Alembic's own errors, such
+    as an unknown revision) is reported with its text, which names the revision at fault."""
+    if isinstance(error, SQLAlchemyError):
+        return translate_db_error(error)
+    return LedgerError(f"migrating to {revision!r} failed: {error}")
+
+
+def _configure_sqlite(engine: AsyncEngine, busy_timeout: float) -> None:
+    """Foreign keys on, WAL, a busy timeout, and transactions SQLAlchemy really controls.
+
+    pysqlite's own transaction handling defers BEGIN and breaks SAVEPOINTs; the documented
+    recipe turns it off and emits BEGIN from SQLAlchemy's ``begin`` event instead.
+    """
+    sync_engine = engine.sync_engine
+    in_memory = engine.url.database in (None, "", ":memory:")
+
+    @event.listens_for(sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+        if not in_memory:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(sync_engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN")
+

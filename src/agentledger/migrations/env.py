@@ -1,0 +1,81 @@
+"""Alembic environment for agentledger's own revisions.
+
+Runs on a connection handed over in ``config.attributes["connection"]`` (``ledger.upgrade()``, the
+CLI, or a host's deploy step); otherwise it makes an engine from ``sqlalchemy.url`` or the
+agentledger settings (``AGENTLEDGER_DATABASE_URL`` / ``DATABASE_URL``) and disposes only that one.
+It never calls ``fileConfig``: the host's logging stays as the host set it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from alembic import context
+from sqlalchemy import Connection
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from agentledger.config import LedgerSettings, normalize_url
+from agentledger.models import metadata
+from agentledger.schema import VERSION_TABLE, include_object
+
+config = context.config
+
+
+def _url() -> str:
+    configured = config.get_main_option("sqlalchemy.url")
+    url = normalize_url(configured) if configured else LedgerSettings().url
+    return url.render_as_string(hide_password=False)
+
+
+def _configure(connection: Connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=metadata,
+        version_table=VERSION_TABLE,
+        include_object=include_object,
+        render_as_batch=connection.dialect.name == "sqlite",
+        compare_type=True,
+        compare_server_default=True,
+    )
+
+
+def _run(connection: Connection) -> None:
+    _configure(connection)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+async def _run_with_own_engine() -> None:
+    engine = create_async_engine(_url())
+    try:
+        async with engine.connect() as connection:
+            await connection.run_sync(_run)
+            await connection.commit()
+    finally:
+        await engine.dispose()
+
+
+def run_offline() -> None:
+    context.configure(
+        url=_url(),
+        target_metadata=metadata,
+        version_table=VERSION_TABLE,
+        include_object=include_object,
+        literal_binds=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_online() -> None:
+    connection = config.attributes.get("connection")
+    if connection is not None:
+        _run(connection)
+    else:
+        asyncio.run(_run_with_own_engine())
+
+
+if context.is_offline_mode():
+    run_offline()
+else:
+    run_online()

@@ -1,0 +1,117 @@
+"""Alembic plumbing: where the revisions live, and running them on a connection.
+
+The revisions ship inside the wheel (``agentledger/migrations``) and keep their own version table,
+:data:`VERSION_TABLE`, so a host application's ``alembic_version`` is never touched. Hosts that
+fold agentledger's revisions into their own history (``version_locations``) find them on the
+``agentledger`` branch; :func:`host_include_object` keeps a host's autogenerate away from
+agentledger's tables.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, inspect
+
+from .models import OWNED_TABLES
+
+#: agentledger's own Alembic version table.
+VERSION_TABLE = "agentledger_alembic_version"
+#: Branch label of agentledger's history inside a host's Alembic history.
+BRANCH_LABEL = "agentledger"
+#: The table a host's Alembic uses when agentledger's versions are in its version_locations.
+HOST_VERSION_TABLE = "alembic_version"
+
+
+def migrations_path() -> str:
+    """Filesystem path of the shipped ``migrations`` folder (for a host's version_locations)."""
+    return str(resources.files("agentledger") / "migrations")
+
+
+def versions_path() -> str:
+    """Filesystem path of the shipped revision files."""
+    return str(resources.files("agentledger") / "migrations" / "versions")
+
+
+def alembic_config(url: str | None = None) -> Config:
+    """An Alembic ``Config`` pointing at the shipped revisions (no ini file needed)."""
+    config = Config()
+    config.set_main_option("script_location", migrations_path())
+    if url is not None:
+        config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+@lru_cache(maxsize=1)
+def head_revision() -> str:
+    """The single head of agentledger's history."""
+    heads = ScriptDirectory.from_config(alembic_config()).get_heads()
+    if len(heads) != 1:  # pragma: no cover - guarded by the test suite
+        raise RuntimeError(f"agentledger's migrations must have one head, found {heads}")
+    return heads[0]
+
+
+def upgrade(connection: Connection, revision: str = "head") -> None:
+    """Run ``alembic upgrade`` on ``connection`` (the caller owns the transaction)."""
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    command.upgrade(config, revision)
+
+
+def downgrade(connection: Connection, revision: str) -> None:
+    """Run ``alembic downgrade`` on ``connection`` (the caller owns the transaction)."""
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    command.downgrade(config, revision)
+
+
+def current_revisions(connection: Connection) -> tuple[str, ...]:
+    """agentledger revisions applied to this database, from either version table."""
+    found: set[str] = set()
+    tables = set(inspect(connection).get_table_names())
+    if VERSION_TABLE in tables:
+        context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+        found.update(context.get_current_heads())
+    if HOST_VERSION_TABLE in tables:
+        context = MigrationContext.configure(connection)
+        ours = _known_revisions()
+        found.update(rev for rev in context.get_current_heads() if rev in ours)
+    return tuple(sorted(found))
+
+
+@lru_cache(maxsize=1)
+def _known_revisions() -> frozenset[str]:
+    script = ScriptDirectory.from_config(alembic_config())
+    return frozenset(rev.revision for rev in script.walk_revisions())
+
+
+def include_object(
+    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+) -> bool:
+    """Alembic filter for agentledger's own env.py: only agentledger's tables are compared."""
+    return _table_name(obj, name, type_) in OWNED_TABLES
+
+
+def host_include_object(
+    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+) -> bool:
+    """Alembic filter for a host's env.py: leave agentledger's tables and version table alone.
+
+    ``context.configure(..., include_object=host_include_object)`` stops the host's
+    ``alembic revision --autogenerate`` from proposing to drop or alter them.
+    """
+    table = _table_name(obj, name, type_)
+    return table not in OWNED_TABLES and table != VERSION_TABLE
+
+
+def _table_name(obj: Any, name: str | None, type_: str) -> str | None:
+    if type_ == "table":
+        return name
+    table = getattr(obj, "table", None)
+    return getattr(table, "name", None)

@@ -1,0 +1,131 @@
+"""The unit of work: agentledger's only transaction boundary.
+
+``async with uow: ...; await uow.commit()`` — anything not committed is rolled back when the block
+ends, whether it ended by an exception, a cancellation or simply without a commit. Repositories
+hang off the unit of work and never commit themselves.
+
+A unit of work either *owns* its :class:`~sqlalchemy.ext.asyncio.AsyncSession` (made from a
+sessionmaker) or *borrows* the caller's ``AsyncSession``/``AsyncConnection``. A borrowed one runs
+inside a SAVEPOINT: ``commit()`` releases it (the caller's own commit makes it durable) and a
+failure rolls back only agentledger's part. agentledger never commits, rolls back or closes a
+transaction it did not open.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Protocol, Self
+
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncSession,
+    AsyncSessionTransaction,
+    async_sessionmaker,
+)
+
+from .repositories import MessageRepository, SessionRepository, UsageRepository
+
+
+class UnitOfWorkFactory(Protocol):
+    """Makes units of work; ``autocommit=True`` is a hint for single-statement work.
+
+    A factory may honour the hint on backends where one statement is atomic by itself and a
+    BEGIN/COMMIT pair costs network round trips (PostgreSQL); it must ignore it otherwise.
+    """
+
+    def __call__(self, *, autocommit: bool = False) -> UnitOfWork: ...
+
+
+class UnitOfWork:
+    """Transaction boundary with the repositories bound to it."""
+
+    sessions: SessionRepository
+    messages: MessageRepository
+    usage: UsageRepository
+
+    def __init__(
+        self,
+        session_factory: async_sessionmaker[AsyncSession] | None = None,
+        *,
+        borrow: AsyncSession | AsyncConnection | None = None,
+        prepare: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        if (session_factory is None) == (borrow is None):
+            raise TypeError("UnitOfWork needs exactly one of session_factory or borrow=")
+        self._factory = session_factory
+        self._borrowed = borrow
+        self._session: AsyncSession | None = None
+        self._savepoint: AsyncSessionTransaction | None = None
+        self._prepare = prepare
+        self._committed = False
+
+    @property
+    def session(self) -> AsyncSession:
+        """The AsyncSession this unit of work runs on (only inside ``async with``)."""
+        if self._session is None:
+            raise RuntimeError("use the UnitOfWork inside `async with` before touching .session")
+        return self._session
+
+    @property
+    def dialect_name(self) -> str:
+        return self.session.get_bind().dialect.name
+
+    async def __aenter__(self) -> Self:
+        if self._prepare is not None:
+            await self._prepare()
+        if self._factory is not None:
+            self._session = self._factory()
+        elif isinstance(self._borrowed, AsyncSession):
+            self._session = self._borrowed
+            self._savepoint = await self._borrowed.begin_nested()
+        else:
+            assert isinstance(self._borrowed, AsyncConnection)
+            # Joins the caller's transaction; our commit/rollback only touch a SAVEPOINT.
+            self._session = AsyncSession(
+                bind=self._borrowed,
+                join_transaction_mode="create_savepoint",
+                expire_on_commit=False,
+            )
+        self._committed = False
+        postgres = self.dialect_name == "postgresql"
+        self.sessions = SessionRepository(self._session)
+        self.messages = MessageRepository(self._session, postgres=postgres)
+        self.usage = UsageRepository(self._session)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        session = self.session
+        try:
+            if not self._committed:
+                await self.rollback()
+        finally:
+            if self._savepoint is None and self._borrowed_session is None:
+                await session.close()
+            self._session = None
+            self._savepoint = None
+
+    @property
+    def _borrowed_session(self) -> AsyncSession | None:
+        return self._borrowed if isinstance(self._borrowed, AsyncSession) else None
+
+    async def commit(self) -> None:
+        """Make the work durable (owned) or release the SAVEPOINT into the caller's transaction."""
+        if self._savepoint is not None:
+            await self._savepoint.commit()
+        else:
+            await self.session.commit()
+        self._committed = True
+
+    async def rollback(self) -> None:
+        """Discard the work (owned) or roll back to the SAVEPOINT (borrowed)."""
+        if self._savepoint is not None:
+            if self._savepoint.is_active:
+                await self._savepoint.rollback()
+        else:
+            await self.session.rollback()
