@@ -86,9 +86,7 @@ class LedgerSettings(BaseSettings):
 
     database_url: str = Field(
         default=DEFAULT_DATABASE_URL,
-        validation_alias=AliasChoices(
-            "database_url", "AGENTLEDGER_DATABASE_URL", "DATABASE_URL"
-        ),
+        validation_alias=AliasChoices("database_url", "AGENTLEDGER_DATABASE_URL", "DATABASE_URL"),
         repr=False,
         description="SQLAlchemy URL; postgresql:// and sqlite:// are given async drivers.",
     )

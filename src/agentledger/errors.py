@@ -129,8 +129,13 @@ def _is_disconnect(error: BaseException) -> bool:
     if isinstance(error, (ConnectionError, OSError, asyncio.TimeoutError)):
         return True
     cause = error.__cause__
-    return cause is not None and cause is not error and type(cause).__name__ in (
-        "ConnectionDoesNotExistError",
-        "InterfaceError",
-        "ConnectionResetError",
+    return (
+        cause is not None
+        and cause is not error
+        and type(cause).__name__
+        in (
+            "ConnectionDoesNotExistError",
+            "InterfaceError",
+            "ConnectionResetError",
+        )
     )

@@ -68,8 +68,11 @@ class Ledger:
     @classmethod
     def from_url(cls, url: str | URL, **engine_kwargs: Any) -> Ledger:
         """A Ledger on a new engine for ``url`` (``postgresql://`` runs on asyncpg)."""
-        settings = LedgerSettings(database_url=str(url) if isinstance(url, str) else
-                                  url.render_as_string(hide_password=False))
+        settings = LedgerSettings(
+            database_url=str(url)
+            if isinstance(url, str)
+            else url.render_as_string(hide_password=False)
+        )
         return cls._create(settings, engine_kwargs)
 
     @classmethod
@@ -254,4 +257,3 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout: float) -> None:
     @event.listens_for(sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
         connection.exec_driver_sql("BEGIN")
-

@@ -113,9 +113,7 @@ def _text_of(value: Any) -> str:
             if isinstance(part, str):
                 texts.append(part)
             elif isinstance(part, dict):
-                texts.extend(
-                    part[key] for key in _TEXT_PART_KEYS if isinstance(part.get(key), str)
-                )
+                texts.extend(part[key] for key in _TEXT_PART_KEYS if isinstance(part.get(key), str))
         return check_text("".join(texts) if len(texts) <= 1 else "\n".join(texts), "content")
     return dump_json(value, "content")
 

@@ -14,9 +14,10 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
+    Table,
     Text,
     bindparam,
     delete,
@@ -36,10 +37,10 @@ from .models import AgentSession, ConversationMessage, MessageBatch, SessionUsag
 from .records import MessageRecord, SessionRecord, SessionSummary, Usage
 from .types import UTCDateTime
 
-_sessions = AgentSession.__table__
-_messages = ConversationMessage.__table__
-_batches = MessageBatch.__table__
-_usage = SessionUsage.__table__
+_sessions = cast(Table, AgentSession.__table__)
+_messages = cast(Table, ConversationMessage.__table__)
+_batches = cast(Table, MessageBatch.__table__)
+_usage = cast(Table, SessionUsage.__table__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +158,8 @@ class SessionRepository:
         )
         if user_id is not None:
             statement = statement.where(_sessions.c.user_id == user_id)
-        return (await self._session.execute(statement)).scalar_one_or_none()
+        last_seq: int | None = (await self._session.execute(statement)).scalar_one_or_none()
+        return last_seq
 
     async def get(self, session_id: uuid.UUID, user_id: str | None) -> SessionRecord | None:
         """The session and the prefix of its history up to the ``last_seq`` read with it."""
@@ -329,7 +331,8 @@ class MessageRepository:
                 params["uid"] = user_id
         statement = _PG_APPEND.format(allocate=allocate)
         result = await self._session.execute(text(statement), params)
-        return result.scalar_one_or_none()
+        base: int | None = result.scalar_one_or_none()
+        return base
 
     async def _append_portable(
         self,
@@ -407,9 +410,7 @@ class MessageRepository:
         if limit is None:
             result = await self._session.execute(query.order_by(_messages.c.seq))
             return list(result.scalars())
-        result = await self._session.execute(
-            query.order_by(_messages.c.seq.desc()).limit(limit)
-        )
+        result = await self._session.execute(query.order_by(_messages.c.seq.desc()).limit(limit))
         latest = list(result.scalars())
         latest.reverse()
         return latest
@@ -451,14 +452,10 @@ class MessageRepository:
         await self._session.execute(delete(_messages).where(_messages.c.session_id == session_id))
         await self._session.execute(delete(_batches).where(_batches.c.session_id == session_id))
         await self._session.execute(
-            update(_sessions)
-            .where(_sessions.c.id == session_id)
-            .values(last_seq=0, updated_at=now)
+            update(_sessions).where(_sessions.c.id == session_id).values(last_seq=0, updated_at=now)
         )
 
-    async def find_batch(
-        self, session_id: uuid.UUID, key: str
-    ) -> tuple[int, int, datetime] | None:
+    async def find_batch(self, session_id: uuid.UUID, key: str) -> tuple[int, int, datetime] | None:
         """``(first_seq, count, created_at)`` of an earlier batch stored under ``key``."""
         result = await self._session.execute(
             select(_batches.c.first_seq, _batches.c.count, _batches.c.created_at).where(
@@ -466,7 +463,10 @@ class MessageRepository:
             )
         )
         row = result.one_or_none()
-        return None if row is None else (int(row.first_seq), int(row.count), row.created_at)
+        if row is None:
+            return None
+        first_seq, count, created_at = row
+        return int(first_seq), int(count), created_at
 
     async def remember_batch(
         self, session_id: uuid.UUID, key: str, first_seq: int, count: int, now: datetime
@@ -521,4 +521,3 @@ class UsageRepository:
             await self._session.execute(query)
         ).one()
         return Usage(int(requests), int(input_tokens), int(output_tokens), int(total_tokens))
-

@@ -294,8 +294,12 @@ class SessionService:
     ) -> MessageRecord:
         """Append one chat message; returns it with its sequence number."""
         row = prepare_chat_message(
-            {"role": role, "content": content, "tool_calls": tool_calls,
-             "tool_call_id": tool_call_id}
+            {
+                "role": role,
+                "content": content,
+                "tool_calls": tool_calls,
+                "tool_call_id": tool_call_id,
+            }
         )
         result = await self._append(parse_session_id(session_id), [row], user_id=user_id)
         return MessageRecord(
@@ -496,4 +500,3 @@ class SessionService:
             )
         as_dict = dict(metadata)
         return json.loads(dump_json(as_dict, "metadata"))  # type: ignore[no-any-return]
-

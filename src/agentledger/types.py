@@ -44,7 +44,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         if value.tzinfo is None:
-            raise ValueError("agentledger timestamps must be timezone-aware (use datetime.now(UTC))")
+            raise ValueError("timestamps must be timezone-aware (use datetime.now(UTC))")
         utc = value.astimezone(UTC)
         return utc if _is_postgres(dialect) else utc.replace(tzinfo=None)
 

@@ -51,7 +51,9 @@ def upgrade() -> None:
         sa.Column("content", NulSafeText(), nullable=False),
         sa.Column("tool_calls", NulSafeJSON(), nullable=True),
         sa.Column("tool_call_id", NulSafeText(255), nullable=True),
-        sa.Column("item_type", sa.String(length=64), server_default=sa.text("'message'"), nullable=False),
+        sa.Column(
+            "item_type", sa.String(length=64), server_default=sa.text("'message'"), nullable=False
+        ),
         sa.Column("item", sa.JSON(), nullable=False),
         sa.Column("created_at", UTCDateTime(), server_default=sa.func.now(), nullable=False),
         sa.CheckConstraint(
@@ -66,7 +68,9 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("session_id", "seq", name=op.f("pk_conversation_messages")),
-        sa.UniqueConstraint("session_id", "id", name=op.f("uq_conversation_messages_session_id_id")),
+        sa.UniqueConstraint(
+            "session_id", "id", name=op.f("uq_conversation_messages_session_id_id")
+        ),
     )
 
     op.create_table(
@@ -82,7 +86,9 @@ def upgrade() -> None:
             name=op.f("fk_conversation_batches_session_id_agent_sessions"),
             ondelete="CASCADE",
         ),
-        sa.PrimaryKeyConstraint("session_id", "idempotency_key", name=op.f("pk_conversation_batches")),
+        sa.PrimaryKeyConstraint(
+            "session_id", "idempotency_key", name=op.f("pk_conversation_batches")
+        ),
     )
 
     op.create_table(
