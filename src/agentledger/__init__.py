@@ -9,6 +9,7 @@ from .config import LedgerSettings
 from .errors import (
     ConflictError,
     ConnectionLostError,
+    DatabaseUnavailableError,
     InvalidInputError,
     LedgerDatabaseError,
     LedgerError,
@@ -17,7 +18,7 @@ from .errors import (
     SchemaNotReadyError,
     SessionNotFoundError,
 )
-from .ledger import Ledger
+from .ledger import Ledger, configure_sqlite
 from .models import AgentSession, ConversationMessage, metadata
 from .records import AppendResult, MessageRecord, SessionPage, SessionRecord, SessionSummary, Usage
 from .schema import host_include_object, include_object
@@ -41,6 +42,7 @@ __all__ = [
     "ConflictError",
     "ConnectionLostError",
     "ConversationMessage",
+    "DatabaseUnavailableError",
     "InvalidInputError",
     "Ledger",
     "LedgerDatabaseError",
@@ -60,6 +62,7 @@ __all__ = [
     "UnitOfWork",
     "Usage",
     "__version__",
+    "configure_sqlite",
     "host_include_object",
     "include_object",
     "metadata",

@@ -55,6 +55,10 @@ class ConnectionLostError(RetryableError):
     """The connection to the database failed or was closed during the operation."""
 
 
+class DatabaseUnavailableError(LedgerDatabaseError):
+    """The database cannot be used as configured (unknown database, bad credentials, ...)."""
+
+
 class LedgerTimeoutError(LedgerDatabaseError):
     """A lock, statement or pool timeout expired before the operation could finish."""
 
@@ -106,13 +110,32 @@ def translate_db_error(error: BaseException) -> LedgerError:
         code == "SQLITE_ERROR" and "no such" in str(getattr(error, "orig", error))
     ):
         return SchemaNotReadyError(f"agentledger's tables are missing or outdated; {_UPGRADE_HINT}")
+    if code == "3D000":
+        return DatabaseUnavailableError(
+            "the database named in the URL does not exist; create it (e.g. `createdb NAME`) "
+            "or fix the database name in the URL",
+            sqlstate=code,
+        )
+    if code is not None and code.startswith("28"):
+        return DatabaseUnavailableError(
+            "the database rejected the credentials; check the user and password in the URL "
+            "and the server's pg_hba.conf",
+            sqlstate=code,
+        )
+    if code in ("SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE_PERM"):
+        return DatabaseUnavailableError(
+            "SQLite cannot open or write the database file; check that its folder exists and "
+            "is writable",
+            sqlstate=code,
+        )
     if code == "23503" or code == "SQLITE_CONSTRAINT_FOREIGNKEY":
         return SessionNotFoundError(
             "the session does not exist (it may have been deleted); create it first"
         )
     if (code is not None and code.startswith(("08", "57P"))) or _is_disconnect(error):
         return ConnectionLostError(
-            "the database connection was lost; the operation was not applied, retry it",
+            "could not reach the database, or the connection was lost; check that the server "
+            "is running and reachable at the URL's host and port, then retry",
             sqlstate=code,
         )
     summary = type(getattr(error, "orig", None) or error).__name__

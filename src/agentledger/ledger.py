@@ -88,7 +88,7 @@ class Ledger:
             kwargs.setdefault("hide_parameters", True)
         engine = create_async_engine(url, **kwargs)
         if url.get_backend_name() == "sqlite":
-            _configure_sqlite(engine, settings.sqlite_busy_timeout)
+            configure_sqlite(engine, busy_timeout=settings.sqlite_busy_timeout)
         logger.debug("agentledger engine created for %s", safe_url(url))
         return cls(engine, settings=settings, owns_engine=True)
 
@@ -177,7 +177,20 @@ class Ledger:
                     f"schema revision {head} (found: {state}); run `agentledger db upgrade` "
                     "(or `await ledger.upgrade()`, or set AGENTLEDGER_MIGRATE_ON_START=true)"
                 )
+            if self._engine.dialect.name == "sqlite":
+                await self._check_sqlite_foreign_keys()
             self._schema_ready = True
+
+    async def _check_sqlite_foreign_keys(self) -> None:
+        """Cascading deletes need SQLite's foreign keys, which are off unless switched on."""
+        async with self._engine.connect() as connection:
+            enabled = (await connection.exec_driver_sql("PRAGMA foreign_keys")).scalar()
+        if not enabled:
+            raise LedgerError(
+                "this SQLite engine runs with foreign keys off, so deleting a session would "
+                "leave its messages behind; call agentledger.configure_sqlite(engine) right "
+                "after creating it (or use Ledger.from_url)"
+            )
 
     async def _migrate(
         self,
@@ -234,11 +247,13 @@ def _migration_error(error: Exception, revision: str) -> LedgerError:
     return LedgerError(f"migrating to {revision!r} failed: {error}")
 
 
-def _configure_sqlite(engine: AsyncEngine, busy_timeout: float) -> None:
+def configure_sqlite(engine: AsyncEngine, *, busy_timeout: float = 30.0) -> None:
     """Foreign keys on, WAL, a busy timeout, and transactions SQLAlchemy really controls.
 
-    pysqlite's own transaction handling defers BEGIN and breaks SAVEPOINTs; the documented
-    recipe turns it off and emits BEGIN from SQLAlchemy's ``begin`` event instead.
+    Applied to the engines agentledger creates; a host passing its own SQLite engine to
+    ``Ledger(engine)`` calls it once, right after ``create_async_engine``. pysqlite's own
+    transaction handling defers BEGIN and breaks SAVEPOINTs; the documented SQLAlchemy recipe
+    turns it off and emits BEGIN from the ``begin`` event instead.
     """
     sync_engine = engine.sync_engine
     in_memory = engine.url.database in (None, "", ":memory:")

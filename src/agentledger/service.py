@@ -208,7 +208,9 @@ class SessionService:
     ) -> SessionRecord | None:
         """The session with its whole history, or ``None`` when missing or not ``user_id``'s."""
         sid = parse_session_id(session_id)
-        async with self._uow(autocommit=False) as uow:
+        # Two statements, no transaction needed: messages are read up to the last_seq seen with
+        # the session row, and sequences commit in order, so the result is always a prefix.
+        async with self._uow(autocommit=True) as uow:
             return await uow.sessions.get(sid, user_id)
 
     @_translating

@@ -1,0 +1,331 @@
+"""The ``agentledger`` command line: schema rollout, inspection and cleanup for operators.
+
+A thin layer over :class:`~agentledger.ledger.Ledger` and its service: it parses arguments,
+calls one service operation and prints the result. Errors are one line on stderr with a
+non-zero exit code, never a traceback:
+
+* 0 — success;
+* 1 — agentledger refused or failed the operation (the message says what to do);
+* 2 — the command line itself was wrong (argparse's convention).
+
+The database URL comes from ``--database-url``, else ``AGENTLEDGER_DATABASE_URL``, else
+``DATABASE_URL``, else the embedded default ``sqlite+aiosqlite:///agentledger.db``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
+from typing import Any, TextIO
+
+from pydantic import ValidationError
+
+from .config import LedgerSettings, safe_url
+from .errors import LedgerError
+from .ledger import Ledger
+from .records import MessageRecord, SessionRecord, SessionSummary
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+_DURATION_PART = re.compile(r"(\d+)\s*([smhdw])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``30d``, ``12h``, ``1d12h``, ``90m``, ``2w`` or ``45s`` as a timedelta."""
+    compact = text.strip().lower()
+    parts = _DURATION_PART.findall(compact)
+    if not parts or _DURATION_PART.sub("", compact).strip():
+        raise argparse.ArgumentTypeError(
+            f"invalid duration {text!r}; use a number with a unit: 30d, 12h, 90m, 2w, 1d12h"
+        )
+    return timedelta(seconds=sum(int(number) * _UNIT_SECONDS[unit] for number, unit in parts))
+
+
+def format_duration(duration: timedelta) -> str:
+    """The inverse of :func:`parse_duration` for display: ``1d12h``, ``30d``, ``0s``."""
+    seconds = int(duration.total_seconds())
+    parts = []
+    for unit in ("d", "h", "m", "s"):
+        amount, seconds = divmod(seconds, _UNIT_SECONDS[unit])
+        if amount:
+            parts.append(f"{amount}{unit}")
+    return "".join(parts) or "0s"
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="agentledger",
+        description="Durable sessions and conversation history for AI agents.",
+    )
+    parser.add_argument(
+        "--database-url",
+        help="database URL (default: $AGENTLEDGER_DATABASE_URL, $DATABASE_URL, "
+        "else sqlite+aiosqlite:///agentledger.db)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    db = commands.add_parser("db", help="roll the schema out (Alembic)")
+    db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    upgrade = db_commands.add_parser("upgrade", help="upgrade to a revision (default: head)")
+    upgrade.add_argument("revision", nargs="?", default="head")
+    downgrade = db_commands.add_parser("downgrade", help="downgrade to REV ('base' drops all)")
+    downgrade.add_argument("revision")
+    db_commands.add_parser("current", help="show the applied agentledger revision")
+
+    sessions = commands.add_parser("sessions", help="inspect sessions")
+    session_commands = sessions.add_subparsers(
+        dest="sessions_command", required=True, metavar="ACTION"
+    )
+    listing = session_commands.add_parser("list", help="a user's sessions, newest first")
+    listing.add_argument("--user", required=True, help="user id")
+    listing.add_argument("--limit", type=int, default=20, help="page size (default 20)")
+    listing.add_argument("--cursor", help="next_cursor printed by the previous page")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    show = session_commands.add_parser("show", help="one session with its history")
+    show.add_argument("session_id", metavar="ID")
+    show.add_argument("--user", help="only if owned by this user id")
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+
+    cleanup = commands.add_parser("cleanup", help="delete sessions idle for a while")
+    cleanup.add_argument(
+        "--older-than", required=True, type=parse_duration, help="idle time, e.g. 30d, 12h, 1d12h"
+    )
+    cleanup.add_argument("--dry-run", action="store_true", help="only count")
+    cleanup.add_argument(
+        "--batch-size", type=int, default=500, help="sessions per transaction (default 500)"
+    )
+
+    demo = commands.add_parser("demo", help="the two-process memory demo on the default SQLite")
+    demo.add_argument("--step", type=int, choices=(1, 2), help=argparse.SUPPRESS)
+
+    chat = commands.add_parser("chat", help="interactive chat over a stored session")
+    chat.add_argument("--session", required=True, help="session name or UUID")
+    chat.add_argument("--user", default="default", help="user id (default: 'default')")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``agentledger`` script; returns the process exit code."""
+    args = _build_parser().parse_args(argv)
+    try:
+        settings = (
+            LedgerSettings(database_url=args.database_url)
+            if args.database_url
+            else LedgerSettings()
+        )
+        return asyncio.run(_dispatch(args, settings))
+    except LedgerError as error:
+        _fail(str(error))
+    except ValidationError as error:
+        _fail(_settings_problem(error))
+    except (ValueError, TypeError) as error:
+        _fail(str(error))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return EXIT_FAILED
+
+
+def _fail(message: str) -> None:
+    print(f"agentledger: error: {message}", file=sys.stderr)
+
+
+def _settings_problem(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first.get("loc", ())) or "settings"
+    return f"invalid setting {where}: {first.get('msg', 'invalid value')}"
+
+
+async def _dispatch(args: argparse.Namespace, settings: LedgerSettings) -> int:
+    if args.command == "demo":
+        from .demo import run_demo
+
+        await run_demo(settings.database_url, step=args.step)
+        return EXIT_OK
+    if args.command == "chat":
+        from .demo import run_chat
+
+        await run_chat(settings.database_url, args.session, args.user)
+        return EXIT_OK
+    handler = _HANDLERS[(args.command, _action_of(args))]
+    async with Ledger.from_settings(settings) as ledger:
+        return await handler(ledger, args, sys.stdout)
+
+
+def _action_of(args: argparse.Namespace) -> str | None:
+    return getattr(args, "db_command", None) or getattr(args, "sessions_command", None)
+
+
+# -- handlers -------------------------------------------------------------------------------
+
+Handler = Callable[[Ledger, argparse.Namespace, TextIO], Awaitable[int]]
+
+
+async def _db_upgrade(ledger: Ledger, args: argparse.Namespace, out: TextIO) -> int:
+    await ledger.upgrade(args.revision)
+    current = await ledger.current_revisions()
+    print(f"{safe_url(ledger.engine.url)} is at {', '.join(current) or 'base'}", file=out)
+    return EXIT_OK
+
+
+async def _db_downgrade(ledger: Ledger, args: argparse.Namespace, out: TextIO) -> int:
+    await ledger.downgrade(args.revision)
+    current = await ledger.current_revisions()
+    print(f"{safe_url(ledger.engine.url)} is at {', '.join(current) or 'base'}", file=out)
+    return EXIT_OK
+
+
+async def _db_current(ledger: Ledger, args: argparse.Namespace, out: TextIO) -> int:
+    from .schema import head_revision
+
+    current = await ledger.current_revisions()
+    head = head_revision()
+    state = "(head)" if head in current else f"(head is {head}; run `agentledger db upgrade`)"
+    print(f"{', '.join(current) or 'base'} {state}", file=out)
+    return EXIT_OK
+
+
+async def _sessions_list(ledger: Ledger, args: argparse.Namespace, out: TextIO) -> int:
+    page = await ledger.service.list_user_sessions(args.user, args.limit, cursor=args.cursor)
+    if args.json:
+        payload = {
+            "sessions": [_summary_json(summary) for summary in page],
+            "next_cursor": page.next_cursor,
+        }
+        print(json.dumps(payload, ensure_ascii=False), file=out)
+        return EXIT_OK
+    if not page.sessions:
+        print(f"no sessions for user {args.user!r}", file=out)
+    for summary in page:
+        print(
+            f"{summary.id}  {summary.updated_at:%Y-%m-%d %H:%M:%S}Z  "
+            f"{summary.message_count:>6} msgs  {summary.agent_name}",
+            file=out,
+        )
+    if page.next_cursor:
+        print(f"more: --cursor {page.next_cursor}", file=out)
+    return EXIT_OK
+
+
+async def _sessions_show(ledger: Ledger, args: argparse.Namespace, out: TextIO) -> int:
+    record = await ledger.service.get_session(args.session_id, user_id=args.user)
+    if record is None:
+        owner = f" for user {args.user!r}" if args.user else ""
+        raise LedgerError(
+            f"no session {args.session_id}{owner}; list them with "
+            "`agentledger sessions list --user USER`"
+        )
+    if args.json:
+        print(json.dumps(_record_json(record), ensure_ascii=False), file=out)
+        return EXIT_OK
+    print(f"session {record.id}  user {record.user_id}  agent {record.agent_name}", file=out)
+    print(
+        f"created {record.created_at.isoformat()}  updated {record.updated_at.isoformat()}",
+        file=out,
+    )
+    if record.metadata:
+        print(f"metadata {json.dumps(record.metadata, ensure_ascii=False)}", file=out)
+    for message in record.messages:
+        print(_message_line(message), file=out)
+    return EXIT_OK
+
+
+async def _cleanup(ledger: Ledger, args: argparse.Namespace, out: TextIO) -> int:
+    if args.dry_run:
+        sessions, messages = await ledger.service.count_idle_sessions(args.older_than)
+        print(
+            f"would delete {sessions} sessions ({messages} messages) idle for more than "
+            f"{format_duration(args.older_than)}",
+            file=out,
+        )
+        return EXIT_OK
+
+    def progress(total: int) -> None:
+        if out.isatty():
+            print(f"\rdeleted {total} sessions...", end="", file=out, flush=True)
+
+    deleted = await ledger.service.cleanup_sessions(
+        args.older_than, batch_size=args.batch_size, on_progress=progress
+    )
+    if out.isatty():
+        print("\r", end="", file=out)
+    print(
+        f"deleted {deleted} sessions idle for more than {format_duration(args.older_than)}",
+        file=out,
+    )
+    return EXIT_OK
+
+
+_HANDLERS: dict[tuple[str, str | None], Handler] = {
+    ("db", "upgrade"): _db_upgrade,
+    ("db", "downgrade"): _db_downgrade,
+    ("db", "current"): _db_current,
+    ("sessions", "list"): _sessions_list,
+    ("sessions", "show"): _sessions_show,
+    ("cleanup", None): _cleanup,
+}
+
+
+# -- rendering --------------------------------------------------------------------------------
+
+
+def _message_line(message: MessageRecord) -> str:
+    text = message.content.replace("\x00", "\\0")
+    if message.tool_calls:
+        calls = ", ".join(_call_label(call) for call in message.tool_calls)
+        text = f"{text} [calls: {calls}]" if text else f"[calls: {calls}]"
+    if message.tool_call_id:
+        text = f"[result of {message.tool_call_id}] {text}"
+    return f"{message.seq:>5}  {message.role:<9} {text}"
+
+
+def _call_label(call: dict[str, Any]) -> str:
+    function = call.get("function")
+    name = function.get("name") if isinstance(function, dict) else call.get("type")
+    return f"{name}({call.get('id')})"
+
+
+def _summary_json(summary: SessionSummary) -> dict[str, Any]:
+    return {
+        "id": str(summary.id),
+        "user_id": summary.user_id,
+        "agent_name": summary.agent_name,
+        "metadata": summary.metadata,
+        "created_at": summary.created_at.isoformat(),
+        "updated_at": summary.updated_at.isoformat(),
+        "message_count": summary.message_count,
+    }
+
+
+def _record_json(record: SessionRecord) -> dict[str, Any]:
+    return {
+        "id": str(record.id),
+        "user_id": record.user_id,
+        "agent_name": record.agent_name,
+        "metadata": record.metadata,
+        "created_at": record.created_at.isoformat(),
+        "updated_at": record.updated_at.isoformat(),
+        "messages": [
+            {
+                "seq": message.seq,
+                "role": message.role,
+                "content": message.content,
+                "tool_calls": message.tool_calls,
+                "tool_call_id": message.tool_call_id,
+                "created_at": message.created_at.isoformat(),
+            }
+            for message in record.messages
+        ],
+    }
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
