@@ -79,6 +79,9 @@ def _build_parser() -> argparse.ArgumentParser:
     downgrade = db_commands.add_parser("downgrade", help="downgrade to REV ('base' drops all)")
     downgrade.add_argument("revision")
     db_commands.add_parser("current", help="show the applied agentledger revision")
+    db_commands.add_parser(
+        "adopt", help="upgrade a database on the seed's schema in place, keeping every row"
+    )
 
     sessions = commands.add_parser("sessions", help="inspect sessions")
     session_commands = sessions.add_subparsers(
@@ -193,6 +196,23 @@ async def _db_current(ledger: Ledger, args: argparse.Namespace, out: TextIO) -> 
     return EXIT_OK
 
 
+async def _db_adopt(ledger: Ledger, args: argparse.Namespace, out: TextIO) -> int:
+    def progress(done: int, total: int) -> None:
+        if out.isatty():
+            print(f"\rconverting messages: {done}/{total}", end="", file=out, flush=True)
+
+    report = await ledger.adopt(on_progress=progress)
+    if out.isatty():
+        print("\r", end="", file=out)
+    current = ", ".join(await ledger.current_revisions())
+    print(
+        f"adopted {report.sessions} sessions and {report.messages} messages; "
+        f"{safe_url(ledger.engine.url)} is at {current}",
+        file=out,
+    )
+    return EXIT_OK
+
+
 async def _sessions_list(ledger: Ledger, args: argparse.Namespace, out: TextIO) -> int:
     page = await ledger.service.list_user_sessions(args.user, args.limit, cursor=args.cursor)
     if args.json:
@@ -268,6 +288,7 @@ _HANDLERS: dict[tuple[str, str | None], Handler] = {
     ("db", "upgrade"): _db_upgrade,
     ("db", "downgrade"): _db_downgrade,
     ("db", "current"): _db_current,
+    ("db", "adopt"): _db_adopt,
     ("sessions", "list"): _sessions_list,
     ("sessions", "show"): _sessions_show,
     ("cleanup", None): _cleanup,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -25,6 +26,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from . import schema
+from .adopt import ADOPTED_REVISION, AdoptionReport, adopt_seed_schema
 from .config import LedgerSettings, safe_url
 from .errors import LedgerError, SchemaNotReadyError, translate_db_error
 from .service import SessionService
@@ -150,6 +152,30 @@ class Ledger:
         """Run agentledger's Alembic revisions down to ``revision`` (``"base"`` drops all)."""
         await self._migrate(schema.downgrade, revision, connection)
         self._schema_ready = False
+
+    async def adopt(
+        self, *, on_progress: Callable[[int, int], None] | None = None
+    ) -> AdoptionReport:
+        """Upgrade a database on the seed's schema in place, then to head (see :mod:`.adopt`).
+
+        The seed-to-revision-1 conversion and its stamp run in one transaction: a refusal or a
+        failure leaves the database exactly as it was.
+        """
+
+        def convert(connection: Connection) -> AdoptionReport:
+            report = adopt_seed_schema(connection, on_progress=on_progress)
+            schema.stamp(connection, ADOPTED_REVISION)
+            return report
+
+        try:
+            async with self._engine.begin() as connection:
+                report = await connection.run_sync(convert)
+        except LedgerError:
+            raise
+        except Exception as error:
+            raise _migration_error(error, ADOPTED_REVISION) from error
+        await self.upgrade()
+        return report
 
     async def current_revisions(self) -> tuple[str, ...]:
         """agentledger revisions applied to the database (empty when never migrated)."""

@@ -71,6 +71,13 @@ def downgrade(connection: Connection, revision: str) -> None:
     command.downgrade(config, revision)
 
 
+def stamp(connection: Connection, revision: str) -> None:
+    """Record ``revision`` as applied without running it (the caller owns the transaction)."""
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    command.stamp(config, revision)
+
+
 def current_revisions(connection: Connection) -> tuple[str, ...]:
     """agentledger revisions applied to this database, from either version table."""
     found: set[str] = set()

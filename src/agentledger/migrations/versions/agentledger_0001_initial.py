@@ -73,6 +73,11 @@ def upgrade() -> None:
         ),
     )
 
+    create_bookkeeping_tables()
+
+
+def create_bookkeeping_tables() -> None:
+    """Idempotency batches and usage; also called by `agentledger db adopt` on a seed database."""
     op.create_table(
         "conversation_batches",
         sa.Column("session_id", sa.Uuid(), nullable=False),
