@@ -106,6 +106,16 @@ def _build_parser() -> argparse.ArgumentParser:
         "--batch-size", type=int, default=500, help="sessions per transaction (default 500)"
     )
 
+    importing = commands.add_parser(
+        "import", help="copy history from the Agents SDK's SQLiteSession / SQLAlchemySession"
+    )
+    importing.add_argument("source", help="path of an SDK SQLite file, or a database URL")
+    importing.add_argument("--user", required=True, help="user id that will own the sessions")
+    importing.add_argument("--agent-name", default="agent", help="agent name of new sessions")
+    importing.add_argument(
+        "--messages-table", default="agent_messages", help="source table (default agent_messages)"
+    )
+
     demo = commands.add_parser("demo", help="the two-process memory demo on the default SQLite")
     demo.add_argument("--step", type=int, choices=(1, 2), help=argparse.SUPPRESS)
 
@@ -158,6 +168,9 @@ async def _dispatch(args: argparse.Namespace, settings: LedgerSettings) -> int:
 
         await run_chat(settings.database_url, args.session, args.user)
         return EXIT_OK
+    if args.command == "import":
+        async with Ledger.from_settings(settings) as ledger:
+            return await _import(ledger, args, sys.stdout)
     handler = _HANDLERS[(args.command, _action_of(args))]
     async with Ledger.from_settings(settings) as ledger:
         return await handler(ledger, args, sys.stdout)
@@ -281,6 +294,36 @@ async def _cleanup(ledger: Ledger, args: argparse.Namespace, out: TextIO) -> int
         f"deleted {deleted} sessions idle for more than {format_duration(args.older_than)}",
         file=out,
     )
+    return EXIT_OK
+
+
+async def _import(ledger: Ledger, args: argparse.Namespace, out: TextIO) -> int:
+    from .importer import import_sdk_store
+
+    def progress(done: int, total: int) -> None:
+        if out.isatty():
+            print(f"\rimporting: {done}/{total} rows", end="", file=out, flush=True)
+
+    report = await import_sdk_store(
+        ledger.service,
+        args.source,
+        user_id=args.user,
+        agent_name=args.agent_name,
+        messages_table=args.messages_table,
+        on_progress=progress,
+    )
+    if out.isatty():
+        print("\r", end="", file=out)
+    print(
+        f"imported {report.items} new items into {report.sessions} sessions for user {args.user!r}",
+        file=out,
+    )
+    if report.unreadable:
+        print(
+            f"agentledger: warning: {report.unreadable} source rows were not valid JSON and "
+            "were left out",
+            file=sys.stderr,
+        )
     return EXIT_OK
 
 
