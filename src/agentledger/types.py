@@ -63,9 +63,10 @@ class NulSafeText(TypeDecorator[str]):
         self.length = length
 
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
-        if self.length is not None:
-            return dialect.type_descriptor(String(self.length))
-        return dialect.type_descriptor(Text())
+        # Not dialect.type_descriptor(Text()): asyncpg adapts Text to its String subclass, whose
+        # DDL is VARCHAR, so the column type would depend on the driver. SQLAlchemy adapts the
+        # returned type to the dialect for binds and results by itself.
+        return String(self.length) if self.length is not None else Text()
 
     def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
         if value is None or not _is_postgres(dialect):

@@ -15,6 +15,7 @@ from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from agentledger.config import LedgerSettings, normalize_url
+from agentledger.ledger import configure_sqlite
 from agentledger.models import metadata
 from agentledger.schema import VERSION_TABLE, include_object
 
@@ -47,6 +48,9 @@ def _run(connection: Connection) -> None:
 
 async def _run_with_own_engine() -> None:
     engine = create_async_engine(_url())
+    if engine.dialect.name == "sqlite":
+        # Let SQLAlchemy own the transaction, so a failed upgrade leaves nothing half-built.
+        configure_sqlite(engine)
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_run)

@@ -12,12 +12,16 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from agentledger.types import NulSafeJSON, NulSafeText, UTCDateTime
+from sqlalchemy.dialects import postgresql
 
 revision: str = "agentledger_0001"
 down_revision: str | Sequence[str] | None = None
 branch_labels: str | Sequence[str] | None = ("agentledger",)
 depends_on: str | Sequence[str] | None = None
+
+# Plain SQLAlchemy types, so this released revision's DDL never changes with library code.
+TIMESTAMP = sa.DateTime(timezone=True)
+JSONB = sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
 
 ROLES = ("user", "assistant", "tool", "system", "developer")
 
@@ -28,9 +32,9 @@ def upgrade() -> None:
         sa.Column("id", sa.Uuid(), nullable=False),
         sa.Column("user_id", sa.String(length=255), nullable=False),
         sa.Column("agent_name", sa.String(length=255), nullable=False),
-        sa.Column("created_at", UTCDateTime(), server_default=sa.func.now(), nullable=False),
-        sa.Column("updated_at", UTCDateTime(), server_default=sa.func.now(), nullable=False),
-        sa.Column("metadata", NulSafeJSON(), server_default=sa.text("'{}'"), nullable=False),
+        sa.Column("created_at", TIMESTAMP, server_default=sa.func.now(), nullable=False),
+        sa.Column("updated_at", TIMESTAMP, server_default=sa.func.now(), nullable=False),
+        sa.Column("metadata", JSONB, server_default=sa.text("'{}'"), nullable=False),
         sa.Column("last_seq", sa.BigInteger(), server_default=sa.text("0"), nullable=False),
         sa.CheckConstraint("last_seq >= 0", name=op.f("ck_agent_sessions_last_seq_non_negative")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_agent_sessions")),
@@ -48,14 +52,14 @@ def upgrade() -> None:
         sa.Column("seq", sa.BigInteger(), nullable=False),
         sa.Column("id", sa.Uuid(), nullable=False),
         sa.Column("role", sa.String(length=50), nullable=False),
-        sa.Column("content", NulSafeText(), nullable=False),
-        sa.Column("tool_calls", NulSafeJSON(), nullable=True),
-        sa.Column("tool_call_id", NulSafeText(255), nullable=True),
+        sa.Column("content", sa.Text(), nullable=False),
+        sa.Column("tool_calls", JSONB, nullable=True),
+        sa.Column("tool_call_id", sa.String(length=255), nullable=True),
         sa.Column(
             "item_type", sa.String(length=64), server_default=sa.text("'message'"), nullable=False
         ),
         sa.Column("item", sa.JSON(), nullable=False),
-        sa.Column("created_at", UTCDateTime(), server_default=sa.func.now(), nullable=False),
+        sa.Column("created_at", TIMESTAMP, server_default=sa.func.now(), nullable=False),
         sa.CheckConstraint(
             "role IN (" + ", ".join(f"'{role}'" for role in ROLES) + ")",
             name=op.f("ck_conversation_messages_role_known"),
@@ -84,7 +88,7 @@ def create_bookkeeping_tables() -> None:
         sa.Column("idempotency_key", sa.String(length=255), nullable=False),
         sa.Column("first_seq", sa.BigInteger(), nullable=False),
         sa.Column("count", sa.BigInteger(), nullable=False),
-        sa.Column("created_at", UTCDateTime(), server_default=sa.func.now(), nullable=False),
+        sa.Column("created_at", TIMESTAMP, server_default=sa.func.now(), nullable=False),
         sa.ForeignKeyConstraint(
             ["session_id"],
             ["agent_sessions.id"],
@@ -104,7 +108,7 @@ def create_bookkeeping_tables() -> None:
         sa.Column("input_tokens", sa.BigInteger(), server_default=sa.text("0"), nullable=False),
         sa.Column("output_tokens", sa.BigInteger(), server_default=sa.text("0"), nullable=False),
         sa.Column("total_tokens", sa.BigInteger(), server_default=sa.text("0"), nullable=False),
-        sa.Column("created_at", UTCDateTime(), server_default=sa.func.now(), nullable=False),
+        sa.Column("created_at", TIMESTAMP, server_default=sa.func.now(), nullable=False),
         sa.ForeignKeyConstraint(
             ["session_id"],
             ["agent_sessions.id"],
