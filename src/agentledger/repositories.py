@@ -468,6 +468,19 @@ class MessageRepository:
         first_seq, count, created_at = row
         return int(first_seq), int(count), created_at
 
+    async def batch_keys(self, session_id: uuid.UUID, prefix: str) -> list[str]:
+        """Idempotency keys of the session's batches that start with ``prefix`` (sorted)."""
+        pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        result = await self._session.execute(
+            select(_batches.c.idempotency_key)
+            .where(
+                _batches.c.session_id == session_id,
+                _batches.c.idempotency_key.like(pattern, escape="\\"),
+            )
+            .order_by(_batches.c.idempotency_key)
+        )
+        return list(result.scalars())
+
     async def remember_batch(
         self, session_id: uuid.UUID, key: str, first_seq: int, count: int, now: datetime
     ) -> None:

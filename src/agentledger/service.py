@@ -15,13 +15,13 @@ import functools
 import json
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from .encoding import check_text, dump_json
+from .encoding import check_text, dump_json, escape_nul
 from .errors import InvalidInputError, LedgerError, SessionNotFoundError, translate_db_error
 from .projection import ChatView, chat_view, check_role, item_from_chat
 from .records import AppendResult, MessageRecord, SessionPage, SessionRecord, Usage
@@ -81,6 +81,18 @@ def _check_name(value: object, what: str) -> str:
     return text
 
 
+def _check_tool_call_id(value: object, what: str) -> str:
+    """A tool call id: any text (U+0000 included, tool ids come from outside) that fits the
+    varchar(255) column, where PostgreSQL stores U+0000 and U+E000 escaped as two characters."""
+    text = check_text(value, what)
+    if not text or len(escape_nul(text)) > MAX_NAME_LENGTH:
+        raise InvalidInputError(
+            f"{what} must be 1 to {MAX_NAME_LENGTH} characters (U+0000 and U+E000 count "
+            f"twice), got {len(text)}"
+        )
+    return text
+
+
 def _check_limit(limit: int | None, what: str = "limit") -> int | None:
     if limit is None:
         return None
@@ -117,7 +129,10 @@ def prepare_chat_message(message: Mapping[str, Any], index: int | None = None) -
         )
     if "role" not in message or "content" not in message:
         raise InvalidInputError(f"{where} needs both 'role' and 'content'")
-    role = check_role(message["role"])
+    try:
+        role = check_role(message["role"])
+    except InvalidInputError as error:
+        raise InvalidInputError(f"{where}: {error}") from None
     content = check_text(message["content"], f"{where} content")
     tool_calls = message.get("tool_calls")
     if tool_calls is not None and (
@@ -126,7 +141,7 @@ def prepare_chat_message(message: Mapping[str, Any], index: int | None = None) -
         raise InvalidInputError(f"{where} tool_calls must be a list of dicts or None")
     tool_call_id = message.get("tool_call_id")
     if tool_call_id is not None:
-        tool_call_id = _check_name(tool_call_id, f"{where} tool_call_id")
+        tool_call_id = _check_tool_call_id(tool_call_id, f"{where} tool_call_id")
     item = item_from_chat(role, content, tool_calls, tool_call_id)
     view = ChatView(role, content, tool_calls, tool_call_id, item.get("type", "message"))
     return _new_row(view, dump_json(item, where))
@@ -148,7 +163,10 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         stamp, session_id = json.loads(raw)
-        return datetime.fromisoformat(stamp), uuid.UUID(session_id)
+        updated_at = datetime.fromisoformat(stamp)
+        if updated_at.tzinfo is None:
+            raise ValueError("cursor timestamp is not timezone-aware")
+        return updated_at, uuid.UUID(session_id)
     except (binascii.Error, ValueError, TypeError) as error:
         raise InvalidInputError(
             "malformed cursor; pass the next_cursor of a previous page unchanged"
@@ -163,6 +181,13 @@ class SessionService:
     ) -> None:
         self._uow = uow_factory
         self._clock = clock
+
+    def _now(self) -> datetime:
+        """The clock's time in UTC: records hand out UTC whatever zone the clock uses."""
+        now = self._clock()
+        if not isinstance(now, datetime) or now.tzinfo is None:
+            raise TypeError("the clock must return an aware datetime, e.g. datetime.now(UTC)")
+        return now.astimezone(UTC)
 
     def using(self, connection: AsyncSession | AsyncConnection) -> SessionService:
         """The same service inside the caller's transaction; it never commits or closes it.
@@ -194,7 +219,7 @@ class SessionService:
         agent_name = _check_name(agent_name, "agent_name")
         meta = self._check_metadata(metadata)
         new_id = uuid.uuid4() if session_id is None else parse_session_id(session_id)
-        now = self._clock()
+        now = self._now()
         async with self._uow(autocommit=True) as uow:
             await uow.sessions.create(
                 session_id=new_id, user_id=user_id, agent_name=agent_name, metadata=meta, now=now
@@ -256,7 +281,7 @@ class SessionService:
             raise ValueError("older_than must be a non-negative datetime.timedelta")
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
-        cutoff = self._clock() - older_than
+        cutoff = self._now() - older_than
         if dry_run:
             async with self._uow(autocommit=True) as uow:
                 sessions, _messages = await uow.sessions.count_idle(cutoff)
@@ -274,7 +299,7 @@ class SessionService:
 
     async def count_idle_sessions(self, older_than: timedelta) -> tuple[int, int]:
         """``(sessions, messages)`` a cleanup with ``older_than`` would delete now."""
-        cutoff = self._clock() - older_than
+        cutoff = self._now() - older_than
         try:
             async with self._uow(autocommit=True) as uow:
                 return await uow.sessions.count_idle(cutoff)
@@ -344,17 +369,30 @@ class SessionService:
         *,
         user_id: str | None = None,
         create_as: SessionSpec | None = None,
+        idempotency_key: str | None = None,
     ) -> AppendResult:
         """Append Agents SDK items verbatim (with their chat view), atomically and in order.
 
-        ``create_as`` creates the session on this first write when it does not exist yet.
+        ``create_as`` creates the session on this first write when it does not exist yet;
+        ``idempotency_key`` stores the batch once however often it is retried.
         """
         if isinstance(items, (str, bytes, Mapping)):
             raise TypeError("items must be a list of items, not a single item")
         rows = [prepare_item(item, index) for index, item in enumerate(items)]
+        key = None if idempotency_key is None else _check_name(idempotency_key, "idempotency_key")
         return await self._append(
-            parse_session_id(session_id), rows, user_id=user_id, create=create_as
+            parse_session_id(session_id), rows, user_id=user_id, create=create_as, key=key
         )
+
+    @_translating
+    async def batch_keys(self, session_id: SessionId, *, prefix: str = "") -> list[str]:
+        """Idempotency keys of the batches stored in the session that start with ``prefix``.
+
+        Lets a resumable job (such as ``agentledger import``) find where it stopped.
+        """
+        sid = parse_session_id(session_id)
+        async with self._uow(autocommit=True) as uow:
+            return await uow.messages.batch_keys(sid, prefix)
 
     @_translating
     async def get_items(
@@ -376,7 +414,7 @@ class SessionService:
         """Remove and return the newest item (``None`` when empty); exactly once per item."""
         sid = parse_session_id(session_id)
         async with self._uow(autocommit=True) as uow:
-            item = await uow.messages.pop(sid, user_id, self._clock())
+            item = await uow.messages.pop(sid, user_id, self._now())
             await uow.commit()
             if item is None and user_id is not None:
                 await self._check_owner(uow, sid, user_id, missing_ok=True)
@@ -390,7 +428,7 @@ class SessionService:
             if await uow.sessions.lock(sid, user_id) is None:
                 await self._check_owner(uow, sid, user_id, missing_ok=True)
                 return
-            await uow.messages.clear(sid, self._clock())
+            await uow.messages.clear(sid, self._now())
             await uow.commit()
 
     # -- usage ----------------------------------------------------------------------------------
@@ -408,7 +446,7 @@ class SessionService:
         async with self._uow() as uow:
             if user_id is not None:
                 await self._check_owner(uow, sid, user_id, missing_ok=False)
-            await uow.usage.add(sid, usage, self._clock())
+            await uow.usage.add(sid, usage, self._now())
             await uow.commit()
 
     @_translating
@@ -442,9 +480,9 @@ class SessionService:
             user_id = _check_name(user_id, "user_id")
         if create is not None:
             user_id = create.user_id
-        now = self._clock()
+        now = self._now()
         if key is not None:
-            return await self._append_once(sid, rows, user_id, key, now)
+            return await self._append_once(sid, rows, user_id, key, now, create)
         if not rows:
             async with self._uow(autocommit=True) as uow:
                 await self._check_owner(uow, sid, user_id, missing_ok=create is not None)
@@ -458,11 +496,25 @@ class SessionService:
         return AppendResult(sid, base + 1, len(rows), now)
 
     async def _append_once(
-        self, sid: uuid.UUID, rows: list[NewRow], user_id: str | None, key: str, now: datetime
+        self,
+        sid: uuid.UUID,
+        rows: list[NewRow],
+        user_id: str | None,
+        key: str,
+        now: datetime,
+        create: SessionSpec | None,
     ) -> AppendResult:
         async with self._uow() as uow:
             if await uow.sessions.lock(sid, user_id) is None:
-                await self._check_owner(uow, sid, user_id, missing_ok=False)
+                await self._check_owner(uow, sid, user_id, missing_ok=create is not None)
+                assert create is not None  # _check_owner raised otherwise
+                await uow.sessions.create(
+                    session_id=sid,
+                    user_id=create.user_id,
+                    agent_name=create.agent_name,
+                    metadata={},
+                    now=now,
+                )
             earlier = await uow.messages.find_batch(sid, key)
             if earlier is not None:
                 first_seq, count, created_at = earlier
