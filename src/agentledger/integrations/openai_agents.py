@@ -1,0 +1,419 @@
+"""OpenAI Agents SDK integration: agentledger as the SDK's session memory, and SessionAgent.
+
+:class:`LedgerSession` implements the SDK's ``agents.memory.Session`` protocol on top of
+:class:`~agentledger.service.SessionService`, so ``Runner.run(agent, text, session=...)`` reads
+the stored history before the model call and appends the turn's items after it. It is a thin
+adapter: ordering, validation, ownership and atomicity all live in the service; this module only
+maps the SDK's calls onto it, always passing the ``user_id`` so one user's session is never read
+or changed through another's.
+
+:class:`SessionAgent` is the seed's wrapper done right: the history really reaches the model (the
+seed passed it as an unused ``context``), the whole turn (tool calls included) is stored
+verbatim, and the token usage of every run is recorded for accounting.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from agents import Agent, Runner
+from agents.exceptions import AgentsException
+from agents.items import TResponseInputItem
+from agents.memory.session_settings import (
+    SessionSettings,
+    coerce_session_settings,
+    resolve_session_limit,
+)
+from agents.result import RunResultBase, RunResultStreaming
+from agents.stream_events import StreamEvent
+from agents.usage import Usage as SdkUsage
+
+from ..encoding import check_text
+from ..errors import LedgerError
+from ..records import Usage
+from ..repositories import SessionSpec
+from ..service import SessionService
+from ..windows import HistoryWindow, TokenCounter, read_window
+
+if TYPE_CHECKING:
+    from ..ledger import Ledger
+
+logger = logging.getLogger("agentledger")
+
+#: Namespace of the UUIDs that session *names* map to. Fixed forever: changing it would make every
+#: named session open a different (empty) agentledger session.
+SESSION_NAME_NAMESPACE = uuid.UUID("4689be51-cd3f-5e3f-97b3-bf8e7f3da0a1")
+
+__all__ = [
+    "SESSION_NAME_NAMESPACE",
+    "AgentRunResult",
+    "HistoryWindow",
+    "LedgerSession",
+    "SessionAgent",
+    "StreamedAgentRun",
+    "resolve_session_uuid",
+    "usage_from_sdk",
+]
+
+
+def resolve_session_uuid(session_id: str | uuid.UUID, user_id: str) -> uuid.UUID:
+    """The agentledger session UUID that an SDK ``session_id`` string stands for.
+
+    A string that parses as a UUID *is* that session (so ids handed out by ``create_session``
+    work unchanged). Any other string is a name, mapped deterministically with uuid5 over
+    :data:`SESSION_NAME_NAMESPACE` and ``user_id`` plus the name, so the same name used by two
+    users opens two separate sessions, and no user can reach another's session by guessing its
+    name (ownership is still enforced by the service for UUIDs).
+    """
+    if isinstance(session_id, uuid.UUID):
+        return session_id
+    if not isinstance(session_id, str):
+        raise TypeError(f"session_id must be a str or uuid.UUID, not {type(session_id).__name__}")
+    if not isinstance(user_id, str):
+        raise TypeError(f"user_id must be a str, not {type(user_id).__name__}")
+    try:
+        return uuid.UUID(session_id)
+    except ValueError:
+        pass
+    check_text(session_id, "session_id")
+    check_text(user_id, "user_id")
+    # NUL cannot occur in a valid user_id, so the pair is encoded unambiguously.
+    return uuid.uuid5(SESSION_NAME_NAMESPACE, f"{user_id}\x00{session_id}")
+
+
+def usage_from_sdk(usage: SdkUsage) -> Usage:
+    """agentledger's usage record of the SDK's accumulated ``Usage``."""
+    return Usage(
+        requests=usage.requests,
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        total_tokens=usage.total_tokens,
+    )
+
+
+class LedgerSession:
+    """An Agents SDK session (``agents.memory.Session``) stored by agentledger.
+
+    Build it with :meth:`Ledger.agent_session <agentledger.Ledger.agent_session>`. The session
+    row is created, owned by ``user_id`` and named after ``agent_name``, by the first write; an
+    existing session owned by someone else raises :class:`~agentledger.SessionNotFoundError` on
+    every operation.
+
+    ``get_items(limit)`` follows the SDK contract (latest ``limit`` items in order, all of them
+    for ``None``; ``session_settings.limit`` is the default limit). With a ``window``
+    (:class:`~agentledger.windows.HistoryWindow`, or :meth:`windowed`), ``get_items()`` without
+    a limit returns that window instead of the whole history, so ``Runner.run`` sends the model
+    only the last turns / a token budget, never splitting a tool call from its output. An
+    explicit ``limit`` always means exactly the latest ``limit`` items, because the SDK relies
+    on that internally.
+    """
+
+    session_id: str
+    session_settings: SessionSettings | None
+
+    def __init__(
+        self,
+        session_id: str,
+        *,
+        service: SessionService,
+        user_id: str,
+        agent_name: str,
+        settings: SessionSettings | Mapping[str, Any] | None = None,
+        window: HistoryWindow | None = None,
+    ) -> None:
+        self._uuid = resolve_session_uuid(session_id, user_id)
+        self.session_id = session_id if isinstance(session_id, str) else str(session_id)
+        if settings is None:
+            self.session_settings = SessionSettings()
+        elif isinstance(settings, SessionSettings):
+            self.session_settings = settings
+        else:
+            self.session_settings = coerce_session_settings(dict(settings))
+        if window is not None and not isinstance(window, HistoryWindow):
+            raise TypeError("window must be an agentledger.windows.HistoryWindow or None")
+        if window is not None and self.session_settings.limit is not None:
+            raise ValueError(
+                "use either session_settings.limit or a history window, not both: the SDK "
+                "passes the limit explicitly, which would bypass the window"
+            )
+        self._service = service
+        self._user_id = user_id
+        self._agent_name = agent_name
+        self._window = window
+
+    # -- identity -----------------------------------------------------------------------
+
+    @property
+    def ledger_session_id(self) -> uuid.UUID:
+        """The agentledger session this SDK session reads and writes."""
+        return self._uuid
+
+    @property
+    def user_id(self) -> str:
+        return self._user_id
+
+    @property
+    def agent_name(self) -> str:
+        return self._agent_name
+
+    @property
+    def window(self) -> HistoryWindow | None:
+        """The history window ``get_items()`` applies, if any."""
+        return self._window
+
+    def windowed(
+        self, *, max_turns: int | None = None, max_tokens: int | None = None
+    ) -> LedgerSession:
+        """The same session, whose ``get_items()`` returns only the given window."""
+        return LedgerSession(
+            self.session_id,
+            service=self._service,
+            user_id=self._user_id,
+            agent_name=self._agent_name,
+            settings=self.session_settings,
+            window=HistoryWindow(max_turns=max_turns, max_tokens=max_tokens),
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"LedgerSession(session_id={self.session_id!r}, "
+            f"ledger_session_id={self._uuid}, user_id={self._user_id!r})"
+        )
+
+    # -- the Session protocol -----------------------------------------------------------
+
+    async def get_items(self, limit: int | None = None) -> list[TResponseInputItem]:
+        """The latest ``limit`` items in chronological order (see the class docstring)."""
+        resolved = resolve_session_limit(limit, self.session_settings)
+        if resolved is None and self._window is not None:
+            return await self.get_items_window(
+                max_turns=self._window.max_turns,
+                max_tokens=self._window.max_tokens,
+                count_tokens=self._window.count_tokens,
+            )
+        return await self._service.get_items(self._uuid, resolved, user_id=self._user_id)
+
+    async def add_items(self, items: list[TResponseInputItem]) -> None:
+        """Append ``items`` atomically and in order, creating the session on first write."""
+        await self._service.add_items(
+            self._uuid,
+            items,
+            user_id=self._user_id,
+            create_as=SessionSpec(self._user_id, self._agent_name),
+        )
+
+    async def pop_item(self) -> TResponseInputItem | None:
+        """Remove and return the newest item (``None`` when empty); each item is popped once."""
+        item: TResponseInputItem | None = await self._service.pop_item(
+            self._uuid, user_id=self._user_id
+        )
+        return item
+
+    async def clear_session(self) -> None:
+        """Delete every item of the session (the session row, its owner and usage stay)."""
+        await self._service.clear_session(self._uuid, user_id=self._user_id)
+
+    # -- windows ------------------------------------------------------------------------
+
+    async def get_items_window(
+        self,
+        *,
+        max_turns: int | None = None,
+        max_tokens: int | None = None,
+        count_tokens: TokenCounter | None = None,
+    ) -> list[TResponseInputItem]:
+        """The last ``max_turns`` user turns and/or ~``max_tokens`` tokens of the history.
+
+        Never separates a tool call from its output nor a reasoning item from the item it
+        precedes (see :mod:`agentledger.windows` for the exact rules); reads only as much of
+        the history's tail as the window needs. ``count_tokens(item) -> int`` replaces the
+        default chars/4 estimate.
+        """
+        window = HistoryWindow(
+            max_turns=max_turns, max_tokens=max_tokens, count_tokens=count_tokens
+        )
+
+        async def read_latest(limit: int | None) -> list[Any]:
+            return await self._service.get_items(self._uuid, limit, user_id=self._user_id)
+
+        return await read_window(read_latest, window)
+
+
+# -- SessionAgent --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRunResult:
+    """What :meth:`SessionAgent.run` returns: the answer, the session it lives in, its usage."""
+
+    final_output: Any
+    #: The agentledger session of the conversation; pass it back to continue it.
+    session_id: uuid.UUID
+    #: Token usage of this run (also recorded in the ledger, see ``service.get_usage``).
+    usage: Usage
+    #: The SDK's own result (``RunResult``, or ``RunResultStreaming`` for a streamed run).
+    raw: RunResultBase
+
+
+class StreamedAgentRun:
+    """A streamed run of :meth:`SessionAgent.run_streamed`.
+
+    Iterate :meth:`stream_events` for the SDK's events; when the stream ends the run's usage is
+    recorded and :attr:`final_output` / :attr:`usage` are available. :meth:`result` drains
+    whatever is left of the stream (or all of it) and returns an :class:`AgentRunResult`-like
+    summary. A stream abandoned midway records no usage until :meth:`result` is awaited.
+    """
+
+    def __init__(self, owner: SessionAgent, session: LedgerSession, raw: RunResultStreaming):
+        self._owner = owner
+        self._session = session
+        self.raw = raw
+        self._usage: Usage | None = None
+
+    @property
+    def session_id(self) -> uuid.UUID:
+        return self._session.ledger_session_id
+
+    @property
+    def is_complete(self) -> bool:
+        return self._usage is not None
+
+    @property
+    def final_output(self) -> Any:
+        """The final output (``None`` until the stream has ended)."""
+        return self.raw.final_output
+
+    @property
+    def usage(self) -> Usage:
+        """Token usage of the run; available once the stream has ended."""
+        if self._usage is None:
+            raise RuntimeError(
+                "the run is still streaming; consume stream_events() or await result() first"
+            )
+        return self._usage
+
+    async def stream_events(self) -> AsyncIterator[StreamEvent]:
+        """The SDK's stream events; the usage is recorded once the last event was delivered."""
+        try:
+            async for event in self.raw.stream_events():
+                yield event
+        except AgentsException as error:
+            await self._owner._record_failed_run(self._session, error)
+            raise
+        await self._finish()
+
+    async def result(self) -> AgentRunResult:
+        """Wait for the end of the run (consuming remaining events) and summarize it."""
+        if self._usage is None:
+            async for _event in self.stream_events():
+                pass
+        return AgentRunResult(self.raw.final_output, self.session_id, self.usage, self.raw)
+
+    async def _finish(self) -> None:
+        if self._usage is None:
+            self._usage = await self._owner._record_usage(
+                self._session, self.raw.context_wrapper.usage
+            )
+
+
+class SessionAgent:
+    """Runs an Agents SDK agent with its conversation kept in the ledger.
+
+    ``await sa.run(text, user_id=...)`` starts a new session; pass the returned ``session_id``
+    back to continue it. The model sees the stored history (through :class:`LedgerSession`),
+    the turn's items are stored verbatim, and each run's token usage is recorded.
+    ``session_id`` may also be a name (any string), which maps to a per-user session created on
+    first use. A session owned by another user raises
+    :class:`~agentledger.SessionNotFoundError` before the model is called.
+    """
+
+    def __init__(
+        self,
+        agent: Agent[Any],
+        ledger: Ledger,
+        *,
+        session_settings: SessionSettings | None = None,
+        window: HistoryWindow | None = None,
+    ) -> None:
+        service = getattr(ledger, "service", None)
+        if not isinstance(service, SessionService):
+            raise TypeError("SessionAgent(agent, ledger) needs an agentledger Ledger")
+        self.agent = agent
+        self.ledger = ledger
+        self._service = service
+        self._session_settings = session_settings
+        self._window = window
+
+    def session(self, session_id: uuid.UUID | str, user_id: str) -> LedgerSession:
+        """The SDK session this agent uses for ``session_id`` on behalf of ``user_id``."""
+        return LedgerSession(
+            str(session_id),
+            service=self._service,
+            user_id=user_id,
+            agent_name=self.agent.name,
+            settings=self._session_settings,
+            window=self._window,
+        )
+
+    async def run(
+        self,
+        user_input: str | list[TResponseInputItem],
+        session_id: uuid.UUID | str | None = None,
+        user_id: str = "default",
+        **runner_kwargs: Any,
+    ) -> AgentRunResult:
+        """Run the agent on ``user_input`` within the session (a new one when ``None``)."""
+        session = await self._open(session_id, user_id, runner_kwargs)
+        try:
+            raw = await Runner.run(self.agent, user_input, session=session, **runner_kwargs)
+        except AgentsException as error:
+            await self._record_failed_run(session, error)
+            raise
+        usage = await self._record_usage(session, raw.context_wrapper.usage)
+        return AgentRunResult(raw.final_output, session.ledger_session_id, usage, raw)
+
+    async def run_streamed(
+        self,
+        user_input: str | list[TResponseInputItem],
+        session_id: uuid.UUID | str | None = None,
+        user_id: str = "default",
+        **runner_kwargs: Any,
+    ) -> StreamedAgentRun:
+        """Start a streamed run; iterate ``stream_events()`` on what it returns."""
+        session = await self._open(session_id, user_id, runner_kwargs)
+        raw = Runner.run_streamed(self.agent, user_input, session=session, **runner_kwargs)
+        return StreamedAgentRun(self, session, raw)
+
+    # -- internals ------------------------------------------------------------------------
+
+    async def _open(
+        self, session_id: uuid.UUID | str | None, user_id: str, runner_kwargs: Mapping[str, Any]
+    ) -> LedgerSession:
+        if "session" in runner_kwargs:
+            raise TypeError("SessionAgent manages the session itself; pass session_id instead")
+        if session_id is None:
+            record = await self._service.create_session(user_id, self.agent.name)
+            return self.session(record.id, user_id)
+        session = self.session(session_id, user_id)
+        # One cheap read that fails fast, before any model call, for another user's session.
+        await self._service.get_items(session.ledger_session_id, 1, user_id=user_id)
+        return session
+
+    async def _record_usage(self, session: LedgerSession, usage: SdkUsage) -> Usage:
+        record = usage_from_sdk(usage)
+        await self._service.record_usage(session.ledger_session_id, record, user_id=session.user_id)
+        return record
+
+    async def _record_failed_run(self, session: LedgerSession, error: AgentsException) -> None:
+        """Tokens spent by a run that failed (max turns, guardrail, ...) still count."""
+        run_data = error.run_data
+        if run_data is None:
+            return
+        try:
+            await self._record_usage(session, run_data.context_wrapper.usage)
+        except LedgerError:
+            logger.warning("could not record the usage of a failed agent run", exc_info=True)
