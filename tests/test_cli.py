@@ -235,3 +235,31 @@ def test_installed_script_reads_database_url_from_environment(tmp_path: Path) ->
     )
     assert cleanup.returncode == 0
     assert "deleted 0 sessions" in cleanup.stdout
+
+
+def test_show_by_session_name_with_user(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def seed() -> None:
+        async with Ledger.from_url(database_url) as ledger:
+            session = ledger.agent_session("support-chat", user_id="carol", agent_name="Desk")
+            await session.add_items([{"role": "user", "content": "named hello"}])
+
+    run_sync(seed())
+    code, out, _ = cli(
+        capsys,
+        "--database-url",
+        database_url,
+        "sessions",
+        "show",
+        "support-chat",
+        "--user",
+        "carol",
+    )
+    assert code == 0
+    assert "named hello" in out
+    code, _, err = cli(
+        capsys, "--database-url", database_url, "sessions", "show", "support-chat", "--user", "dave"
+    )
+    assert code == 1
+    assert "no session support-chat for user 'dave'" in err

@@ -24,6 +24,7 @@ from .records import AppendResult, MessageRecord, SessionPage, SessionRecord, Se
 from .schema import host_include_object, include_object
 from .service import SessionService
 from .uow import UnitOfWork
+from .windows import HistoryWindow
 
 
 def __getattr__(name: str) -> object:
@@ -43,6 +44,7 @@ __all__ = [
     "ConnectionLostError",
     "ConversationMessage",
     "DatabaseUnavailableError",
+    "HistoryWindow",
     "InvalidInputError",
     "Ledger",
     "LedgerDatabaseError",

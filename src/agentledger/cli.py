@@ -19,6 +19,7 @@ import asyncio
 import json
 import re
 import sys
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any, TextIO
@@ -93,7 +94,7 @@ def _build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--cursor", help="next_cursor printed by the previous page")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
     show = session_commands.add_parser("show", help="one session with its history")
-    show.add_argument("session_id", metavar="ID")
+    show.add_argument("session_id", metavar="ID", help="session UUID (or name, with --user)")
     show.add_argument("--user", help="only if owned by this user id")
     show.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -249,7 +250,13 @@ async def _sessions_list(ledger: Ledger, args: argparse.Namespace, out: TextIO) 
 
 
 async def _sessions_show(ledger: Ledger, args: argparse.Namespace, out: TextIO) -> int:
-    record = await ledger.service.get_session(args.session_id, user_id=args.user)
+    session_id: str | uuid.UUID = args.session_id
+    if args.user is not None:
+        from .integrations.openai_agents import resolve_session_uuid
+
+        # With --user, a session *name* (as used with ledger.agent_session / chat) works too.
+        session_id = resolve_session_uuid(args.session_id, args.user)
+    record = await ledger.service.get_session(session_id, user_id=args.user)
     if record is None:
         owner = f" for user {args.user!r}" if args.user else ""
         raise LedgerError(
