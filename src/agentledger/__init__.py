@@ -7,6 +7,7 @@ the package, a unit-of-work service layer, and OpenAI Agents SDK session memory.
 from ._version import __version__
 from .config import LedgerSettings
 from .errors import (
+    AlreadyExistsError,
     ConflictError,
     ConnectionLostError,
     DatabaseUnavailableError,
@@ -39,6 +40,7 @@ def __getattr__(name: str) -> object:
 __all__ = [
     "AgentRunResult",
     "AgentSession",
+    "AlreadyExistsError",
     "AppendResult",
     "ConflictError",
     "ConnectionLostError",

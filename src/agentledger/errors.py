@@ -59,6 +59,10 @@ class DatabaseUnavailableError(LedgerDatabaseError):
     """The database cannot be used as configured (unknown database, bad credentials, ...)."""
 
 
+class AlreadyExistsError(LedgerDatabaseError):
+    """A row with the same key exists already (e.g. ``create_session`` with a taken id)."""
+
+
 class LedgerTimeoutError(LedgerDatabaseError):
     """A lock, statement or pool timeout expired before the operation could finish."""
 
@@ -110,6 +114,12 @@ def translate_db_error(error: BaseException) -> LedgerError:
         code == "SQLITE_ERROR" and "no such" in str(getattr(error, "orig", error))
     ):
         return SchemaNotReadyError(f"agentledger's tables are missing or outdated; {_UPGRADE_HINT}")
+    if code in ("23505", "SQLITE_CONSTRAINT_PRIMARYKEY", "SQLITE_CONSTRAINT_UNIQUE"):
+        return AlreadyExistsError(
+            "a record with the same key already exists (create_session: that session id is "
+            "taken; omit session_id to get a fresh one)",
+            sqlstate=code,
+        )
     if code == "3D000":
         return DatabaseUnavailableError(
             "the database named in the URL does not exist; create it (e.g. `createdb NAME`) "

@@ -131,6 +131,8 @@ class MessageBatch(LedgerBase):
     idempotency_key: Mapped[str] = mapped_column(String(255), primary_key=True)
     first_seq: Mapped[int] = mapped_column(BigInteger)
     count: Mapped[int] = mapped_column(BigInteger)
+    #: sha256 of the batch's items: a key reused for a different batch is refused, not ignored.
+    fingerprint: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=func.now())
 
 

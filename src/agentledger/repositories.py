@@ -455,18 +455,23 @@ class MessageRepository:
             update(_sessions).where(_sessions.c.id == session_id).values(last_seq=0, updated_at=now)
         )
 
-    async def find_batch(self, session_id: uuid.UUID, key: str) -> tuple[int, int, datetime] | None:
-        """``(first_seq, count, created_at)`` of an earlier batch stored under ``key``."""
+    async def find_batch(
+        self, session_id: uuid.UUID, key: str
+    ) -> tuple[int, int, datetime, str] | None:
+        """``(first_seq, count, created_at, fingerprint)`` of a batch stored under ``key``."""
         result = await self._session.execute(
-            select(_batches.c.first_seq, _batches.c.count, _batches.c.created_at).where(
-                _batches.c.session_id == session_id, _batches.c.idempotency_key == key
-            )
+            select(
+                _batches.c.first_seq,
+                _batches.c.count,
+                _batches.c.created_at,
+                _batches.c.fingerprint,
+            ).where(_batches.c.session_id == session_id, _batches.c.idempotency_key == key)
         )
         row = result.one_or_none()
         if row is None:
             return None
-        first_seq, count, created_at = row
-        return int(first_seq), int(count), created_at
+        first_seq, count, created_at, fingerprint = row
+        return int(first_seq), int(count), created_at, str(fingerprint)
 
     async def batch_keys(self, session_id: uuid.UUID, prefix: str) -> list[str]:
         """Idempotency keys of the session's batches that start with ``prefix`` (sorted)."""
@@ -482,7 +487,13 @@ class MessageRepository:
         return list(result.scalars())
 
     async def remember_batch(
-        self, session_id: uuid.UUID, key: str, first_seq: int, count: int, now: datetime
+        self,
+        session_id: uuid.UUID,
+        key: str,
+        first_seq: int,
+        count: int,
+        fingerprint: str,
+        now: datetime,
     ) -> None:
         await self._session.execute(
             insert(_batches).values(
@@ -490,6 +501,7 @@ class MessageRepository:
                 idempotency_key=key,
                 first_seq=first_seq,
                 count=count,
+                fingerprint=fingerprint,
                 created_at=now,
             )
         )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import hashlib
 import json
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -21,7 +22,7 @@ from typing import Any, ParamSpec, TypeVar
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from .encoding import check_text, dump_json, escape_nul
+from .encoding import check_text, dump_json, escape_nul, load_json
 from .errors import InvalidInputError, LedgerError, SessionNotFoundError, translate_db_error
 from .projection import ChatView, chat_view, check_role, item_from_chat
 from .records import AppendResult, MessageRecord, SessionPage, SessionRecord, Usage
@@ -151,7 +152,19 @@ def prepare_item(item: Any, index: int | None = None) -> NewRow:
     """Validate one Agents SDK item and build the row to insert (item kept verbatim)."""
     where = "item" if index is None else f"item {index}"
     item_json = dump_json(item, where)
-    return _new_row(chat_view(item), item_json)
+    view = chat_view(item)
+    if view.tool_call_id is not None:
+        _check_tool_call_id(view.tool_call_id, f"{where} call_id")
+    return _new_row(view, item_json)
+
+
+def _fingerprint(rows: Sequence[NewRow]) -> str:
+    """Identity of a batch's content, to tell a retry from a reused idempotency key."""
+    digest = hashlib.sha256()
+    for row in rows:
+        digest.update(row.item_json.encode("utf-8"))
+        digest.update(b"\x1e")
+    return digest.hexdigest()
 
 
 def _encode_cursor(updated_at: datetime, session_id: uuid.UUID) -> str:
@@ -333,7 +346,7 @@ class SessionService:
             seq=result.first_seq,
             role=row.role,
             content=row.content,
-            tool_calls=tool_calls,
+            tool_calls=load_json(row.tool_calls_json),
             tool_call_id=row.tool_call_id,
             created_at=result.created_at,
             id=row.id,
@@ -443,9 +456,12 @@ class SessionService:
             value = getattr(usage, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise InvalidInputError(f"usage.{name} must be a non-negative int, got {value!r}")
-        async with self._uow() as uow:
-            if user_id is not None:
+        if user_id is not None:
+            # A separate read: on SQLite a transaction that reads before it writes may fail
+            # at once under concurrent writers instead of waiting for the lock.
+            async with self._uow(autocommit=True) as uow:
                 await self._check_owner(uow, sid, user_id, missing_ok=False)
+        async with self._uow() as uow:
             await uow.usage.add(sid, usage, self._now())
             await uow.commit()
 
@@ -515,18 +531,24 @@ class SessionService:
                     metadata={},
                     now=now,
                 )
+            fingerprint = _fingerprint(rows)
             earlier = await uow.messages.find_batch(sid, key)
             if earlier is not None:
-                first_seq, count, created_at = earlier
+                first_seq, count, created_at, stored = earlier
+                if stored != fingerprint:
+                    raise InvalidInputError(
+                        f"idempotency key {key!r} was already used for a different batch in "
+                        "this session; use a new key for new messages"
+                    )
                 return AppendResult(sid, first_seq, count, created_at, created=False)
-            base = 0
+            first_seq = 0  # an empty batch has no position, as without a key
             if rows:
                 appended = await uow.messages.append(sid, rows, user_id=user_id, now=now)
                 assert appended is not None  # the row is locked by this transaction
-                base = appended
-            await uow.messages.remember_batch(sid, key, base + 1, len(rows), now)
+                first_seq = appended + 1
+            await uow.messages.remember_batch(sid, key, first_seq, len(rows), fingerprint, now)
             await uow.commit()
-        return AppendResult(sid, base + 1, len(rows), now)
+        return AppendResult(sid, first_seq, len(rows), now)
 
     @staticmethod
     async def _check_owner(

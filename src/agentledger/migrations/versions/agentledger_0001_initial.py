@@ -87,6 +87,7 @@ def create_bookkeeping_tables() -> None:
         sa.Column("idempotency_key", sa.String(length=255), nullable=False),
         sa.Column("first_seq", sa.BigInteger(), nullable=False),
         sa.Column("count", sa.BigInteger(), nullable=False),
+        sa.Column("fingerprint", sa.String(length=64), nullable=False),
         sa.Column("created_at", TIMESTAMP, server_default=sa.func.now(), nullable=False),
         sa.ForeignKeyConstraint(
             ["session_id"],
