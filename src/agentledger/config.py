@@ -86,7 +86,10 @@ class LedgerSettings(BaseSettings):
 
     database_url: str = Field(
         default=DEFAULT_DATABASE_URL,
-        validation_alias=AliasChoices("database_url", "AGENTLEDGER_DATABASE_URL", "DATABASE_URL"),
+        # Order matters: the first alias found wins, and environment names match without
+        # regard to case, so "database_url" would pick up DATABASE_URL before
+        # AGENTLEDGER_DATABASE_URL were looked at. An explicit argument still wins over both.
+        validation_alias=AliasChoices("AGENTLEDGER_DATABASE_URL", "DATABASE_URL", "database_url"),
         repr=False,
         description="SQLAlchemy URL; postgresql:// and sqlite:// are given async drivers.",
     )
@@ -102,6 +105,12 @@ class LedgerSettings(BaseSettings):
     migrate_on_start: bool = Field(
         default=False,
         description="Run `alembic upgrade head` when the Ledger opens, instead of failing fast.",
+    )
+    host_alembic_ini: str | None = Field(
+        default=None,
+        description="Your application's alembic.ini, when its version_locations hold "
+        "agentledger's revisions (one history, one alembic_version): the schema check then "
+        "follows that history to find agentledger's applied revisions.",
     )
     default_user_id: str = Field(default="default", min_length=1, max_length=255)
     default_agent_name: str = Field(default="agent", min_length=1, max_length=255)

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from sqlalchemy import Connection, event
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -88,7 +89,19 @@ class Ledger:
         kwargs = {**settings.engine_kwargs(), **engine_kwargs}
         if kwargs.get("echo"):
             kwargs.setdefault("hide_parameters", True)
+        # SQLAlchemy's pre-ping costs three round trips per checkout on asyncpg (BEGIN, ping,
+        # ROLLBACK), more than the one statement of a hot path; the same guarantee comes free.
+        # An explicit pool_pre_ping=... from the caller keeps SQLAlchemy's own.
+        check_on_checkout = (
+            url.get_backend_name() == "postgresql"
+            and bool(kwargs.get("pool_pre_ping"))
+            and "pool_pre_ping" not in engine_kwargs
+        )
+        if check_on_checkout:
+            kwargs["pool_pre_ping"] = False
         engine = create_async_engine(url, **kwargs)
+        if check_on_checkout:
+            check_pooled_connections(engine)
         if url.get_backend_name() == "sqlite":
             configure_sqlite(engine, busy_timeout=settings.sqlite_busy_timeout)
         logger.debug("agentledger engine created for %s", safe_url(url))
@@ -181,7 +194,9 @@ class Ledger:
         """agentledger revisions applied to the database (empty when never migrated)."""
         try:
             async with self._engine.connect() as connection:
-                return await connection.run_sync(schema.current_revisions)
+                return await connection.run_sync(
+                    schema.current_revisions, self._settings.host_alembic_ini
+                )
         except Exception as error:
             raise translate_db_error(error) from error
 
@@ -201,7 +216,9 @@ class Ledger:
                 raise SchemaNotReadyError(
                     f"the database at {safe_url(self._engine.url)} is not at agentledger's "
                     f"schema revision {head} (found: {state}); run `agentledger db upgrade` "
-                    "(or `await ledger.upgrade()`, or set AGENTLEDGER_MIGRATE_ON_START=true)"
+                    "(or `await ledger.upgrade()`, or set AGENTLEDGER_MIGRATE_ON_START=true); "
+                    "when its revisions are in your own Alembic history, run `alembic upgrade "
+                    "heads` and set AGENTLEDGER_HOST_ALEMBIC_INI to your alembic.ini"
                 )
             if self._engine.dialect.name == "sqlite":
                 await self._check_sqlite_foreign_keys()
@@ -271,6 +288,44 @@ def _migration_error(error: Exception, revision: str) -> LedgerError:
     if isinstance(error, SQLAlchemyError):
         return translate_db_error(error)
     return LedgerError(f"migrating to {revision!r} failed: {error}")
+
+
+#: A pooled connection idle for longer than this (seconds) is pinged before it is handed out.
+PING_AFTER_IDLE = 30.0
+_IDLE_SINCE = "agentledger_idle_since"
+
+
+def check_pooled_connections(
+    engine: AsyncEngine, *, ping_after_idle: float = PING_AFTER_IDLE
+) -> None:
+    """``pool_pre_ping`` without a round trip on the hot path (what ``Ledger.from_url`` uses).
+
+    A connection the server closed (restart, ``pg_terminate_backend``, idle timeout) is seen as
+    closed by the driver as soon as the event loop reads the end of the stream, so checking
+    that costs nothing; such a connection is replaced, never handed out. Only a connection idle
+    for longer than ``ping_after_idle`` seconds, which a silent network drop could have killed
+    without the driver noticing, is pinged first. A busy agent loop therefore pays one round
+    trip per statement, instead of four with SQLAlchemy's pre-ping on asyncpg.
+    """
+    sync_engine = engine.sync_engine
+
+    @event.listens_for(sync_engine, "checkin")
+    def _checked_in(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_IDLE_SINCE] = time.monotonic()
+
+    @event.listens_for(sync_engine, "checkout")
+    def _checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        driver_connection = getattr(dbapi_connection, "driver_connection", None)
+        is_closed = getattr(driver_connection, "is_closed", None)
+        if is_closed is not None and is_closed():
+            raise DisconnectionError("the server closed this pooled connection")
+        idle_since = record.info.get(_IDLE_SINCE)
+        if idle_since is None or time.monotonic() - idle_since <= ping_after_idle:
+            return  # new, or in use moments ago
+        try:
+            sync_engine.dialect.do_ping(dbapi_connection)
+        except Exception as error:
+            raise DisconnectionError(f"a pooled connection failed its ping: {error}") from error
 
 
 def configure_sqlite(engine: AsyncEngine, *, busy_timeout: float = 30.0) -> None:

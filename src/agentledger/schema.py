@@ -4,21 +4,28 @@ The revisions ship inside the wheel (``agentledger/migrations``) and keep their 
 :data:`VERSION_TABLE`, so a host application's ``alembic_version`` is never touched. Hosts that
 fold agentledger's revisions into their own history (``version_locations``) find them on the
 ``agentledger`` branch; :func:`host_include_object` keeps a host's autogenerate away from
-agentledger's tables.
+agentledger's tables. There a host revision that ``depends_on`` one of agentledger's takes its
+place in ``alembic_version``, so :func:`current_revisions` walks the host's history (given its
+``alembic.ini``) to see which of agentledger's revisions are applied.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.script.revision import RevisionError
+from alembic.util import CommandError
 from sqlalchemy import Connection, inspect
 
+from .config import ConfigurationError
 from .models import OWNED_TABLES
 
 #: agentledger's own Alembic version table.
@@ -78,18 +85,57 @@ def stamp(connection: Connection, revision: str) -> None:
     command.stamp(config, revision)
 
 
-def current_revisions(connection: Connection) -> tuple[str, ...]:
-    """agentledger revisions applied to this database, from either version table."""
+def current_revisions(
+    connection: Connection, host_alembic_ini: str | None = None
+) -> tuple[str, ...]:
+    """agentledger revisions applied to this database, from either version table.
+
+    ``host_alembic_ini`` names the ``alembic.ini`` of a host whose ``version_locations`` hold
+    agentledger's revisions. Alembic lists only the heads of that history in ``alembic_version``,
+    and a host revision that ``depends_on`` one of agentledger's replaces it there; the host's
+    history is then walked from its heads (down revisions and dependencies) to find ours.
+    """
     found: set[str] = set()
     tables = set(inspect(connection).get_table_names())
     if VERSION_TABLE in tables:
         context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
         found.update(context.get_current_heads())
     if HOST_VERSION_TABLE in tables:
-        context = MigrationContext.configure(connection)
-        ours = _known_revisions()
-        found.update(rev for rev in context.get_current_heads() if rev in ours)
+        heads = MigrationContext.configure(connection).get_current_heads()
+        applied = _host_applied(heads, host_alembic_ini) if host_alembic_ini else set(heads)
+        found.update(applied & _known_revisions())
     return tuple(sorted(found))
+
+
+def _host_applied(heads: Sequence[str], host_alembic_ini: str) -> set[str]:
+    """Every revision of the host's history that its version table's ``heads`` imply."""
+    if not Path(host_alembic_ini).is_file():
+        raise ConfigurationError(
+            f"host_alembic_ini {host_alembic_ini!r} is not a file; point "
+            "AGENTLEDGER_HOST_ALEMBIC_INI at your application's alembic.ini"
+        )
+    applied: set[str] = set()
+    pending = list(heads)
+    try:
+        script = ScriptDirectory.from_config(Config(host_alembic_ini))
+        while pending:
+            for revision in script.get_revisions(pending.pop()):
+                if revision is None or revision.revision in applied:
+                    continue
+                applied.add(revision.revision)
+                pending.extend(_as_tuple(revision.down_revision))
+                pending.extend(_as_tuple(revision.dependencies))
+    except (CommandError, RevisionError) as error:
+        raise ConfigurationError(
+            f"could not read the Alembic history of {host_alembic_ini!r}: {error}"
+        ) from error
+    return applied
+
+
+def _as_tuple(value: str | Sequence[str] | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    return (value,) if isinstance(value, str) else tuple(value)
 
 
 @lru_cache(maxsize=1)
