@@ -213,3 +213,10 @@ def test_seed_sqlite_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[st
     code = main(["--database-url", f"sqlite:///{tmp_path / 'x.db'}", "db", "adopt"])
     assert code == 1
     assert "PostgreSQL" in capsys.readouterr().err
+
+
+async def test_upgrade_refuses_a_seed_schema_and_points_to_adopt(seed_db: str) -> None:
+    async with Ledger.from_url(seed_db) as ledger:
+        with pytest.raises(LedgerError, match="agentledger db adopt"):
+            await ledger.upgrade()
+        assert await ledger.current_revisions() == ()

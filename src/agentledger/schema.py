@@ -26,6 +26,7 @@ from alembic.util import CommandError
 from sqlalchemy import Connection, inspect
 
 from .config import ConfigurationError
+from .errors import SchemaNotReadyError
 from .models import OWNED_TABLES
 
 #: agentledger's own Alembic version table.
@@ -65,7 +66,21 @@ def head_revision() -> str:
 
 
 def upgrade(connection: Connection, revision: str = "head") -> None:
-    """Run ``alembic upgrade`` on ``connection`` (the caller owns the transaction)."""
+    """Run ``alembic upgrade`` on ``connection`` (the caller owns the transaction).
+
+    Refuses when agentledger's tables exist without its version table: they were created by a
+    host's own Alembic history or by the seed's schema, and a second history would only fail
+    on "table already exists" halfway through.
+    """
+    tables = set(inspect(connection).get_table_names())
+    if VERSION_TABLE not in tables and "agent_sessions" in tables:
+        raise SchemaNotReadyError(
+            "agent_sessions exists but agentledger_alembic_version does not, so agentledger "
+            "did not create this schema: if agentledger's revisions run in your application's "
+            "Alembic history, upgrade with `alembic upgrade heads` there (and set "
+            "AGENTLEDGER_HOST_ALEMBIC_INI); if it is the seed's schema, run "
+            "`agentledger db adopt`"
+        )
     config = alembic_config()
     config.attributes["connection"] = connection
     command.upgrade(config, revision)
