@@ -83,6 +83,11 @@ class AgentSession(LedgerBase):
     )
     #: Highest ``seq`` handed out; the next batch starts at ``last_seq + 1``.
     last_seq: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    #: Highest ``seq`` trimmed from the front by retention; messages are
+    #: ``trimmed_seq + 1 .. last_seq``, so the count is ``last_seq - trimmed_seq``.
+    trimmed_seq: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    #: A title for session pickers; when unset, listings show the first user message.
+    title: Mapped[str | None] = mapped_column(NulSafeText(255), nullable=True)
 
     messages: Mapped[list[ConversationMessage]] = relationship(
         back_populates="session",

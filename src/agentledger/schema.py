@@ -118,8 +118,23 @@ def current_revisions(
     if HOST_VERSION_TABLE in tables:
         heads = MigrationContext.configure(connection).get_current_heads()
         applied = _host_applied(heads, host_alembic_ini) if host_alembic_ini else set(heads)
-        found.update(applied & _known_revisions())
+        found.update(_latest(applied & _known_revisions()))
     return tuple(sorted(found))
+
+
+def _latest(revisions: set[str]) -> set[str]:
+    """Drop the revisions that are ancestors of others in the set (keep our applied heads)."""
+    script = ScriptDirectory.from_config(alembic_config())
+    ancestors: set[str] = set()
+    for name in revisions:
+        pending = list(_as_tuple(script.get_revision(name).down_revision))
+        while pending:
+            parent = pending.pop()
+            if parent not in ancestors:
+                ancestors.add(parent)
+                revision = script.get_revision(parent)
+                pending.extend(_as_tuple(revision.down_revision) if revision else ())
+    return revisions - ancestors
 
 
 def _host_applied(heads: Sequence[str], host_alembic_ini: str) -> set[str]:
