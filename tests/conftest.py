@@ -11,25 +11,21 @@ file copy. Nothing relies on leftovers, and tests never share rows.
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
-import uuid
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-import asyncpg
 import pytest
-from sqlalchemy.engine import make_url
 
 from agentledger import Ledger
+from agentledger.testing import create_pg_database, drop_pg_database, pg_url
+
+__all__ = ["create_pg_database", "drop_pg_database", "pg_url", "run_sync"]
 
 T = TypeVar("T")
 
-PG_ADMIN_URL = os.environ.get(
-    "AGENTLEDGER_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
 BACKENDS = ("sqlite", "postgresql")
 
 
@@ -37,31 +33,6 @@ def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine to completion from sync code, even while an event loop is running."""
     with ThreadPoolExecutor(max_workers=1) as pool:
         return pool.submit(asyncio.run, coroutine).result()
-
-
-def pg_url(database: str) -> str:
-    return make_url(PG_ADMIN_URL).set(database=database).render_as_string(hide_password=False)
-
-
-async def _pg_admin(*statements: str) -> None:
-    connection = await asyncpg.connect(PG_ADMIN_URL)
-    try:
-        for statement in statements:
-            await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
-async def create_pg_database(template: str | None = None) -> str:
-    """Create a throwaway PostgreSQL database; returns its name."""
-    name = f"agentledger_test_{uuid.uuid4().hex[:12]}"
-    suffix = f" TEMPLATE {template}" if template else ""
-    await _pg_admin(f'CREATE DATABASE "{name}"{suffix}')
-    return name
-
-
-async def drop_pg_database(name: str) -> None:
-    await _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")
