@@ -4,12 +4,12 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck check postgres venv bench clean
+.PHONY: demo test lint typecheck check docs package postgres venv bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,docs,release]"
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -18,8 +18,8 @@ venv: $(STAMP)
 demo: venv
 	$(BIN)/agentledger demo
 
-## Lint, type-check, then run the whole suite against PostgreSQL and SQLite.
-test: venv postgres lint typecheck
+## Lint, type-check, build the docs strictly, then run the suite on PostgreSQL and SQLite.
+test: venv postgres lint typecheck docs
 	$(BIN)/pytest
 
 lint: venv
@@ -30,6 +30,16 @@ typecheck: venv
 	$(BIN)/mypy src
 
 check: lint typecheck
+
+## The documentation site (mkdocs-material, API reference from docstrings) into build/site.
+docs: venv
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+## Wheel and sdist into dist/, checked by twine.
+package: venv
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist . >/dev/null
+	$(BIN)/twine check --strict dist/*
 
 ## Make sure the local PostgreSQL answers (starts the Debian cluster when it is down).
 postgres:
