@@ -21,9 +21,22 @@ from .errors import (
 )
 from .ledger import Ledger, configure_sqlite
 from .models import AgentSession, ConversationMessage, metadata
-from .records import AppendResult, MessageRecord, SessionPage, SessionRecord, SessionSummary, Usage
+from .records import (
+    AppendResult,
+    ErasureReport,
+    MessageRecord,
+    SearchHit,
+    SearchPage,
+    SessionPage,
+    SessionRecord,
+    SessionSummary,
+    TranscriptImport,
+    Usage,
+)
+from .retention import RetentionPolicy, RetentionReport
 from .schema import host_include_object, include_object
 from .service import SessionService
+from .transcripts import SessionTranscript
 from .uow import UnitOfWork
 from .windows import HistoryWindow
 
@@ -46,6 +59,7 @@ __all__ = [
     "ConnectionLostError",
     "ConversationMessage",
     "DatabaseUnavailableError",
+    "ErasureReport",
     "HistoryWindow",
     "InvalidInputError",
     "Ledger",
@@ -55,14 +69,20 @@ __all__ = [
     "LedgerSettings",
     "LedgerTimeoutError",
     "MessageRecord",
+    "RetentionPolicy",
+    "RetentionReport",
     "RetryableError",
     "SchemaNotReadyError",
+    "SearchHit",
+    "SearchPage",
     "SessionAgent",
     "SessionNotFoundError",
     "SessionPage",
     "SessionRecord",
     "SessionService",
     "SessionSummary",
+    "SessionTranscript",
+    "TranscriptImport",
     "UnitOfWork",
     "Usage",
     "__version__",

@@ -26,10 +26,11 @@ from typing import Any, TextIO
 
 from pydantic import ValidationError
 
+from . import cli_lifecycle
 from .config import LedgerSettings, safe_url
 from .errors import LedgerError
 from .ledger import Ledger
-from .records import MessageRecord, SessionRecord, SessionSummary
+from .records import ErasureReport, MessageRecord, SessionRecord, SessionSummary
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -59,6 +60,29 @@ def format_duration(duration: timedelta) -> str:
         if amount:
             parts.append(f"{amount}{unit}")
     return "".join(parts) or "0s"
+
+
+def parse_meta_pair(text: str) -> tuple[str, Any]:
+    """``key=value`` (the string ``value``) or ``key:=JSON`` (``n:=3``, ``vip:=true``,
+    ``key:=null``) as a ``(key, value)`` pair."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key or key == ":":
+        raise argparse.ArgumentTypeError(
+            f"invalid metadata pair {text!r}; use key=text or key:=JSON (e.g. tier=gold, n:=3)"
+        )
+    if not key.endswith(":"):
+        return key, raw
+
+    def refuse_constant(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON")
+
+    try:
+        return key[:-1], json.loads(raw, parse_constant=refuse_constant)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid JSON in {text!r}; after := write a JSON value such as 3, true, null, "
+            '"text" or [1, 2]'
+        ) from None
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -92,20 +116,86 @@ def _build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--user", required=True, help="user id")
     listing.add_argument("--limit", type=int, default=20, help="page size (default 20)")
     listing.add_argument("--cursor", help="next_cursor printed by the previous page")
+    listing.add_argument("--agent", help="only this agent's sessions")
+    listing.add_argument(
+        "--meta",
+        action="append",
+        type=parse_meta_pair,
+        default=[],
+        metavar="KEY=VALUE",
+        help="only sessions whose metadata has this top-level value (repeatable; KEY:=JSON "
+        "for a number or boolean)",
+    )
+    listing.add_argument(
+        "--archived", action="store_true", help="include sessions archived by retention"
+    )
     listing.add_argument("--json", action="store_true", help="machine-readable output")
     show = session_commands.add_parser("show", help="one session with its history")
     show.add_argument("session_id", metavar="ID", help="session UUID (or name, with --user)")
     show.add_argument("--user", help="only if owned by this user id")
     show.add_argument("--json", action="store_true", help="machine-readable output")
+    fork = session_commands.add_parser(
+        "fork", help="a new session sharing this one's history up to a seq"
+    )
+    fork.add_argument("session_id", metavar="ID", help="session UUID (or name, with --user)")
+    fork.add_argument("--at", type=int, metavar="SEQ", help="last seq to share (default: all)")
+    fork.add_argument("--title", help="title of the new session (default: the source's)")
+    fork.add_argument("--user", help="only if owned by this user id")
+    fork.add_argument("--json", action="store_true", help="machine-readable output")
+    rewind = session_commands.add_parser("rewind", help="drop every message after a seq")
+    rewind.add_argument("session_id", metavar="ID", help="session UUID (or name, with --user)")
+    rewind.add_argument("--to", required=True, type=int, metavar="SEQ", help="last seq to keep")
+    rewind.add_argument("--user", help="only if owned by this user id")
+    rewind.add_argument("--json", action="store_true", help="machine-readable output")
+    meta = session_commands.add_parser(
+        "meta", help="show or merge-update a session's metadata, or set its title"
+    )
+    meta.add_argument("session_id", metavar="ID", help="session UUID (or name, with --user)")
+    meta_change = meta.add_mutually_exclusive_group()
+    meta_change.add_argument(
+        "changes",
+        nargs="*",
+        default=[],
+        type=parse_meta_pair,
+        metavar="KEY=VALUE",
+        help="set KEY to the text VALUE; KEY:=JSON sets a JSON value, KEY:=null removes KEY",
+    )
+    meta_change.add_argument("--title", help="set the session's title")
+    meta_change.add_argument(
+        "--clear-title",
+        action="store_true",
+        help="remove the title (pickers show the first user message)",
+    )
+    meta.add_argument("--user", help="only if owned by this user id")
+    meta.add_argument("--json", action="store_true", help="machine-readable output")
 
-    cleanup = commands.add_parser("cleanup", help="delete sessions idle for a while")
+    cli_lifecycle.add_session_commands(session_commands)
+    cli_lifecycle.add_search_command(commands)
+
+    cleanup = commands.add_parser(
+        "cleanup", help="delete idle sessions, or apply retention policies per agent"
+    )
     cleanup.add_argument(
-        "--older-than", required=True, type=parse_duration, help="idle time, e.g. 30d, 12h, 1d12h"
+        "--older-than",
+        type=parse_duration,
+        help="delete sessions idle this long, e.g. 30d, 12h, 1d12h (without it: --policy FILE, "
+        "else the AGENTLEDGER_RETENTION policies)",
     )
     cleanup.add_argument("--dry-run", action="store_true", help="only count")
     cleanup.add_argument(
         "--batch-size", type=int, default=500, help="sessions per transaction (default 500)"
     )
+    cli_lifecycle.add_cleanup_options(cleanup)
+
+    erase = commands.add_parser(
+        "erase-user", help="delete every session, message and usage record of a user"
+    )
+    erase.add_argument("user", metavar="USER", help="user id")
+    erase.add_argument("--yes", action="store_true", help="really erase (cannot be undone)")
+    erase.add_argument(
+        "--batch-size", type=int, default=500, help="sessions per transaction (default 500)"
+    )
+    erase.add_argument("--json", action="store_true", help="machine-readable output")
 
     importing = commands.add_parser(
         "import", help="copy history from the Agents SDK's SQLiteSession / SQLAlchemySession"
@@ -228,7 +318,14 @@ async def _db_adopt(ledger: Ledger, args: argparse.Namespace, out: TextIO) -> in
 
 
 async def _sessions_list(ledger: Ledger, args: argparse.Namespace, out: TextIO) -> int:
-    page = await ledger.service.list_user_sessions(args.user, args.limit, cursor=args.cursor)
+    page = await ledger.service.list_user_sessions(
+        args.user,
+        args.limit,
+        cursor=args.cursor,
+        agent_name=args.agent,
+        metadata=dict(args.meta) or None,
+        include_archived=args.archived,
+    )
     if args.json:
         payload = {
             "sessions": [_summary_json(summary) for summary in page],
@@ -239,9 +336,10 @@ async def _sessions_list(ledger: Ledger, args: argparse.Namespace, out: TextIO) 
     if not page.sessions:
         print(f"no sessions for user {args.user!r}", file=out)
     for summary in page:
+        title = f"  {summary.title}" if summary.title else ""
         print(
             f"{summary.id}  {summary.updated_at:%Y-%m-%d %H:%M:%S}Z  "
-            f"{summary.message_count:>6} msgs  {summary.agent_name}",
+            f"{summary.message_count:>6} msgs  {summary.agent_name}{title}",
             file=out,
         )
     if page.next_cursor:
@@ -271,6 +369,8 @@ async def _sessions_show(ledger: Ledger, args: argparse.Namespace, out: TextIO) 
         f"created {record.created_at.isoformat()}  updated {record.updated_at.isoformat()}",
         file=out,
     )
+    if record.title is not None:
+        print(f"title {record.title}", file=out)
     if record.metadata:
         print(f"metadata {json.dumps(record.metadata, ensure_ascii=False)}", file=out)
     for message in record.messages:
@@ -278,7 +378,97 @@ async def _sessions_show(ledger: Ledger, args: argparse.Namespace, out: TextIO) 
     return EXIT_OK
 
 
+def _session_ref(args: argparse.Namespace) -> str | uuid.UUID:
+    """The ID argument; with --user, a session *name* (as used with ledger.agent_session or
+    chat) works too."""
+    if args.user is None:
+        session_id: str = args.session_id
+        return session_id
+    from .integrations.openai_agents import resolve_session_uuid
+
+    return resolve_session_uuid(args.session_id, args.user)
+
+
+async def _sessions_fork(ledger: Ledger, args: argparse.Namespace, out: TextIO) -> int:
+    record = await ledger.service.fork_session(
+        _session_ref(args), args.at, user_id=args.user, title=args.title
+    )
+    if args.json:
+        print(json.dumps(_head_json(record), ensure_ascii=False), file=out)
+        return EXIT_OK
+    at = "" if args.at is None else f" at seq {args.at}"
+    print(
+        f"forked {args.session_id}{at} into {record.id} ({len(record.messages)} messages)",
+        file=out,
+    )
+    return EXIT_OK
+
+
+async def _sessions_rewind(ledger: Ledger, args: argparse.Namespace, out: TextIO) -> int:
+    removed = await ledger.service.rewind_session(_session_ref(args), args.to, user_id=args.user)
+    if args.json:
+        payload = {"session_id": args.session_id, "to_seq": args.to, "removed": removed}
+        print(json.dumps(payload, ensure_ascii=False), file=out)
+        return EXIT_OK
+    print(f"removed {removed} messages; {args.session_id} now ends at seq {args.to}", file=out)
+    return EXIT_OK
+
+
+async def _sessions_meta(ledger: Ledger, args: argparse.Namespace, out: TextIO) -> int:
+    service = ledger.service
+    session_id = _session_ref(args)
+    record: SessionRecord | None
+    if args.changes:
+        record = await service.update_metadata(session_id, dict(args.changes), user_id=args.user)
+    elif args.title is not None or args.clear_title:
+        record = await service.set_title(session_id, args.title, user_id=args.user)
+    else:
+        record = await service.get_session(session_id, user_id=args.user)
+        if record is None:
+            owner = f" for user {args.user!r}" if args.user else ""
+            raise LedgerError(
+                f"no session {args.session_id}{owner}; list them with "
+                "`agentledger sessions list --user USER`"
+            )
+    if args.json:
+        payload = {"id": str(record.id), "title": record.title, "metadata": record.metadata}
+        print(json.dumps(payload, ensure_ascii=False), file=out)
+        return EXIT_OK
+    print(f"title {record.title if record.title is not None else '(none)'}", file=out)
+    print(f"metadata {json.dumps(record.metadata, ensure_ascii=False)}", file=out)
+    return EXIT_OK
+
+
+async def _erase_user(ledger: Ledger, args: argparse.Namespace, out: TextIO) -> int:
+    service = ledger.service
+    if not args.yes:
+        report = await service.erase_user(args.user, batch_size=args.batch_size, dry_run=True)
+        if args.json:
+            print(json.dumps(_erasure_json(args.user, report, erased=False)), file=out)
+        else:
+            print(f"would erase {_erasure_text(report)} of user {args.user!r}", file=out)
+        _fail("erasing cannot be undone; rerun with --yes to erase")
+        return EXIT_FAILED
+
+    def progress(total: ErasureReport) -> None:
+        if out.isatty():
+            print(f"\rerased {_erasure_text(total)}...", end="", file=out, flush=True)
+
+    report = await service.erase_user(args.user, batch_size=args.batch_size, on_progress=progress)
+    if out.isatty():
+        print("\r", end="", file=out)
+    if args.json:
+        print(json.dumps(_erasure_json(args.user, report, erased=True)), file=out)
+    else:
+        print(f"erased {_erasure_text(report)} of user {args.user!r}", file=out)
+    return EXIT_OK
+
+
 async def _cleanup(ledger: Ledger, args: argparse.Namespace, out: TextIO) -> int:
+    if args.older_than is None:
+        return await cli_lifecycle.cleanup_by_policy(ledger, args, out)
+    if args.policy is not None:
+        raise LedgerError("use either --older-than or --policy, not both")
     if args.dry_run:
         sessions, messages = await ledger.service.count_idle_sessions(args.older_than)
         print(
@@ -341,8 +531,13 @@ _HANDLERS: dict[tuple[str, str | None], Handler] = {
     ("db", "adopt"): _db_adopt,
     ("sessions", "list"): _sessions_list,
     ("sessions", "show"): _sessions_show,
+    ("sessions", "fork"): _sessions_fork,
+    ("sessions", "rewind"): _sessions_rewind,
+    ("sessions", "meta"): _sessions_meta,
+    ("erase-user", None): _erase_user,
     ("cleanup", None): _cleanup,
 }
+_HANDLERS.update(cli_lifecycle.HANDLERS)
 
 
 # -- rendering --------------------------------------------------------------------------------
@@ -373,6 +568,39 @@ def _summary_json(summary: SessionSummary) -> dict[str, Any]:
         "created_at": summary.created_at.isoformat(),
         "updated_at": summary.updated_at.isoformat(),
         "message_count": summary.message_count,
+        "title": summary.title,
+        "archived_at": None if summary.archived_at is None else summary.archived_at.isoformat(),
+    }
+
+
+def _head_json(record: SessionRecord) -> dict[str, Any]:
+    """A session without its messages (how many there are instead)."""
+    return {
+        "id": str(record.id),
+        "user_id": record.user_id,
+        "agent_name": record.agent_name,
+        "title": record.title,
+        "metadata": record.metadata,
+        "created_at": record.created_at.isoformat(),
+        "updated_at": record.updated_at.isoformat(),
+        "message_count": len(record.messages),
+    }
+
+
+def _erasure_text(report: ErasureReport) -> str:
+    return (
+        f"{report.sessions} sessions, {report.messages} messages and "
+        f"{report.usage_records} usage records"
+    )
+
+
+def _erasure_json(user_id: str, report: ErasureReport, *, erased: bool) -> dict[str, Any]:
+    return {
+        "user_id": user_id,
+        "erased": erased,
+        "sessions": report.sessions,
+        "messages": report.messages,
+        "usage_records": report.usage_records,
     }
 
 
@@ -381,6 +609,7 @@ def _record_json(record: SessionRecord) -> dict[str, Any]:
         "id": str(record.id),
         "user_id": record.user_id,
         "agent_name": record.agent_name,
+        "title": record.title,
         "metadata": record.metadata,
         "created_at": record.created_at.isoformat(),
         "updated_at": record.updated_at.isoformat(),

@@ -16,6 +16,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from .errors import LedgerError
+from .retention import RetentionPolicy
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///agentledger.db"
 
@@ -93,6 +94,13 @@ class LedgerSettings(BaseSettings):
         repr=False,
         description="SQLAlchemy URL; postgresql:// and sqlite:// are given async drivers.",
     )
+    read_url: str | None = Field(
+        default=None,
+        repr=False,
+        description="Optional second database (a read replica) for history reads and listings "
+        "(get_items, get_session, list_user_sessions, get_usage); writes never go there. "
+        "Replicas lag: see docs/scaling.md for the read-your-writes caveat.",
+    )
     pool_size: int = Field(default=5, ge=1, description="Connections kept open (PostgreSQL).")
     max_overflow: int = Field(default=10, ge=0, description="Extra connections under load.")
     pool_timeout: float = Field(default=30.0, gt=0, description="Seconds to wait for one.")
@@ -112,6 +120,12 @@ class LedgerSettings(BaseSettings):
         "agentledger's revisions (one history, one alembic_version): the schema check then "
         "follows that history to find agentledger's applied revisions.",
     )
+    retention: dict[str, RetentionPolicy] = Field(
+        default_factory=dict,
+        description="Retention policies per agent name ('*': every other agent), applied by "
+        '`agentledger cleanup`; JSON in AGENTLEDGER_RETENTION, e.g. {"*": {"days": 90}, '
+        '"support": {"days": 365, "archive": true, "max_messages": 500}}.',
+    )
     default_user_id: str = Field(default="default", min_length=1, max_length=255)
     default_agent_name: str = Field(default="agent", min_length=1, max_length=255)
 
@@ -119,6 +133,15 @@ class LedgerSettings(BaseSettings):
     @classmethod
     def _parseable(cls, value: str) -> str:
         normalize_url(value)
+        return value
+
+    @field_validator("read_url")
+    @classmethod
+    def _parseable_or_unset(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            return None  # AGENTLEDGER_READ_URL= (empty) means no read engine
+        if value is not None:
+            normalize_url(value)
         return value
 
     @property
@@ -130,18 +153,29 @@ class LedgerSettings(BaseSettings):
     def safe_database_url(self) -> str:
         return safe_url(self.url)
 
-    def engine_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``create_async_engine`` from the pool settings."""
+    @property
+    def read_engine_url(self) -> URL | None:
+        """The normalized ``read_url``, or ``None`` when reads use the primary."""
+        return None if self.read_url is None else normalize_url(self.read_url)
+
+    def engine_kwargs(self, url: URL | None = None) -> dict[str, Any]:
+        """Keyword arguments for ``create_async_engine`` from the pool settings (for ``url``,
+        by default the primary's)."""
         kwargs: dict[str, Any] = {"echo": self.echo, "pool_pre_ping": self.pool_pre_ping}
-        if self.url.get_backend_name() == "postgresql":
+        if (url or self.url).get_backend_name() == "postgresql":
             kwargs.update(
                 pool_size=self.pool_size,
                 max_overflow=self.max_overflow,
                 pool_timeout=self.pool_timeout,
                 pool_recycle=self.pool_recycle,
+                # Hand out the most recently used connection: its server backend is warm
+                # (caches, prepared statements), and surplus connections can idle out.
+                pool_use_lifo=True,
             )
         return kwargs
 
     def __repr_args__(self) -> Any:
         yield "database_url", self.safe_database_url
+        if self.read_url is not None:
+            yield "read_url", safe_url(self.read_url)
         yield from super().__repr_args__()

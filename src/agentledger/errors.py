@@ -161,14 +161,13 @@ def _is_disconnect(error: BaseException) -> bool:
         return True
     if isinstance(error, (ConnectionError, OSError, asyncio.TimeoutError)):
         return True
-    cause = error.__cause__
-    return (
-        cause is not None
-        and cause is not error
-        and type(cause).__name__
-        in (
-            "ConnectionDoesNotExistError",
-            "InterfaceError",
-            "ConnectionResetError",
-        )
-    )
+    # The driver's own class (agentledger's asyncpg fast path) or the one SQLAlchemy wrapped.
+    for candidate in (error, error.__cause__):
+        if candidate is not None and type(candidate).__name__ in _DISCONNECT_CLASS_NAMES:
+            return True
+    return False
+
+
+_DISCONNECT_CLASS_NAMES = frozenset(
+    {"ConnectionDoesNotExistError", "InterfaceError", "ConnectionResetError"}
+)

@@ -39,6 +39,8 @@ class SessionRecord:
     created_at: datetime
     updated_at: datetime
     messages: tuple[MessageRecord, ...] = ()
+    #: The explicit title set with ``set_title`` (``None`` when unset).
+    title: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +54,11 @@ class SessionSummary:
     created_at: datetime
     updated_at: datetime
     message_count: int
+    #: For a session picker: the explicit title, else the start of the first user message
+    #: (whitespace collapsed, at most ~80 characters), else ``None``.
+    title: str | None = None
+    #: When retention archived the session (listed only with ``include_archived=True``).
+    archived_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,3 +106,62 @@ class Usage:
     input_tokens: int = 0
     output_tokens: int = 0
     total_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ErasureReport:
+    """What :meth:`SessionService.erase_user` removed (or, with ``dry_run``, would remove)."""
+
+    sessions: int = 0
+    messages: int = 0
+    usage_records: int = 0
+
+    def __add__(self, other: ErasureReport) -> ErasureReport:
+        return ErasureReport(
+            self.sessions + other.sessions,
+            self.messages + other.messages,
+            self.usage_records + other.usage_records,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    """One message matching a search; ``snippet`` is the text around the first match."""
+
+    session_id: uuid.UUID
+    seq: int
+    role: str
+    content: str
+    snippet: str
+    #: Higher is better: ``ts_rank`` on PostgreSQL, occurrences of the terms on SQLite.
+    rank: float
+    created_at: datetime
+    agent_name: str
+    item_type: str = "message"
+
+
+@dataclass(frozen=True, slots=True)
+class SearchPage:
+    """One page of :meth:`SessionService.search`; pass ``next_cursor`` back for the next."""
+
+    hits: tuple[SearchHit, ...]
+    next_cursor: str | None
+
+    def __iter__(self) -> Iterator[SearchHit]:
+        return iter(self.hits)
+
+    def __len__(self) -> int:
+        return len(self.hits)
+
+    def __getitem__(self, index: int) -> SearchHit:
+        return self.hits[index]
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptImport:
+    """What :meth:`SessionService.import_session` did: new items, and whether it created
+    the session (``False``: it existed and was completed, or already complete)."""
+
+    session_id: uuid.UUID
+    items_added: int
+    created: bool

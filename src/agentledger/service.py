@@ -14,6 +14,7 @@ import binascii
 import functools
 import hashlib
 import json
+import math
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -23,10 +24,41 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from .encoding import check_text, dump_json, escape_nul, load_json
-from .errors import InvalidInputError, LedgerError, SessionNotFoundError, translate_db_error
+from .errors import (
+    AlreadyExistsError,
+    ConflictError,
+    InvalidInputError,
+    LedgerError,
+    SessionNotFoundError,
+    translate_db_error,
+)
+from .lifecycle_repository import AgentScope, LifecycleRepository
 from .projection import ChatView, chat_view, check_role, item_from_chat
-from .records import AppendResult, MessageRecord, SessionPage, SessionRecord, Usage
-from .repositories import NewRow, SessionSpec
+from .records import (
+    AppendResult,
+    ErasureReport,
+    MessageRecord,
+    SearchHit,
+    SearchPage,
+    SessionPage,
+    SessionRecord,
+    TranscriptImport,
+    Usage,
+)
+from .repositories import LockedSession, NewRow, SessionSpec
+from .retention import (
+    DEFAULT_POLICY_KEY,
+    RetentionCounts,
+    RetentionPolicy,
+    RetentionReport,
+    parse_policies,
+    trim_cut,
+)
+from .search import decode_cursor as decode_search_cursor
+from .search import encode_cursor as encode_search_cursor
+from .search import parse_query, query_fingerprint
+from .search import snippet as make_snippet
+from .transcripts import SessionTranscript, TranscriptMessage
 from .types import utcnow
 from .uow import UnitOfWork, UnitOfWorkFactory
 
@@ -40,6 +72,10 @@ MAX_NAME_LENGTH = 255
 #: Upper bound for one page of :meth:`SessionService.list_user_sessions`.
 MAX_PAGE_SIZE = 1000
 _MESSAGE_KEYS = frozenset({"role", "content", "tool_calls", "tool_call_id"})
+#: Upper bound for ``batch_size`` of :meth:`SessionService.erase_user` (ids of one batch are
+#: bound parameters; asyncpg allows 32,767 per statement).
+MAX_ERASE_BATCH = 10_000
+_INT64 = range(-(2**63), 2**63)
 
 
 def _translating(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
@@ -102,6 +138,93 @@ def _check_limit(limit: int | None, what: str = "limit") -> int | None:
     if limit < 0:
         raise ValueError(f"{what} must be zero or positive, got {limit}")
     return limit
+
+
+def _check_seq(value: object, what: str) -> int:
+    """A sequence number argument: a non-negative int (0 is "before the first message")."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    if value < 0:
+        raise InvalidInputError(f"{what} must be zero or positive, got {value}")
+    return value
+
+
+def _check_in_history(seq: int, session: LockedSession, what: str, sid: uuid.UUID) -> None:
+    """``seq`` must lie in the session's history, ``trimmed_seq .. last_seq``."""
+    if not session.trimmed_seq <= seq <= session.last_seq:
+        raise InvalidInputError(
+            f"{what} {seq} is outside the history of session {sid}, which holds seqs "
+            f"{session.trimmed_seq + 1}..{session.last_seq}; pass a seq from "
+            f"{session.trimmed_seq} to {session.last_seq}"
+        )
+
+
+def _check_title(value: object) -> str:
+    text = check_text(value, "title")
+    if not text.strip() or len(escape_nul(text)) > MAX_NAME_LENGTH:
+        raise InvalidInputError(
+            f"title must be 1 to {MAX_NAME_LENGTH} characters, not blank (U+0000 and U+E000 "
+            f"count twice), got {len(text)}; pass None to remove the title"
+        )
+    return text
+
+
+def _check_keys_are_strings(value: Any, what: str) -> None:
+    """JSON object keys are strings; ``json.dumps`` would silently turn ``1`` into ``"1"``."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise InvalidInputError(
+                    f"{what} has a non-string key {key!r}; JSON object keys are strings"
+                )
+            _check_keys_are_strings(item, what)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _check_keys_are_strings(item, what)
+
+
+def _check_metadata_changes(changes: object) -> dict[str, Any]:
+    """Metadata changes as strict JSON: a mapping of string keys to JSON values (None: remove)."""
+    if not isinstance(changes, Mapping):
+        raise InvalidInputError(
+            "metadata changes must be a mapping of keys to JSON values (None removes a key), "
+            f"got {type(changes).__name__}"
+        )
+    encoded = dump_json(dict(changes), "metadata changes")
+    _check_keys_are_strings(changes, "metadata changes")
+    decoded: dict[str, Any] = json.loads(encoded)
+    return decoded
+
+
+def _check_metadata_filter(metadata: object) -> dict[str, Any]:
+    """A listing filter: top-level metadata keys and the JSON scalars they must equal."""
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, Mapping):
+        raise InvalidInputError(
+            "the metadata filter must be a mapping of top-level keys to the values they must "
+            f"equal, got {type(metadata).__name__}"
+        )
+    checked: dict[str, Any] = {}
+    for key, value in metadata.items():
+        if not isinstance(key, str):
+            raise InvalidInputError(f"metadata filter keys must be strings, got {key!r}")
+        check_text(key, "metadata filter key")
+        if isinstance(value, str):
+            check_text(value, f"metadata filter value of {key!r}")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise InvalidInputError(f"metadata filter value of {key!r} must be a finite number")
+        elif isinstance(value, int) and not isinstance(value, bool) and value not in _INT64:
+            raise InvalidInputError(
+                f"metadata filter value of {key!r} must fit in 64 bits, got {value}"
+            )
+        elif not isinstance(value, (str, int, float)):
+            raise InvalidInputError(
+                f"metadata filter value of {key!r} must be a string, number or boolean "
+                f"(filters compare top-level values for equality), got {type(value).__name__}"
+            )
+        checked[key] = value
+    return checked
 
 
 def _new_row(view: ChatView, item_json: str) -> NewRow:
@@ -190,9 +313,17 @@ class SessionService:
     """Create, append to, read, list, delete and clean up agent sessions."""
 
     def __init__(
-        self, uow_factory: UnitOfWorkFactory, *, clock: Callable[[], datetime] = utcnow
+        self,
+        uow_factory: UnitOfWorkFactory,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        read_uow_factory: UnitOfWorkFactory | None = None,
     ) -> None:
+        """``read_uow_factory`` serves history reads and listings (``get_items``,
+        ``get_session``, ``list_user_sessions``, ``get_usage``, ``get_user_usage``), e.g. on a
+        read replica; writes, and the reads a write depends on, always use ``uow_factory``."""
         self._uow = uow_factory
+        self._read_uow = read_uow_factory or uow_factory
         self._clock = clock
 
     def _now(self) -> datetime:
@@ -248,21 +379,44 @@ class SessionService:
         sid = parse_session_id(session_id)
         # Two statements, no transaction needed: messages are read up to the last_seq seen with
         # the session row, and sequences commit in order, so the result is always a prefix.
-        async with self._uow(autocommit=True) as uow:
+        async with self._read_uow(autocommit=True) as uow:
             return await uow.sessions.get(sid, user_id)
 
     @_translating
     async def list_user_sessions(
-        self, user_id: str, limit: int = 10, *, cursor: str | None = None
+        self,
+        user_id: str,
+        limit: int = 10,
+        *,
+        cursor: str | None = None,
+        agent_name: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        include_archived: bool = False,
     ) -> SessionPage:
-        """A page of ``user_id``'s sessions, most recently updated first, in one query."""
+        """A page of ``user_id``'s sessions, most recently updated first, in one query.
+
+        ``agent_name`` keeps that agent's sessions; ``metadata`` keeps sessions whose metadata
+        has each given top-level key with a value equal to the given string, number or
+        boolean. Each summary carries a ``title`` for session pickers. Pass the same filters
+        with each page's ``cursor``. Sessions archived by retention are left out unless
+        ``include_archived``.
+        """
         user_id = _check_name(user_id, "user_id")
         checked = _check_limit(limit)
         if checked is None or not 1 <= checked <= MAX_PAGE_SIZE:
             raise ValueError(f"limit must be between 1 and {MAX_PAGE_SIZE}, got {limit}")
         after = None if cursor is None else _decode_cursor(cursor)
-        async with self._uow(autocommit=True) as uow:
-            rows = await uow.sessions.list_for_user(user_id, limit=checked + 1, after=after)
+        agent = None if agent_name is None else _check_name(agent_name, "agent_name")
+        meta_filter = _check_metadata_filter(metadata)
+        async with self._read_uow(autocommit=True) as uow:
+            rows = await uow.sessions.list_for_user(
+                user_id,
+                limit=checked + 1,
+                after=after,
+                agent_name=agent,
+                metadata=meta_filter or None,
+                include_archived=bool(include_archived),
+            )
         page, more = rows[:checked], len(rows) > checked
         next_cursor = _encode_cursor(page[-1].updated_at, page[-1].id) if more else None
         return SessionPage(tuple(page), next_cursor)
@@ -318,6 +472,549 @@ class SessionService:
                 return await uow.sessions.count_idle(cutoff)
         except (SQLAlchemyError, OSError) as error:
             raise translate_db_error(error) from error
+
+    # -- lifecycle: fork, rewind, metadata, title, erasure ----------------------------------
+
+    @_translating
+    async def fork_session(
+        self,
+        session_id: SessionId,
+        at_seq: int | None = None,
+        *,
+        user_id: str | None = None,
+        title: str | None = None,
+    ) -> SessionRecord:
+        """A new session (same owner, agent and metadata) whose history is a copy of this
+        one's up to and including ``at_seq`` (all of it when ``None``), renumbered from 1.
+
+        The copy is made inside the database in one transaction of a fixed number of
+        statements, whatever the history's size; the source is locked meanwhile, so the copy
+        is an exact prefix. ``title`` defaults to the source's explicit title. Returns the new
+        session with its history, as :meth:`get_session` would.
+        """
+        sid = parse_session_id(session_id)
+        at = None if at_seq is None else _check_seq(at_seq, "at_seq")
+        user = None if user_id is None else _check_name(user_id, "user_id")
+        new_title = None if title is None else _check_title(title)
+        new_id = uuid.uuid4()
+        now = self._now()
+        async with self._uow() as uow:
+            source = await self._lock(uow, sid, user)
+            through = source.last_seq if at is None else at
+            _check_in_history(through, source, "at_seq", sid)
+            await uow.sessions.create_copy(
+                source,
+                session_id=new_id,
+                title=source.title if new_title is None else new_title,
+                last_seq=through - source.trimmed_seq,
+                now=now,
+            )
+            if through > source.trimmed_seq:
+                await uow.messages.copy(
+                    sid, new_id, after_seq=source.trimmed_seq, through_seq=through
+                )
+            record = await uow.sessions.get(new_id, None)
+            await uow.commit()
+        assert record is not None  # created by this transaction
+        return record
+
+    @_translating
+    async def rewind_session(
+        self, session_id: SessionId, to_seq: int, *, user_id: str | None = None
+    ) -> int:
+        """Drop every message after ``to_seq``; return how many were removed.
+
+        Atomic under the session row's lock, so a concurrent append lands either before (and
+        is dropped) or after (at ``to_seq + 1``): the history never has a gap. Idempotency
+        records of batches that reached past ``to_seq`` are dropped too, so retrying such a
+        batch appends it again. ``to_seq`` equal to the last seq removes nothing.
+        """
+        sid = parse_session_id(session_id)
+        to = _check_seq(to_seq, "to_seq")
+        user = None if user_id is None else _check_name(user_id, "user_id")
+        now = self._now()
+        async with self._uow() as uow:
+            session = await self._lock(uow, sid, user)
+            _check_in_history(to, session, "to_seq", sid)
+            removed = session.last_seq - to
+            if removed:
+                await uow.messages.rewind(sid, to, now)
+                await uow.commit()
+        return removed
+
+    @_translating
+    async def update_metadata(
+        self, session_id: SessionId, changes: Mapping[str, Any], *, user_id: str | None = None
+    ) -> SessionRecord:
+        """Merge ``changes`` into the session's metadata (a key set to ``None`` is removed).
+
+        Read, merged and written under the session row's lock, so concurrent updates of
+        different keys all survive. Returns the session as :meth:`get_session` would.
+        """
+        sid = parse_session_id(session_id)
+        checked = _check_metadata_changes(changes)
+        user = None if user_id is None else _check_name(user_id, "user_id")
+        now = self._now()
+        async with self._uow() as uow:
+            session = await self._lock(uow, sid, user)
+            merged = dict(session.metadata)
+            for key, value in checked.items():
+                if value is None:
+                    merged.pop(key, None)
+                else:
+                    merged[key] = value
+            if json.dumps(merged, sort_keys=True) != json.dumps(session.metadata, sort_keys=True):
+                await uow.sessions.set_metadata(sid, merged, now)
+            record = await uow.sessions.get(sid, None)
+            await uow.commit()
+        assert record is not None  # locked by this transaction
+        return record
+
+    @_translating
+    async def set_title(
+        self, session_id: SessionId, title: str | None, *, user_id: str | None = None
+    ) -> SessionRecord:
+        """Set the session's title for pickers (``None`` removes it: listings then show the
+        first user message). Returns the session as :meth:`get_session` would."""
+        sid = parse_session_id(session_id)
+        new_title = None if title is None else _check_title(title)
+        user = None if user_id is None else _check_name(user_id, "user_id")
+        now = self._now()
+        async with self._uow() as uow:
+            session = await self._lock(uow, sid, user)
+            if session.title != new_title:
+                await uow.sessions.set_title(sid, new_title, now)
+            record = await uow.sessions.get(sid, None)
+            await uow.commit()
+        assert record is not None  # locked by this transaction
+        return record
+
+    @_translating
+    async def erase_user(
+        self,
+        user_id: str,
+        *,
+        batch_size: int = 500,
+        dry_run: bool = False,
+        on_progress: Callable[[ErasureReport], None] | None = None,
+    ) -> ErasureReport:
+        """Remove every session, message and usage record of ``user_id``; report the counts.
+
+        Works in batches of up to ``batch_size`` sessions, each its own short transaction, so
+        a user with a large history never holds locks for long; an interrupted erasure is
+        finished by calling it again. ``dry_run`` only counts. ``on_progress`` receives the
+        running totals after each batch. Stop the user's traffic first: a session created
+        while the erasure runs may survive it.
+        """
+        user_id = _check_name(user_id, "user_id")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+            raise TypeError(f"batch_size must be an int, not {type(batch_size).__name__}")
+        if not 1 <= batch_size <= MAX_ERASE_BATCH:
+            raise ValueError(
+                f"batch_size must be between 1 and {MAX_ERASE_BATCH}, got {batch_size}"
+            )
+        if dry_run:
+            async with self._uow(autocommit=True) as uow:
+                return await uow.sessions.count_for_user(user_id)
+        total = ErasureReport()
+        while True:
+            async with self._uow() as uow:
+                locked = await uow.sessions.lock_user_batch(user_id, batch_size)
+                if not locked:
+                    return total
+                session_ids = [session_id for session_id, _count in locked]
+                usage_records = await uow.usage.delete_for_sessions(session_ids)
+                await uow.sessions.delete_many(session_ids)
+                await uow.commit()
+            messages = sum(count for _session_id, count in locked)
+            total += ErasureReport(len(session_ids), messages, usage_records)
+            if on_progress is not None:
+                on_progress(total)
+
+    # -- search, transcripts, retention ---------------------------------------------------------
+
+    def _lifecycle(self, uow: UnitOfWork) -> LifecycleRepository:
+        return LifecycleRepository(uow.session, postgres=uow.dialect_name == "postgresql")
+
+    @_translating
+    async def search(
+        self,
+        user_id: str,
+        query: str,
+        *,
+        limit: int = 20,
+        cursor: str | None = None,
+        agent_name: str | None = None,
+        include_archived: bool = False,
+    ) -> SearchPage:
+        """Full-text search over ``user_id``'s messages, best match first, one query per page.
+
+        ``query`` uses web-search syntax (words, ``"a phrase"``, ``-excluded``, ``or``) and is
+        always a bound parameter: PostgreSQL parses it with ``websearch_to_tsquery('simple',
+        ...)`` and ranks with ``ts_rank``; SQLite matches case-insensitive substrings and ranks
+        by occurrences (see :mod:`agentledger.search`). Archived sessions are left out unless
+        ``include_archived``. Pass a page's ``next_cursor`` (with the same query and filters)
+        for the next page.
+        """
+        user_id = _check_name(user_id, "user_id")
+        terms = parse_query(query)
+        checked = _check_limit(limit)
+        if checked is None or not 1 <= checked <= MAX_PAGE_SIZE:
+            raise ValueError(f"limit must be between 1 and {MAX_PAGE_SIZE}, got {limit}")
+        agent = None if agent_name is None else _check_name(agent_name, "agent_name")
+        fingerprint = query_fingerprint(terms.text, agent, bool(include_archived))
+        after = None if cursor is None else decode_search_cursor(cursor, fingerprint)
+        async with self._uow(autocommit=True) as uow:
+            rows = await self._lifecycle(uow).search(
+                user_id,
+                terms,
+                limit=checked + 1,
+                after=after,
+                agent_name=agent,
+                include_archived=bool(include_archived),
+            )
+        wanted = terms.wanted
+        hits = tuple(
+            SearchHit(
+                session_id=row.session_id,
+                seq=row.seq,
+                role=row.role,
+                content=row.content,
+                snippet=make_snippet(row.content, wanted),
+                rank=row.rank,
+                created_at=row.created_at,
+                agent_name=row.agent_name,
+                item_type=row.item_type,
+            )
+            for row in rows[:checked]
+        )
+        next_cursor = None
+        if len(rows) > checked:
+            last = hits[-1]
+            next_cursor = encode_search_cursor(last.rank, last.session_id, last.seq, fingerprint)
+        return SearchPage(hits, next_cursor)
+
+    @_translating
+    async def export_session(
+        self, session_id: SessionId, *, user_id: str | None = None
+    ) -> SessionTranscript:
+        """The session and its whole (untrimmed) history, exactly as stored, for
+        :mod:`agentledger.transcripts` (JSONL or Markdown).
+
+        Read in one transaction that holds appends and trims back (PostgreSQL ``FOR SHARE``),
+        so the transcript is a consistent snapshot.
+        """
+        sid = parse_session_id(session_id)
+        user = None if user_id is None else _check_name(user_id, "user_id")
+        async with self._uow() as uow:
+            lifecycle = self._lifecycle(uow)
+            state = await lifecycle.session_state(sid, user, share_lock=True)
+            if state is None:
+                suffix = "" if user is None else f" for user {user!r}"
+                raise SessionNotFoundError(
+                    f"session {sid} does not exist{suffix}; check the id (list them with "
+                    "`agentledger sessions list --user USER`)"
+                )
+            rows = await lifecycle.history(
+                sid, after_seq=state.trimmed_seq, upto_seq=state.last_seq
+            )
+        messages = tuple(
+            TranscriptMessage(seq=seq, item=item, created_at=created_at)
+            for seq, item, created_at in rows
+        )
+        return SessionTranscript(
+            id=state.id,
+            user_id=state.user_id,
+            agent_name=state.agent_name,
+            metadata=state.metadata,
+            created_at=state.created_at,
+            updated_at=state.updated_at,
+            messages=messages,
+            title=state.title,
+            archived_at=state.archived_at,
+            trimmed_seq=messages[0].seq - 1 if messages else state.last_seq,
+        )
+
+    @_translating
+    async def import_session(
+        self,
+        transcript: SessionTranscript,
+        *,
+        user_id: str,
+        session_id: SessionId | None = None,
+        chunk_size: int = 500,
+    ) -> TranscriptImport:
+        """Store an exported session for ``user_id``, losslessly and idempotently.
+
+        The session keeps its id (or takes ``session_id``), agent, title, metadata, creation
+        and archive times, and each message keeps its ``seq``. Importing again adds nothing:
+        messages the session already holds are compared, not copied, and the rest is appended
+        in chunks stored under idempotency keys (``transcript:FIRST-LAST``), so an interrupted
+        import resumes where it stopped. Everything is validated before anything is written.
+        """
+        if not isinstance(transcript, SessionTranscript):
+            raise TypeError("import_session takes a SessionTranscript (see transcripts.read_jsonl)")
+        user = _check_name(user_id, "user_id")
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+        target = transcript.id if session_id is None else parse_session_id(session_id)
+        agent = _check_name(transcript.agent_name, "agent_name")
+        title = None if transcript.title is None else _check_title(transcript.title)
+        meta = self._check_metadata(transcript.metadata)
+        rows = [prepare_item(m.item, m.seq) for m in transcript.messages]
+        by_seq = {m.seq: (m, row) for m, row in zip(transcript.messages, rows, strict=True)}
+        if transcript.messages and transcript.messages[0].seq != transcript.trimmed_seq + 1:
+            raise InvalidInputError("the transcript's messages must start at trimmed_seq + 1")
+        start = transcript.trimmed_seq
+        now = self._now()
+
+        created = False
+        async with self._uow() as uow:
+            lifecycle = self._lifecycle(uow)
+            state = await lifecycle.session_state(target)
+            if state is None:
+                await lifecycle.create_positioned(
+                    session_id=target,
+                    user_id=user,
+                    agent_name=agent,
+                    metadata=meta,
+                    title=title,
+                    created_at=transcript.created_at,
+                    updated_at=now,
+                    archived_at=transcript.archived_at,
+                    start_seq=start,
+                )
+                state_last = state_trimmed = start
+                created = True
+            elif state.user_id != user:
+                raise AlreadyExistsError(
+                    f"session id {target} is taken by another user; import the transcript "
+                    "under a new id with session_id= (CLI: --session-id NEW_UUID)"
+                )
+            else:
+                state_last, state_trimmed = state.last_seq, state.trimmed_seq
+                if state_last == state_trimmed and state_last < start:
+                    await lifecycle.move_empty_start(target, start)
+                    state_last = state_trimmed = start
+            if state_last < start:
+                raise InvalidInputError(
+                    f"session {target} ends at seq {state_last} but the transcript starts at "
+                    f"seq {start + 1}; import it under a new id with session_id="
+                )
+            # Messages the session holds already must be the transcript's.
+            stored = await lifecycle.history(
+                target, after_seq=max(state_trimmed, start), upto_seq=state_last
+            )
+            for seq, item, _created_at in stored:
+                if seq in by_seq and dump_json(item, "item") != by_seq[seq][1].item_json:
+                    raise InvalidInputError(
+                        f"session {target} holds a different message at seq {seq} than the "
+                        "transcript; import it under a new id with session_id="
+                    )
+            await uow.commit()
+
+        added = 0
+        pending = [seq for seq in sorted(by_seq) if seq > state_last]
+        for index in range(0, len(pending), chunk_size):
+            seqs = pending[index : index + chunk_size]
+            result = await self._import_chunk(
+                target,
+                user,
+                [by_seq[seq][1] for seq in seqs],
+                seqs[0],
+                [(seq, stamp) for seq in seqs if (stamp := by_seq[seq][0].created_at) is not None],
+                now,
+            )
+            if result is None:  # imported before, then removed (popped or rewound): keep it so
+                break
+            added += result
+        if created or added:
+            async with self._uow() as uow:
+                # A restored session keeps its place in "most recently updated first".
+                await self._lifecycle(uow).set_updated_at(target, transcript.updated_at)
+                await uow.commit()
+        return TranscriptImport(target, added, created)
+
+    async def _import_chunk(
+        self,
+        sid: uuid.UUID,
+        user_id: str,
+        rows: list[NewRow],
+        first_seq: int,
+        stamps: list[tuple[int, datetime]],
+        now: datetime,
+    ) -> int | None:
+        """Append ``rows`` so they land at ``first_seq...``; how many were added (``None``
+        when this chunk was imported before and has since been removed)."""
+        key = f"transcript:{first_seq}-{first_seq + len(rows) - 1}"
+        fingerprint = _fingerprint(rows)
+        async with self._uow() as uow:
+            last_seq = await uow.sessions.lock(sid, user_id)
+            if last_seq is None:
+                await self._check_owner(uow, sid, user_id, missing_ok=False)
+                raise SessionNotFoundError(f"session {sid} does not exist")  # pragma: no cover
+            earlier = await uow.messages.find_batch(sid, key)
+            if earlier is not None:
+                if earlier[3] != fingerprint:
+                    raise InvalidInputError(
+                        f"session {sid} already imported a different chunk as {key!r}; import "
+                        "the transcript under a new id with session_id="
+                    )
+                return None if last_seq < first_seq + len(rows) - 1 else 0
+            if last_seq != first_seq - 1:
+                raise ConflictError(
+                    f"session {sid} changed during the import (it now ends at seq {last_seq}, "
+                    f"expected {first_seq - 1}); run the import again"
+                )
+            await uow.messages.append(sid, rows, user_id=user_id, now=now)
+            await self._lifecycle(uow).set_created_at(sid, stamps)
+            await uow.messages.remember_batch(sid, key, first_seq, len(rows), fingerprint, now)
+            await uow.commit()
+        return len(rows)
+
+    @_translating
+    async def apply_retention(
+        self,
+        policies: Mapping[str, RetentionPolicy | Mapping[str, Any]],
+        *,
+        dry_run: bool = False,
+        batch_size: int = 500,
+        on_progress: Callable[[RetentionReport], None] | None = None,
+    ) -> RetentionReport:
+        """Apply per-agent retention policies (see :mod:`agentledger.retention`).
+
+        First idle sessions are deleted (or archived), then long histories are trimmed from
+        the front, never splitting a tool call from its output. Every batch is its own short
+        transaction: idle sessions ``batch_size`` at a time; trimming one session at a time,
+        under its row lock, advancing ``trimmed_seq`` so the history stays gap-free.
+        ``dry_run`` computes the same report without writing. ``on_progress`` receives the
+        running report after every batch.
+        """
+        checked = parse_policies(policies)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        now = self._now()
+        named = frozenset(name for name in checked if name != DEFAULT_POLICY_KEY)
+        counts: dict[str, RetentionCounts] = {name: RetentionCounts() for name in checked}
+
+        def progress(name: str, done: RetentionCounts) -> None:
+            counts[name] = counts[name] + done
+            if on_progress is not None:
+                on_progress(RetentionReport(dry_run, dict(counts)))
+
+        scopes = {
+            name: AgentScope(None, named) if name == DEFAULT_POLICY_KEY else AgentScope(name)
+            for name in checked
+        }
+        for name, policy in checked.items():
+            if policy.days is not None:
+                cutoff = now - timedelta(days=policy.days)
+                await self._retire_idle(
+                    scopes[name],
+                    cutoff,
+                    policy.archive,
+                    dry_run,
+                    batch_size,
+                    now,
+                    functools.partial(progress, name),
+                )
+        for name, policy in checked.items():
+            if policy.max_messages is not None:
+                deleting = None
+                if policy.days is not None and not policy.archive:
+                    deleting = now - timedelta(days=policy.days)
+                await self._trim_sessions(
+                    scopes[name],
+                    policy.max_messages,
+                    dry_run,
+                    batch_size,
+                    functools.partial(progress, name),
+                    # Sessions this policy deletes are not trimmed (nor counted in a dry run).
+                    active_since=deleting,
+                )
+        return RetentionReport(dry_run, counts)
+
+    async def _retire_idle(
+        self,
+        scope: AgentScope,
+        cutoff: datetime,
+        archive: bool,
+        dry_run: bool,
+        batch_size: int,
+        now: datetime,
+        progress: Callable[[RetentionCounts], None],
+    ) -> None:
+        if dry_run:
+            async with self._uow(autocommit=True) as uow:
+                sessions, messages = await self._lifecycle(uow).count_idle(
+                    scope, cutoff, unarchived_only=archive
+                )
+            if archive:
+                progress(RetentionCounts(archived_sessions=sessions))
+            else:
+                progress(RetentionCounts(deleted_sessions=sessions, deleted_messages=messages))
+            return
+        while True:
+            async with self._uow() as uow:
+                lifecycle = self._lifecycle(uow)
+                if archive:
+                    done = await lifecycle.archive_idle_batch(scope, cutoff, batch_size, now)
+                    counts = RetentionCounts(archived_sessions=done)
+                else:
+                    done, messages = await lifecycle.delete_idle_batch(scope, cutoff, batch_size)
+                    counts = RetentionCounts(deleted_sessions=done, deleted_messages=messages)
+                await uow.commit()
+            if done:
+                progress(counts)
+            if done < batch_size:
+                return
+
+    async def _trim_sessions(
+        self,
+        scope: AgentScope,
+        max_messages: int,
+        dry_run: bool,
+        batch_size: int,
+        progress: Callable[[RetentionCounts], None],
+        *,
+        active_since: datetime | None,
+    ) -> None:
+        after: uuid.UUID | None = None
+        while True:
+            async with self._uow(autocommit=True) as uow:
+                candidates = await self._lifecycle(uow).trim_candidates(
+                    scope, max_messages, after=after, limit=batch_size, active_since=active_since
+                )
+            sessions = trimmed = 0
+            for sid in candidates:
+                cut = await self._trim_session(sid, max_messages, dry_run)
+                if cut:
+                    sessions += 1
+                    trimmed += cut
+            if sessions:
+                progress(RetentionCounts(trimmed_sessions=sessions, trimmed_messages=trimmed))
+            if len(candidates) < batch_size:
+                return
+            after = candidates[-1]
+
+    async def _trim_session(self, sid: uuid.UUID, max_messages: int, dry_run: bool) -> int:
+        """Trim one session to ``max_messages`` under its row lock; how many were trimmed."""
+        async with self._uow() as uow:
+            lifecycle = self._lifecycle(uow)
+            counters = await (
+                lifecycle.read_counters(sid) if dry_run else lifecycle.lock_counters(sid)
+            )
+            if counters is None:
+                return 0
+            trimmed_seq, last_seq = counters
+            if last_seq - trimmed_seq <= max_messages:
+                return 0
+            items = await lifecycle.items_between(sid, after_seq=trimmed_seq, upto_seq=last_seq)
+            cut = trim_cut(items, max_messages)
+            if cut and not dry_run:
+                await lifecycle.trim_front(sid, trimmed_seq + cut)
+                await uow.commit()
+        return cut
 
     # -- messages (chat API) ----------------------------------------------------------------
 
@@ -416,7 +1113,7 @@ class SessionService:
         checked = _check_limit(limit)
         if checked == 0:
             return []
-        async with self._uow(autocommit=True) as uow:
+        async with self._read_uow(autocommit=True) as uow:
             items = await uow.messages.items(sid, checked, user_id)
             if not items and user_id is not None:
                 await self._check_owner(uow, sid, user_id, missing_ok=True)
@@ -469,7 +1166,7 @@ class SessionService:
     async def get_usage(self, session_id: SessionId, *, user_id: str | None = None) -> Usage:
         """Token usage totals of the session."""
         sid = parse_session_id(session_id)
-        async with self._uow(autocommit=True) as uow:
+        async with self._read_uow(autocommit=True) as uow:
             if user_id is not None:
                 await self._check_owner(uow, sid, user_id, missing_ok=True)
             return await uow.usage.totals(session_id=sid)
@@ -478,7 +1175,7 @@ class SessionService:
     async def get_user_usage(self, user_id: str) -> Usage:
         """Token usage totals over every session of ``user_id``."""
         user_id = _check_name(user_id, "user_id")
-        async with self._uow(autocommit=True) as uow:
+        async with self._read_uow(autocommit=True) as uow:
             return await uow.usage.totals(user_id=user_id)
 
     # -- internals ------------------------------------------------------------------------------
@@ -549,6 +1246,14 @@ class SessionService:
             await uow.messages.remember_batch(sid, key, first_seq, len(rows), fingerprint, now)
             await uow.commit()
         return AppendResult(sid, first_seq, len(rows), now)
+
+    async def _lock(self, uow: UnitOfWork, sid: uuid.UUID, user_id: str | None) -> LockedSession:
+        """Lock the session row for this unit of work, or raise SessionNotFoundError."""
+        session = await uow.sessions.lock_state(sid, user_id)
+        if session is None:
+            await self._check_owner(uow, sid, user_id, missing_ok=False)
+            raise SessionNotFoundError(f"session {sid} does not exist")  # pragma: no cover
+        return session
 
     @staticmethod
     async def _check_owner(

@@ -4,6 +4,9 @@
   returns timezone-aware UTC, whatever the connection's ``TimeZone``.
 * :class:`NulSafeText` / :class:`NulSafeJSON` — ``text``/``jsonb`` on PostgreSQL that still round
   trip U+0000 (see :mod:`agentledger.encoding`); plain ``TEXT``/``JSON`` on SQLite.
+* :class:`SearchVector` with :class:`SearchVectorComputed` and :class:`SearchDocument` — the
+  full-text search column: a generated ``tsvector`` on PostgreSQL, a virtual always-NULL ``TEXT``
+  column on SQLite (which searches with ``LIKE`` instead).
 """
 
 from __future__ import annotations
@@ -11,8 +14,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Dialect, String, Text
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import JSON, Computed, DateTime, Dialect, String, Text
+from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import DDLCompiler, SQLCompiler
+from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from .encoding import escape_nul, map_strings, unescape_nul
@@ -99,3 +105,62 @@ class NulSafeJSON(TypeDecorator[Any]):
         if value is None or not _is_postgres(dialect):
             return value
         return map_strings(value, unescape_nul)
+
+
+#: Text search configuration of ``conversation_messages.search_vector`` and of search queries.
+#: ``simple`` lower-cases words and does nothing else: no stemming and no stop words, so it
+#: treats every language of a conversation alike, finds identifiers, file names and numbers as
+#: typed, and does not depend on the server's ``default_text_search_config``. A generated column
+#: needs an immutable expression, so the configuration is spelled out, never defaulted.
+SEARCH_CONFIG = "simple"
+
+
+class SearchDocument(ColumnElement[str]):
+    """The search document of a message row, for its generated column.
+
+    PostgreSQL: ``to_tsvector('simple'::regconfig, content)`` (spelled as PostgreSQL reflects
+    it, so autogenerate compares equal). Elsewhere: ``NULL``.
+    """
+
+    inherit_cache = True
+    type = Text()
+
+
+@compiles(SearchDocument, "postgresql")
+def _search_document_postgresql(element: SearchDocument, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"to_tsvector('{SEARCH_CONFIG}'::regconfig, content)"
+
+
+@compiles(SearchDocument)
+def _search_document_default(element: SearchDocument, compiler: SQLCompiler, **kw: Any) -> str:
+    return "NULL"
+
+
+class SearchVectorComputed(Computed):
+    """``GENERATED ALWAYS AS (...) STORED`` on PostgreSQL (a GIN index needs stored values);
+    ``VIRTUAL`` on SQLite, where the value is NULL and ``ALTER TABLE ADD COLUMN`` refuses
+    stored generated columns."""
+
+    def __init__(self, sqltext: ColumnElement[Any]) -> None:
+        super().__init__(sqltext, persisted=True)
+
+    def _copy(self, **kw: Any) -> SearchVectorComputed:  # keep the class in Table.to_metadata
+        return self._schema_item_copy(SearchVectorComputed(self.sqltext))
+
+
+@compiles(SearchVectorComputed, "sqlite")
+def _search_vector_sqlite(element: SearchVectorComputed, compiler: DDLCompiler, **kw: Any) -> str:
+    expression = compiler.sql_compiler.process(
+        element.sqltext, include_table=False, literal_binds=True
+    )
+    return f"GENERATED ALWAYS AS ({expression}) VIRTUAL"
+
+
+class SearchVector(TypeDecorator[str]):
+    """``tsvector`` on PostgreSQL, ``TEXT`` elsewhere (the column of :class:`SearchDocument`)."""
+
+    impl = Text
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        return TSVECTOR() if _is_postgres(dialect) else Text()
