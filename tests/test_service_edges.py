@@ -62,3 +62,13 @@ async def test_message_record_does_not_alias_the_callers_list(ledger: Ledger) ->
     calls.append({"id": "c2"})
     assert record.tool_calls is not None
     assert [c["id"] for c in record.tool_calls] == ["c1"]
+
+
+async def test_metadata_with_non_string_keys_is_refused_not_rewritten(ledger: Ledger) -> None:
+    with pytest.raises(InvalidInputError, match="non-string key"):
+        await ledger.service.create_session(user_id="u", agent_name="a", metadata={1: "x"})
+    with pytest.raises(InvalidInputError, match="non-string key"):
+        await ledger.service.create_session(
+            user_id="u", agent_name="a", metadata={"nested": {2: "y"}}
+        )
+    assert len(await ledger.service.list_user_sessions("u")) == 0

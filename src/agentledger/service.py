@@ -1280,4 +1280,6 @@ class SessionService:
                 f"metadata must be a JSON object (a dict), got {type(metadata).__name__}"
             )
         as_dict = dict(metadata)
-        return json.loads(dump_json(as_dict, "metadata"))  # type: ignore[no-any-return]
+        encoded = dump_json(as_dict, "metadata")
+        _check_keys_are_strings(as_dict, "metadata")
+        return json.loads(encoded)  # type: ignore[no-any-return]
