@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck check docs package postgres venv bench clean
+.PHONY: demo test lint typecheck check docs package postgres venv bench bench-quick soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,6 +13,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+BENCH_STAMP := $(VENV)/.bench-stamp
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[dev,docs,release,bench]"
+	touch $(BENCH_STAMP)
 
 ## Run the two-process memory demo on the embedded SQLite default (./agentledger.db).
 demo: venv
@@ -23,8 +28,8 @@ test: venv postgres lint typecheck docs
 	$(BIN)/pytest
 
 lint: venv
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 
 typecheck: venv
 	$(BIN)/mypy src
@@ -40,6 +45,23 @@ package: venv
 	rm -rf dist
 	$(BIN)/python -m build --outdir dist . >/dev/null
 	$(BIN)/twine check --strict dist/*
+
+## Benchmark on the local PostgreSQL (throwaway databases, dropped after): agentledger vs
+## hand-written asyncpg vs the Agents SDK's SQLAlchemySession; writes bench/results/latest.json
+## and docs/performance-session-size.png. See docs/performance.md.
+bench: $(BENCH_STAMP) postgres
+	$(BIN)/python -m bench
+
+## The same in a couple of minutes (smaller sizes); writes bench/results/quick.json.
+bench-quick: $(BENCH_STAMP) postgres
+	$(BIN)/python -m bench --quick
+
+## Soak (not part of `make test`): 64 agents on 16 shared sessions for SOAK_SECONDS (default
+## 60, at most 300) on a throwaway PostgreSQL database, then the invariants of
+## docs/reliability.md are checked; exits non-zero on a violation.
+SOAK_SECONDS ?= 60
+soak: venv postgres
+	$(BIN)/python -m bench.soak --seconds $(SOAK_SECONDS)
 
 ## Make sure the local PostgreSQL answers (starts the Debian cluster when it is down).
 postgres:

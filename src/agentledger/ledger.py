@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -29,7 +29,9 @@ from sqlalchemy.ext.asyncio import (
 from . import schema
 from .adopt import ADOPTED_REVISION, AdoptionReport, adopt_seed_schema
 from .config import LedgerSettings, safe_url
+from .encoding import load_stored_json
 from .errors import LedgerError, SchemaNotReadyError, translate_db_error
+from .fastpath import DriverStatements
 from .service import SessionService
 from .uow import UnitOfWork
 
@@ -51,31 +53,38 @@ class Ledger:
         *,
         settings: LedgerSettings | None = None,
         owns_engine: bool = False,
+        read_engine: AsyncEngine | None = None,
     ) -> None:
+        """``read_engine`` (optional, e.g. a read replica) serves history reads and listings;
+        writes never go there. ``owns_engine`` covers both engines."""
         self._engine = engine
         self._settings = settings or LedgerSettings(database_url=DEFAULT_URL_FOR_BORROWED)
         self._owns_engine = owns_engine
-        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
-        self._autocommit_sessions = self._sessions
-        if engine.dialect.name == "postgresql":
-            # One statement is atomic by itself: skip the BEGIN/COMMIT round trips.
-            self._autocommit_sessions = async_sessionmaker(
-                engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
-            )
+        self._makers = _EngineMakers(engine)
+        self._read_engine = read_engine
+        self._read_makers = None if read_engine is None else _EngineMakers(read_engine)
         self._schema_ready = False
         self._schema_lock = asyncio.Lock()
-        self._service = SessionService(self.unit_of_work)
+        self._service = SessionService(
+            self.unit_of_work,
+            read_uow_factory=None if read_engine is None else self.read_unit_of_work,
+        )
 
     # -- construction -------------------------------------------------------------------
 
     @classmethod
-    def from_url(cls, url: str | URL, **engine_kwargs: Any) -> Ledger:
-        """A Ledger on a new engine for ``url`` (``postgresql://`` runs on asyncpg)."""
-        settings = LedgerSettings(
-            database_url=str(url)
-            if isinstance(url, str)
-            else url.render_as_string(hide_password=False)
-        )
+    def from_url(
+        cls, url: str | URL, *, read_url: str | URL | None = None, **engine_kwargs: Any
+    ) -> Ledger:
+        """A Ledger on a new engine for ``url`` (``postgresql://`` runs on asyncpg).
+
+        ``read_url`` adds a second engine for history reads and listings (a read replica);
+        only the argument counts here, not ``AGENTLEDGER_READ_URL`` (that is
+        :meth:`from_settings`). ``engine_kwargs`` apply to both engines.
+        """
+        primary = url if isinstance(url, str) else _url_text(url)
+        assert primary is not None
+        settings = LedgerSettings(database_url=primary, read_url=_url_text(read_url))
         return cls._create(settings, engine_kwargs)
 
     @classmethod
@@ -85,33 +94,23 @@ class Ledger:
 
     @classmethod
     def _create(cls, settings: LedgerSettings, engine_kwargs: dict[str, Any]) -> Ledger:
-        url = settings.url
-        kwargs = {**settings.engine_kwargs(), **engine_kwargs}
-        if kwargs.get("echo"):
-            kwargs.setdefault("hide_parameters", True)
-        # SQLAlchemy's pre-ping costs three round trips per checkout on asyncpg (BEGIN, ping,
-        # ROLLBACK), more than the one statement of a hot path; the same guarantee comes free.
-        # An explicit pool_pre_ping=... from the caller keeps SQLAlchemy's own.
-        check_on_checkout = (
-            url.get_backend_name() == "postgresql"
-            and bool(kwargs.get("pool_pre_ping"))
-            and "pool_pre_ping" not in engine_kwargs
+        engine = _create_engine(settings, settings.url, engine_kwargs)
+        read_url = settings.read_engine_url
+        read_engine = (
+            None if read_url is None else _create_engine(settings, read_url, engine_kwargs)
         )
-        if check_on_checkout:
-            kwargs["pool_pre_ping"] = False
-        engine = create_async_engine(url, **kwargs)
-        if check_on_checkout:
-            check_pooled_connections(engine)
-        if url.get_backend_name() == "sqlite":
-            configure_sqlite(engine, busy_timeout=settings.sqlite_busy_timeout)
-        logger.debug("agentledger engine created for %s", safe_url(url))
-        return cls(engine, settings=settings, owns_engine=True)
+        return cls(engine, settings=settings, owns_engine=True, read_engine=read_engine)
 
     # -- what it hands out --------------------------------------------------------------
 
     @property
     def engine(self) -> AsyncEngine:
         return self._engine
+
+    @property
+    def read_engine(self) -> AsyncEngine:
+        """The engine history reads and listings run on (``engine`` when no read_url)."""
+        return self._engine if self._read_engine is None else self._read_engine
 
     @property
     def settings(self) -> LedgerSettings:
@@ -124,8 +123,13 @@ class Ledger:
 
     def unit_of_work(self, *, autocommit: bool = False) -> UnitOfWork:
         """A new unit of work on this ledger's engine (see :class:`UnitOfWork`)."""
-        factory = self._autocommit_sessions if autocommit else self._sessions
-        return UnitOfWork(factory, prepare=self.ensure_schema)
+        return self._makers.unit_of_work(autocommit, self.ensure_schema)
+
+    def read_unit_of_work(self, *, autocommit: bool = False) -> UnitOfWork:
+        """A unit of work on the read engine (the primary's when there is none): only for
+        reads, which may lag behind the primary's latest commits."""
+        makers = self._makers if self._read_makers is None else self._read_makers
+        return makers.unit_of_work(autocommit, self.ensure_schema)
 
     def agent_session(
         self,
@@ -192,8 +196,11 @@ class Ledger:
 
     async def current_revisions(self) -> tuple[str, ...]:
         """agentledger revisions applied to the database (empty when never migrated)."""
+        return await self._revisions(self._engine)
+
+    async def _revisions(self, engine: AsyncEngine) -> tuple[str, ...]:
         try:
-            async with self._engine.connect() as connection:
+            async with engine.connect() as connection:
                 return await connection.run_sync(
                     schema.current_revisions, self._settings.host_alembic_ini
                 )
@@ -220,9 +227,23 @@ class Ledger:
                     "when its revisions are in your own Alembic history, run `alembic upgrade "
                     "heads` and set AGENTLEDGER_HOST_ALEMBIC_INI to your alembic.ini"
                 )
+            if self._read_engine is not None:
+                await self._check_read_engine(head)
             if self._engine.dialect.name == "sqlite":
                 await self._check_sqlite_foreign_keys()
             self._schema_ready = True
+
+    async def _check_read_engine(self, head: str) -> None:
+        """The read engine must serve the same schema (a replica of the primary does)."""
+        assert self._read_engine is not None
+        current = await self._revisions(self._read_engine)
+        if head not in current:
+            state = ", ".join(current) if current else "no agentledger tables"
+            raise SchemaNotReadyError(
+                f"the read database at {safe_url(self._read_engine.url)} is not at agentledger's "
+                f"schema revision {head} (found: {state}); read_url must point at a replica of "
+                "the primary database (which follows its migrations), or be left unset"
+            )
 
     async def _check_sqlite_foreign_keys(self) -> None:
         """Cascading deletes need SQLite's foreign keys, which are off unless switched on."""
@@ -260,6 +281,8 @@ class Ledger:
         """Close the pool, if this ledger created the engine (a borrowed one is left alone)."""
         if self._owns_engine:
             await self._engine.dispose()
+            if self._read_engine is not None:
+                await self._read_engine.dispose()
 
     async def __aenter__(self) -> Self:
         if self._settings.migrate_on_start:
@@ -275,7 +298,63 @@ class Ledger:
         await self.dispose()
 
     def __repr__(self) -> str:
-        return f"Ledger({safe_url(self._engine.url)!r})"
+        if self._read_engine is None:
+            return f"Ledger({safe_url(self._engine.url)!r})"
+        return f"Ledger({safe_url(self._engine.url)!r}, read={safe_url(self._read_engine.url)!r})"
+
+
+def _url_text(url: str | URL | None) -> str | None:
+    if url is None or isinstance(url, str):
+        return url
+    return url.render_as_string(hide_password=False)
+
+
+def _create_engine(
+    settings: LedgerSettings, url: URL, engine_kwargs: dict[str, Any]
+) -> AsyncEngine:
+    """An engine for ``url`` configured by ``settings`` (``engine_kwargs`` win)."""
+    kwargs = {**settings.engine_kwargs(url), **engine_kwargs}
+    # One place decodes stored JSON, and a damaged row does not raise (see load_stored_json).
+    kwargs.setdefault("json_deserializer", load_stored_json)
+    if kwargs.get("echo"):
+        kwargs.setdefault("hide_parameters", True)
+    # SQLAlchemy's pre-ping costs three round trips per checkout on asyncpg (BEGIN, ping,
+    # ROLLBACK), more than the one statement of a hot path; the same guarantee comes free.
+    # An explicit pool_pre_ping=... from the caller keeps SQLAlchemy's own.
+    check_on_checkout = (
+        url.get_backend_name() == "postgresql"
+        and bool(kwargs.get("pool_pre_ping"))
+        and "pool_pre_ping" not in engine_kwargs
+    )
+    if check_on_checkout:
+        kwargs["pool_pre_ping"] = False
+    engine = create_async_engine(url, **kwargs)
+    if check_on_checkout:
+        check_pooled_connections(engine)
+    if url.get_backend_name() == "sqlite":
+        configure_sqlite(engine, busy_timeout=settings.sqlite_busy_timeout)
+    logger.debug("agentledger engine created for %s", safe_url(url))
+    return engine
+
+
+class _EngineMakers:
+    """What units of work on one engine are made from."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self.autocommit_sessions = self.sessions
+        if engine.dialect.name == "postgresql":
+            # One statement is atomic by itself: skip the BEGIN/COMMIT round trips.
+            self.autocommit_sessions = async_sessionmaker(
+                engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
+            )
+        # The agent loop's statements skip SQLAlchemy's execution layer on asyncpg.
+        self.driver = DriverStatements.for_engine(engine)
+
+    def unit_of_work(self, autocommit: bool, prepare: Callable[[], Awaitable[None]]) -> UnitOfWork:
+        if autocommit:
+            return UnitOfWork(self.autocommit_sessions, prepare=prepare, driver=self.driver)
+        return UnitOfWork(self.sessions, prepare=prepare)
 
 
 #: Settings of a Ledger built on a borrowed engine: defaults only, the URL is the engine's.

@@ -10,37 +10,82 @@ statements inside the unit of work's transaction.
 
 from __future__ import annotations
 
+import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any, cast
 
 from sqlalchemy import (
+    ColumnElement,
+    CursorResult,
+    Select,
     Table,
     Text,
+    TextClause,
     bindparam,
+    case,
     delete,
     func,
     insert,
     literal,
+    literal_column,
     select,
     text,
     tuple_,
+    type_coerce,
     update,
 )
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from .encoding import escape_nul, escape_nul_in_json, load_json
+from .encoding import DamagedJSON, escape_nul, escape_nul_in_json
+from .errors import InvalidInputError
+from .fastpath import DriverStatements
 from .models import AgentSession, ConversationMessage, MessageBatch, SessionUsage
-from .records import MessageRecord, SessionRecord, SessionSummary, Usage
-from .types import UTCDateTime
+from .records import ErasureReport, MessageRecord, SessionRecord, SessionSummary, Usage
+from .types import NulSafeJSON, NulSafeText, UTCDateTime
 
 _sessions = cast(Table, AgentSession.__table__)
 _messages = cast(Table, ConversationMessage.__table__)
 _batches = cast(Table, MessageBatch.__table__)
 _usage = cast(Table, SessionUsage.__table__)
+
+logger = logging.getLogger("agentledger")
+
+
+def intact_items(session_id: uuid.UUID, rows: Iterable[Any]) -> list[Any]:
+    """The items of ``(item, seq)`` rows, leaving out (with a warning) those whose stored JSON
+    was damaged outside agentledger: one bad row never makes a session unreadable."""
+    items = []
+    for item, seq in rows:
+        if isinstance(item, DamagedJSON):
+            warn_damaged(session_id, seq, item)
+        else:
+            items.append(item)
+    return items
+
+
+def _damaged(session_id: uuid.UUID, row: Any) -> bool:
+    """Whether a history row holds damaged JSON (logged when it does)."""
+    for value in (row.item, row.tool_calls):
+        if isinstance(value, DamagedJSON):
+            warn_damaged(session_id, row.seq, value)
+            return True
+    return False
+
+
+def warn_damaged(session_id: uuid.UUID, seq: int | None, damage: DamagedJSON) -> None:
+    """Log a damaged message by session and seq (never its content)."""
+    logger.warning(
+        "agentledger: message seq %s of session %s was left out: its stored JSON is %s; "
+        "repair or delete that row",
+        seq,
+        session_id,
+        damage.reason,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,26 +144,208 @@ _PG_ALLOCATE_OR_CREATE = """
     RETURNING last_seq - CAST(:n AS bigint) AS base
 """
 
-_PG_POP = """
-WITH s AS (
-    UPDATE agent_sessions
-    SET last_seq = last_seq - 1, updated_at = CAST(:now AS timestamptz)
-    WHERE id = CAST(:sid AS uuid) AND last_seq > 0 {owner}
-    RETURNING last_seq + 1 AS seq
-)
-DELETE FROM conversation_messages m USING s
-WHERE m.session_id = CAST(:sid AS uuid) AND m.seq = s.seq
-RETURNING m.item
-"""
-
 _PG_OWNER = "AND user_id = :uid"
 
 
-class SessionRepository:
-    """Session rows: create, read with history, list, delete, find expired."""
+# Hot-path statements are built once and reused: building a Core statement and computing its
+# cache key on every call cost more than the round trip itself (see docs/performance.md).
 
-    def __init__(self, session: AsyncSession) -> None:
-        self._session = session
+
+@cache
+def pg_append_statement(*, create: bool, owned: bool) -> TextClause:
+    """The single-statement append: ``create`` makes a missing session (owned by ``:uid``),
+    ``owned`` only appends to a session of ``:uid``."""
+    if create:
+        allocate = _PG_ALLOCATE_OR_CREATE
+    else:
+        allocate = _PG_ALLOCATE.format(owner=_PG_OWNER if owned else "")
+    return text(_PG_APPEND.format(allocate=allocate))
+
+
+@cache
+def items_query(*, latest: bool, owned: bool) -> Select[tuple[Any, int]]:
+    """``(item, seq)`` of ``:session_id`` in order (``latest``: the newest ``:limit``, newest
+    first); ``owned``: only while the session belongs to ``:user_id``."""
+    query = select(_messages.c.item, _messages.c.seq).where(
+        _messages.c.session_id == bindparam("session_id")
+    )
+    if owned:
+        query = query.where(
+            select(_sessions.c.id)
+            .where(
+                _sessions.c.id == bindparam("session_id"),
+                _sessions.c.user_id == bindparam("user_id"),
+            )
+            .exists()
+        )
+    if latest:
+        return query.order_by(_messages.c.seq.desc()).limit(bindparam("limit"))
+    return query.order_by(_messages.c.seq)
+
+
+@cache
+def _session_query(*, owned: bool) -> Select[Any]:
+    query = select(_sessions).where(_sessions.c.id == bindparam("session_id"))
+    if owned:
+        query = query.where(_sessions.c.user_id == bindparam("user_id"))
+    return query
+
+
+_HISTORY_QUERY = (
+    # Every column but the search vector (a tsvector as large as the text, never read here).
+    select(*(column for column in _messages.c if column.key != "search_vector"))
+    .where(
+        _messages.c.session_id == bindparam("session_id"), _messages.c.seq <= bindparam("last_seq")
+    )
+    .order_by(_messages.c.seq)
+)
+
+_OWNER_QUERY = select(_sessions.c.user_id).where(_sessions.c.id == bindparam("session_id"))
+
+
+#: How many characters of the first user message a listing shows for an untitled session.
+TITLE_PREVIEW_CHARS = 80
+
+# The start of a session's first user message, read in the listing's own statement through the
+# (session_id, seq) primary key. Twice the preview plus one: on PostgreSQL U+0000 is stored as two
+# characters, so this prefix always holds more than TITLE_PREVIEW_CHARS real characters when
+# the message is longer than the preview.
+_FIRST_USER_TEXT = type_coerce(
+    select(func.substr(_messages.c.content, 1, 2 * TITLE_PREVIEW_CHARS + 1))
+    .where(_messages.c.session_id == _sessions.c.id, _messages.c.role == "user")
+    .order_by(_messages.c.seq)
+    .limit(1)
+    .scalar_subquery(),
+    NulSafeText(),
+).label("first_user_text")
+
+
+def _sqlite_metadata_match(index: int) -> ColumnElement[bool]:
+    """SQLite: the metadata object has key ``:meta_key_<index>`` with a JSON value of kind
+    ``:meta_kind_<index>`` equal to ``:meta_value_<index>``; every part is a bound parameter.
+
+    ``json_each`` rather than ``json_extract``: a JSON path cannot address every key (a key
+    holding a double quote has no path), while ``json_each`` compares the key as a value.
+    """
+    entries = func.json_each(_sessions.c["metadata"]).table_valued("key", "type", "atom")
+    kind = case((entries.c.type.in_(("integer", "real")), "number"), else_=entries.c.type)
+    return (
+        select(entries.c.key)
+        .where(
+            entries.c.key == bindparam(f"meta_key_{index}", type_=Text),
+            kind == bindparam(f"meta_kind_{index}", type_=Text),
+            entries.c.atom.is_(bindparam(f"meta_value_{index}")),
+        )
+        .exists()
+    )
+
+
+def _sqlite_json_scalar(value: Any) -> tuple[str, Any]:
+    """The ``json_each`` kind and atom a JSON scalar has on SQLite."""
+    if isinstance(value, bool):
+        return ("true" if value else "false"), int(value)
+    if isinstance(value, (int, float)):
+        return "number", value
+    return "text", value
+
+
+_CONTROL_TO_SPACE = dict.fromkeys((*range(0x20), 0x7F), " ")
+
+
+def _title_of(explicit: str | None, first_user_text: str | None) -> str | None:
+    """A session picker's label: the explicit title, else the first user message's start."""
+    if explicit is not None:
+        return explicit
+    if first_user_text is None:
+        return None
+    # One line for a picker: whitespace runs and control characters (U+0000 included) become
+    # one space. (SQLite's string functions stop at U+0000, so there the preview ends at it.)
+    preview = " ".join(first_user_text.translate(_CONTROL_TO_SPACE).split())
+    if len(preview) > TITLE_PREVIEW_CHARS:
+        preview = preview[: TITLE_PREVIEW_CHARS - 1].rstrip() + "…"
+    return preview or None
+
+
+# A random version-4 UUID in the format SQLAlchemy stores ``Uuid`` in on SQLite (32 lowercase hex
+# digits), for rows copied inside the database: SQLite has no uuid function.
+_SQLITE_NEW_UUID: ColumnElement[str] = literal_column(
+    "lower(hex(randomblob(4)) || hex(randomblob(2)) || '4' || substr(hex(randomblob(2)), 2) "
+    "|| substr('89ab', 1 + (abs(random()) % 4), 1) || substr(hex(randomblob(2)), 2) "
+    "|| hex(randomblob(6)))"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LockedSession:
+    """A session row as read under its lock (:meth:`SessionRepository.lock_state`)."""
+
+    user_id: str
+    agent_name: str
+    metadata: dict[str, Any]
+    title: str | None
+    trimmed_seq: int
+    last_seq: int
+
+
+@cache
+def _list_query(
+    *,
+    after: bool,
+    agent: bool = False,
+    meta_keys: int = 0,
+    postgres: bool = False,
+    with_archived: bool = False,
+) -> Select[Any]:
+    """A page of ``:user_id``'s sessions with their picker titles, in one statement.
+
+    ``agent``: only ``:agent_name``'s; ``meta_keys``: only sessions whose metadata has those
+    top-level values (PostgreSQL: ``metadata @> :meta_filter``, a jsonb containment a GIN index
+    can serve; SQLite: one ``json_each`` test per key). Keys and values are always bound.
+    """
+    query = (
+        select(_sessions, _FIRST_USER_TEXT)
+        .where(_sessions.c.user_id == bindparam("user_id"))
+        .order_by(_sessions.c.updated_at.desc(), _sessions.c.id.desc())
+        .limit(bindparam("limit"))
+    )
+    if agent:
+        query = query.where(_sessions.c.agent_name == bindparam("agent_name"))
+    if not with_archived:
+        query = query.where(_sessions.c.archived_at.is_(None))
+    if meta_keys and postgres:
+        query = query.where(
+            _sessions.c["metadata"].bool_op("@>")(bindparam("meta_filter", type_=NulSafeJSON()))
+        )
+    elif meta_keys:
+        query = query.where(*(_sqlite_metadata_match(index) for index in range(meta_keys)))
+    if after:
+        query = query.where(
+            tuple_(_sessions.c.updated_at, _sessions.c.id)
+            < tuple_(
+                bindparam("after_updated_at", type_=UTCDateTime),
+                bindparam("after_id", type_=_sessions.c.id.type),
+            )
+        )
+    return query
+
+
+SessionSource = AsyncSession | Callable[[], AsyncSession]
+
+
+class _Repository:
+    """Holds the unit of work's session, or a callable that makes it on first use."""
+
+    def __init__(self, session: SessionSource) -> None:
+        self._session_source = session
+
+    @property
+    def _session(self) -> AsyncSession:
+        source = self._session_source
+        return source if isinstance(source, AsyncSession) else source()
+
+
+class SessionRepository(_Repository):
+    """Session rows: create, read with history, list, delete, find expired."""
 
     async def create(
         self,
@@ -143,9 +370,7 @@ class SessionRepository:
 
     async def owner_of(self, session_id: uuid.UUID) -> str | None:
         """The ``user_id`` owning the session, or ``None`` when it does not exist."""
-        result = await self._session.execute(
-            select(_sessions.c.user_id).where(_sessions.c.id == session_id)
-        )
+        result = await self._session.execute(_OWNER_QUERY, {"session_id": session_id})
         return result.scalar_one_or_none()
 
     async def lock(self, session_id: uuid.UUID, user_id: str | None) -> int | None:
@@ -163,16 +388,13 @@ class SessionRepository:
 
     async def get(self, session_id: uuid.UUID, user_id: str | None) -> SessionRecord | None:
         """The session and the prefix of its history up to the ``last_seq`` read with it."""
-        query = select(_sessions).where(_sessions.c.id == session_id)
-        if user_id is not None:
-            query = query.where(_sessions.c.user_id == user_id)
-        row = (await self._session.execute(query)).one_or_none()
+        query = _session_query(owned=user_id is not None)
+        params: dict[str, Any] = {"session_id": session_id, "user_id": user_id}
+        row = (await self._session.execute(query, params)).one_or_none()
         if row is None:
             return None
         message_rows = await self._session.execute(
-            select(_messages)
-            .where(_messages.c.session_id == session_id, _messages.c.seq <= row.last_seq)
-            .order_by(_messages.c.seq)
+            _HISTORY_QUERY, {"session_id": session_id, "last_seq": row.last_seq}
         )
         messages = tuple(
             MessageRecord(
@@ -187,6 +409,7 @@ class SessionRepository:
                 item=m.item,
             )
             for m in message_rows
+            if not _damaged(session_id, m)
         )
         return SessionRecord(
             id=row.id,
@@ -196,6 +419,7 @@ class SessionRepository:
             created_at=row.created_at,
             updated_at=row.updated_at,
             messages=messages,
+            title=row.title,
         )
 
     async def list_for_user(
@@ -204,21 +428,41 @@ class SessionRepository:
         *,
         limit: int,
         after: tuple[datetime, uuid.UUID] | None,
+        agent_name: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        include_archived: bool = False,
     ) -> list[SessionSummary]:
-        """One keyset-paginated query, most recently updated first (ties broken by id)."""
-        query = (
-            select(_sessions)
-            .where(_sessions.c.user_id == user_id)
-            .order_by(_sessions.c.updated_at.desc(), _sessions.c.id.desc())
-            .limit(limit)
-        )
+        """One keyset-paginated query, most recently updated first (ties broken by id),
+        optionally only ``agent_name``'s sessions and those whose metadata has the top-level
+        values of ``metadata`` (JSON scalars, compared for equality)."""
+        params: dict[str, Any] = {"user_id": user_id, "limit": limit}
         if after is not None:
-            updated_at, session_id = after
-            query = query.where(
-                tuple_(_sessions.c.updated_at, _sessions.c.id)
-                < tuple_(literal(updated_at, UTCDateTime), literal(session_id, _sessions.c.id.type))
-            )
-        rows = await self._session.execute(query)
+            params["after_updated_at"], params["after_id"] = after
+        if agent_name is not None:
+            params["agent_name"] = agent_name
+        postgres = self._postgres
+        if metadata and postgres:
+            params["meta_filter"] = metadata
+        elif metadata:
+            for index, (key, value) in enumerate(metadata.items()):
+                if "\x00" in key or (isinstance(value, str) and "\x00" in value):
+                    raise InvalidInputError(
+                        "SQLite's JSON functions end text at U+0000, so a metadata filter key "
+                        "or value holding it cannot match there; filter on another key "
+                        "(PostgreSQL compares it exactly)"
+                    )
+                kind, atom = _sqlite_json_scalar(value)
+                params[f"meta_key_{index}"] = key
+                params[f"meta_kind_{index}"] = kind
+                params[f"meta_value_{index}"] = atom
+        query = _list_query(
+            after=after is not None,
+            agent=agent_name is not None,
+            meta_keys=len(metadata or ()),
+            postgres=postgres,
+            with_archived=include_archived,
+        )
+        rows = await self._session.execute(query, params)
         return [
             SessionSummary(
                 id=row.id,
@@ -227,8 +471,10 @@ class SessionRepository:
                 metadata=row.metadata,
                 created_at=row.created_at,
                 updated_at=row.updated_at,
-                # Sequences are gap-free from 1, so the highest one is the count.
-                message_count=row.last_seq,
+                # Sequences are gap-free from trimmed_seq + 1 to last_seq.
+                message_count=row.last_seq - row.trimmed_seq,
+                title=_title_of(row.title, row.first_user_text),
+                archived_at=row.archived_at,
             )
             for row in rows
         ]
@@ -243,26 +489,53 @@ class SessionRepository:
     async def count_idle(self, cutoff: datetime) -> tuple[int, int]:
         """How many sessions (and messages) were last updated before ``cutoff``."""
         result = await self._session.execute(
-            select(func.count(), func.coalesce(func.sum(_sessions.c.last_seq), 0)).where(
-                _sessions.c.updated_at < cutoff
-            )
+            select(
+                func.count(),
+                func.coalesce(func.sum(_sessions.c.last_seq - _sessions.c.trimmed_seq), 0),
+            ).where(_sessions.c.updated_at < cutoff)
         )
         sessions, messages = result.one()
         return int(sessions), int(messages)
 
-    async def delete_idle_batch(self, cutoff: datetime, batch_size: int) -> int:
+    async def delete_idle_batch(
+        self, cutoff: datetime, batch_size: int, max_messages: int | None = None
+    ) -> int:
         """Delete up to ``batch_size`` sessions idle since ``cutoff``; return how many.
 
-        The outer ``updated_at`` test is re-checked on the locked row, so a session that
-        received a message while the batch was chosen survives.
+        With ``max_messages`` the batch also stops before the sessions it takes hold more than
+        that many messages together (it always takes at least one session), so a batch of big
+        sessions is as short as a batch of small ones. The outer ``updated_at`` test is
+        re-checked on the locked row, so a session that received a message while the batch
+        was chosen survives.
         """
-        chosen = (
-            select(_sessions.c.id)
-            .where(_sessions.c.updated_at < cutoff)
-            .order_by(_sessions.c.updated_at)
-            .limit(batch_size)
-            .scalar_subquery()
-        )
+        order = (_sessions.c.updated_at, _sessions.c.id)
+        if max_messages is None:
+            chosen = (
+                select(_sessions.c.id)
+                .where(_sessions.c.updated_at < cutoff)
+                .order_by(*order)
+                .limit(batch_size)
+                .scalar_subquery()
+            )
+        else:
+            oldest = (
+                select(
+                    _sessions.c.id,
+                    func.sum(_sessions.c.last_seq - _sessions.c.trimmed_seq)
+                    .over(order_by=order, rows=(None, 0))
+                    .label("running"),
+                    func.row_number().over(order_by=order).label("position"),
+                )
+                .where(_sessions.c.updated_at < cutoff)
+                .order_by(*order)
+                .limit(batch_size)
+                .subquery()
+            )
+            chosen = (
+                select(oldest.c.id)
+                .where((oldest.c.running <= max_messages) | (oldest.c.position == 1))
+                .scalar_subquery()
+            )
         result = await self._session.execute(
             delete(_sessions)
             .where(_sessions.c.updated_at < cutoff, _sessions.c.id.in_(chosen))
@@ -270,13 +543,147 @@ class SessionRepository:
         )
         return len(result.all())
 
+    # -- lifecycle: fork, metadata, title, erasure -------------------------------------------
 
-class MessageRepository:
+    @property
+    def _postgres(self) -> bool:
+        return self._session.get_bind().dialect.name == "postgresql"
+
+    async def lock_state(self, session_id: uuid.UUID, user_id: str | None) -> LockedSession | None:
+        """Lock the session row for this transaction, as :meth:`lock` does, and return it
+        (``None``: missing or not ``user_id``'s)."""
+        statement = (
+            update(_sessions)
+            .where(_sessions.c.id == session_id)
+            .values(last_seq=_sessions.c.last_seq)
+            .returning(
+                _sessions.c.user_id,
+                _sessions.c.agent_name,
+                _sessions.c["metadata"],
+                _sessions.c.title,
+                _sessions.c.trimmed_seq,
+                _sessions.c.last_seq,
+            )
+        )
+        if user_id is not None:
+            statement = statement.where(_sessions.c.user_id == user_id)
+        row = (await self._session.execute(statement)).one_or_none()
+        if row is None:
+            return None
+        user, agent_name, metadata, title, trimmed_seq, last_seq = row
+        return LockedSession(user, agent_name, metadata, title, int(trimmed_seq), int(last_seq))
+
+    async def create_copy(
+        self,
+        source: LockedSession,
+        *,
+        session_id: uuid.UUID,
+        title: str | None,
+        last_seq: int,
+        now: datetime,
+    ) -> None:
+        """A new session like ``source`` (owner, agent, metadata) whose history ends at
+        ``last_seq``; the caller copies the messages (:meth:`MessageRepository.copy`)."""
+        await self._session.execute(
+            insert(_sessions).values(
+                id=session_id,
+                user_id=source.user_id,
+                agent_name=source.agent_name,
+                metadata=source.metadata,
+                title=title,
+                created_at=now,
+                updated_at=now,
+                last_seq=last_seq,
+                trimmed_seq=0,
+            )
+        )
+
+    async def set_metadata(
+        self, session_id: uuid.UUID, metadata: dict[str, Any], now: datetime
+    ) -> None:
+        """Replace the metadata; the caller holds the row's lock (:meth:`lock_state`)."""
+        await self._session.execute(
+            update(_sessions)
+            .where(_sessions.c.id == session_id)
+            .values(metadata=metadata, updated_at=now)
+        )
+
+    async def set_title(self, session_id: uuid.UUID, title: str | None, now: datetime) -> None:
+        await self._session.execute(
+            update(_sessions)
+            .where(_sessions.c.id == session_id)
+            .values(title=title, updated_at=now)
+        )
+
+    async def count_for_user(self, user_id: str) -> ErasureReport:
+        """What erasing ``user_id`` would remove now: sessions, messages, usage records."""
+        owned = _sessions.alias("owned")
+        usage_records = (
+            select(func.count())
+            .select_from(_usage.join(owned, owned.c.id == _usage.c.session_id))
+            .where(owned.c.user_id == user_id)
+            .scalar_subquery()
+        )
+        result = await self._session.execute(
+            select(
+                func.count(),
+                func.coalesce(func.sum(_sessions.c.last_seq - _sessions.c.trimmed_seq), 0),
+                usage_records,
+            ).where(_sessions.c.user_id == user_id)
+        )
+        sessions, messages, usage = result.one()
+        return ErasureReport(int(sessions), int(messages), int(usage))
+
+    async def lock_user_batch(self, user_id: str, limit: int) -> list[tuple[uuid.UUID, int]]:
+        """Lock up to ``limit`` sessions of ``user_id``; ``(id, message count)`` of each.
+
+        PostgreSQL: ``FOR UPDATE``, which also holds off the foreign-key check of a concurrent
+        usage or message insert into these sessions until the batch commits, so the counts
+        are exact. SQLite: a no-op UPDATE, which takes the database's write lock first thing.
+        """
+        count = _sessions.c.last_seq - _sessions.c.trimmed_seq
+        rows: Any
+        if self._postgres:
+            rows = await self._session.execute(
+                select(_sessions.c.id, count)
+                .where(_sessions.c.user_id == user_id)
+                .limit(limit)
+                .with_for_update()
+            )
+        else:
+            chosen = (
+                select(_sessions.c.id)
+                .where(_sessions.c.user_id == user_id)
+                .limit(limit)
+                .scalar_subquery()
+            )
+            rows = await self._session.execute(
+                update(_sessions)
+                .where(_sessions.c.id.in_(chosen))
+                .values(last_seq=_sessions.c.last_seq)
+                .returning(_sessions.c.id, count)
+            )
+        return [(session_id, int(messages)) for session_id, messages in rows]
+
+    async def delete_many(self, session_ids: Sequence[uuid.UUID]) -> None:
+        """Delete these sessions (their messages and batches go by cascade)."""
+        await self._session.execute(delete(_sessions).where(_sessions.c.id.in_(session_ids)))
+
+
+class MessageRepository(_Repository):
     """Message rows: append, tail reads, pop and clear."""
 
-    def __init__(self, session: AsyncSession, *, postgres: bool) -> None:
-        self._session = session
+    def __init__(
+        self, session: SessionSource, *, postgres: bool, driver: DriverStatements | None = None
+    ) -> None:
+        super().__init__(session)
         self._postgres = postgres
+        self._driver = driver
+
+    def _direct(self) -> DriverStatements | None:
+        """The asyncpg fast path, when this unit of work may use it right now."""
+        driver = self._driver
+        return driver if driver is not None and driver.active else None
 
     async def append(
         self,
@@ -322,15 +729,16 @@ class MessageRepository:
             "items": [row.item_json for row in rows],
         }
         if create is not None:
-            allocate = _PG_ALLOCATE_OR_CREATE
             params["uid"] = create.user_id
             params["agent_name"] = create.agent_name
-        else:
-            allocate = _PG_ALLOCATE.format(owner=_PG_OWNER if user_id is not None else "")
-            if user_id is not None:
-                params["uid"] = user_id
-        statement = _PG_APPEND.format(allocate=allocate)
-        result = await self._session.execute(text(statement), params)
+        elif user_id is not None:
+            params["uid"] = user_id
+        statement = pg_append_statement(create=create is not None, owned=user_id is not None)
+        direct = self._direct()
+        if direct is not None:
+            value: int | None = await direct.fetchval(statement, params)
+            return value
+        result = await self._session.execute(statement, params)
         base: int | None = result.scalar_one_or_none()
         return base
 
@@ -400,35 +808,27 @@ class MessageRepository:
         self, session_id: uuid.UUID, limit: int | None, user_id: str | None
     ) -> list[Any]:
         """The stored items in order; with ``limit``, only the latest ``limit`` of them."""
-        query = select(_messages.c.item).where(_messages.c.session_id == session_id)
-        if user_id is not None:
-            query = query.where(
-                select(_sessions.c.id)
-                .where(_sessions.c.id == session_id, _sessions.c.user_id == user_id)
-                .exists()
-            )
-        if limit is None:
-            result = await self._session.execute(query.order_by(_messages.c.seq))
-            return list(result.scalars())
-        result = await self._session.execute(query.order_by(_messages.c.seq.desc()).limit(limit))
-        latest = list(result.scalars())
-        latest.reverse()
-        return latest
+        params: dict[str, Any] = {"session_id": session_id, "user_id": user_id, "limit": limit}
+        query = items_query(latest=limit is not None, owned=user_id is not None)
+        direct = self._direct()
+        rows: Sequence[Any]
+        if direct is not None:
+            rows = await direct.fetch(query, params)
+        else:
+            rows = list(await self._session.execute(query, params))
+        return intact_items(session_id, rows if limit is None else reversed(rows))
 
     async def pop(self, session_id: uuid.UUID, user_id: str | None, now: datetime) -> Any:
-        """Remove the newest item and return it (``None`` when empty, missing or not owned)."""
-        if self._postgres:
-            params: dict[str, Any] = {"sid": session_id, "now": now}
-            owner = ""
-            if user_id is not None:
-                owner = _PG_OWNER
-                params["uid"] = user_id
-            result = await self._session.execute(text(_PG_POP.format(owner=owner)), params)
-            value = result.scalar_one_or_none()
-            return load_json(value) if isinstance(value, str) else value
+        """Remove the newest item and return it (``None`` when empty, missing or not owned).
+
+        Two statements in the caller's transaction, on purpose: the UPDATE takes the row lock
+        and, after waiting for a concurrent append, sees its ``last_seq``; the DELETE then runs
+        with a fresh snapshot that sees the appended row. As one statement (a CTE) the DELETE
+        kept the snapshot from before the wait, missed that row and broke the sequence.
+        """
         allocate = (
             update(_sessions)
-            .where(_sessions.c.id == session_id, _sessions.c.last_seq > 0)
+            .where(_sessions.c.id == session_id, _sessions.c.last_seq > _sessions.c.trimmed_seq)
             .values(last_seq=_sessions.c.last_seq - 1, updated_at=now)
             .returning(_sessions.c.last_seq + 1)
         )
@@ -442,7 +842,11 @@ class MessageRepository:
             .where(_messages.c.session_id == session_id, _messages.c.seq == seq)
             .returning(_messages.c.item)
         )
-        return result.scalar_one_or_none()
+        item = result.scalar_one_or_none()
+        if isinstance(item, DamagedJSON):
+            warn_damaged(session_id, seq, item)
+            return None
+        return item
 
     async def clear(self, session_id: uuid.UUID, now: datetime) -> None:
         """Delete every message and batch record; the next append starts at seq 1 again.
@@ -452,7 +856,54 @@ class MessageRepository:
         await self._session.execute(delete(_messages).where(_messages.c.session_id == session_id))
         await self._session.execute(delete(_batches).where(_batches.c.session_id == session_id))
         await self._session.execute(
-            update(_sessions).where(_sessions.c.id == session_id).values(last_seq=0, updated_at=now)
+            update(_sessions)
+            .where(_sessions.c.id == session_id)
+            .values(last_seq=0, trimmed_seq=0, updated_at=now)
+        )
+
+    async def rewind(self, session_id: uuid.UUID, to_seq: int, now: datetime) -> None:
+        """Drop every message after ``to_seq``, and the idempotency records of batches that
+        reached past it (a retry of such a batch appends it again); ``last_seq := to_seq``.
+
+        The caller holds the session row's lock (:meth:`SessionRepository.lock_state`).
+        """
+        await self._session.execute(
+            delete(_messages).where(_messages.c.session_id == session_id, _messages.c.seq > to_seq)
+        )
+        await self._session.execute(
+            delete(_batches).where(
+                _batches.c.session_id == session_id,
+                _batches.c["count"] > 0,
+                _batches.c.first_seq + _batches.c["count"] - 1 > to_seq,
+            )
+        )
+        await self._session.execute(
+            update(_sessions)
+            .where(_sessions.c.id == session_id)
+            .values(last_seq=to_seq, updated_at=now)
+        )
+
+    async def copy(
+        self, source_id: uuid.UUID, target_id: uuid.UUID, *, after_seq: int, through_seq: int
+    ) -> None:
+        """Copy the messages ``after_seq + 1 .. through_seq`` of ``source_id`` into
+        ``target_id`` as seqs ``1 ..``, with new ids, in one INSERT ... SELECT (no rows travel
+        through Python; the stored text, escapes included, is copied as it is)."""
+        new_id = func.gen_random_uuid() if self._postgres else _SQLITE_NEW_UUID
+        columns = ("role", "content", "tool_calls", "tool_call_id", "item_type", "item")
+        rows = select(
+            literal(target_id, _messages.c.session_id.type),
+            _messages.c.seq - after_seq,
+            new_id,
+            *(_messages.c[name] for name in columns),
+            _messages.c.created_at,
+        ).where(
+            _messages.c.session_id == source_id,
+            _messages.c.seq > after_seq,
+            _messages.c.seq <= through_seq,
+        )
+        await self._session.execute(
+            insert(_messages).from_select(["session_id", "seq", "id", *columns, "created_at"], rows)
         )
 
     async def find_batch(
@@ -507,11 +958,15 @@ class MessageRepository:
         )
 
 
-class UsageRepository:
+class UsageRepository(_Repository):
     """Token usage rows, one per agent run."""
 
-    def __init__(self, session: AsyncSession) -> None:
-        self._session = session
+    async def delete_for_sessions(self, session_ids: Sequence[uuid.UUID]) -> int:
+        """Delete the usage records of these sessions; return how many there were."""
+        result = await self._session.execute(
+            delete(_usage).where(_usage.c.session_id.in_(session_ids))
+        )
+        return int(cast(CursorResult[Any], result).rowcount)
 
     async def add(self, session_id: uuid.UUID, usage: Usage, now: datetime) -> None:
         await self._session.execute(

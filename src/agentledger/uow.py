@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
 )
 
+from .fastpath import DriverStatements
 from .repositories import MessageRepository, SessionRepository, UsageRepository
 
 
@@ -50,21 +51,34 @@ class UnitOfWork:
         *,
         borrow: AsyncSession | AsyncConnection | None = None,
         prepare: Callable[[], Awaitable[None]] | None = None,
+        driver: DriverStatements | None = None,
     ) -> None:
+        """``driver`` (single-statement units that own their connections only) lets the
+        message repository send its hot-path statements straight through asyncpg; see
+        :mod:`agentledger.fastpath`."""
         if (session_factory is None) == (borrow is None):
             raise TypeError("UnitOfWork needs exactly one of session_factory or borrow=")
+        if driver is not None and borrow is not None:
+            raise TypeError("a borrowed unit of work runs in the caller's transaction: no driver=")
         self._factory = session_factory
+        self._driver = driver
         self._borrowed = borrow
         self._session: AsyncSession | None = None
         self._savepoint: AsyncSessionTransaction | None = None
         self._prepare = prepare
         self._committed = False
+        self._entered = False
 
     @property
     def session(self) -> AsyncSession:
         """The AsyncSession this unit of work runs on (only inside ``async with``)."""
         if self._session is None:
-            raise RuntimeError("use the UnitOfWork inside `async with` before touching .session")
+            if not self._entered or self._factory is None:
+                raise RuntimeError(
+                    "use the UnitOfWork inside `async with` before touching .session"
+                )
+            # Created on first use: a hot path that ran through the driver never needs one.
+            self._session = self._factory()
         return self._session
 
     @property
@@ -74,6 +88,16 @@ class UnitOfWork:
     async def __aenter__(self) -> Self:
         if self._prepare is not None:
             await self._prepare()
+        self._committed = False
+        self._entered = True
+        if self._factory is not None and self._driver is not None:
+            # The driver runs PostgreSQL statements; the session waits until one needs it.
+            self.sessions = SessionRepository(lambda: self.session)
+            self.messages = MessageRepository(
+                lambda: self.session, postgres=True, driver=self._driver
+            )
+            self.usage = UsageRepository(lambda: self.session)
+            return self
         if self._factory is not None:
             self._session = self._factory()
         elif isinstance(self._borrowed, AsyncSession):
@@ -87,7 +111,6 @@ class UnitOfWork:
                 join_transaction_mode="create_savepoint",
                 expire_on_commit=False,
             )
-        self._committed = False
         postgres = self.dialect_name == "postgresql"
         self.sessions = SessionRepository(self._session)
         self.messages = MessageRepository(self._session, postgres=postgres)
@@ -100,15 +123,20 @@ class UnitOfWork:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        session = self.session
+        session = self._session
+        owned = self._factory is not None
         try:
-            if not self._committed:
+            # Closing an owned session rolls back whatever it did not commit, in the same
+            # step that returns its connection to the pool: no separate rollback needed.
+            if not self._committed and not owned:
                 await self.rollback()
         finally:
-            if self._savepoint is None and self._borrowed_session is None:
+            # (No session at all: the hot path ran through the driver and never needed one.)
+            if session is not None and self._savepoint is None and self._borrowed_session is None:
                 await session.close()
             self._session = None
             self._savepoint = None
+            self._entered = False
 
     @property
     def _borrowed_session(self) -> AsyncSession | None:
@@ -118,8 +146,10 @@ class UnitOfWork:
         """Make the work durable (owned) or release the SAVEPOINT into the caller's transaction."""
         if self._savepoint is not None:
             await self._savepoint.commit()
-        else:
+        elif self._factory is None or self._session is not None:
             await self.session.commit()
+        # else: no session was ever needed; statements that went through the driver (autocommit
+        # units only) committed by themselves.
         self._committed = True
 
     async def rollback(self) -> None:

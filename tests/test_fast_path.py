@@ -1,0 +1,192 @@
+"""The asyncpg fast path of the agent loop's statements, and pooled-connection health checks.
+
+The whole suite runs agentledger's hot paths (append, tail read, pop) through the fast path on
+PostgreSQL; these tests cover what is particular to it: when it steps aside, what happens when
+the connection dies or the task is cancelled in the middle of a statement, and the cheap
+replacement of SQLAlchemy's pre-ping (a connection the server closed is never handed out).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import pytest
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from agentledger import ConnectionLostError, Ledger
+from agentledger.fastpath import DriverStatements
+from agentledger.ledger import check_pooled_connections
+from agentledger.testing import create_pg_database, drop_pg_database, pg_url
+
+
+@pytest.fixture
+async def pg_ledger(pg_template: str) -> AsyncIterator[Ledger]:
+    name = await create_pg_database(template=pg_template)
+    try:
+        async with Ledger.from_url(pg_url(name)) as ledger:
+            yield ledger
+    finally:
+        await drop_pg_database(name)
+
+
+async def admin(ledger: Ledger) -> asyncpg.Connection:
+    url = ledger.engine.url.set(drivername="postgresql")
+    return await asyncpg.connect(url.render_as_string(hide_password=False))
+
+
+async def terminate_pooled(ledger: Ledger, connection: asyncpg.Connection) -> int:
+    """Terminate every server backend of the ledger's database except ``connection``'s."""
+    terminated = await connection.fetchval(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+    return int(terminated)
+
+
+def test_fast_path_steps_aside_while_statements_are_observed() -> None:
+    engine = create_async_engine("postgresql+asyncpg://u@localhost/db")
+    driver = DriverStatements.for_engine(engine)
+    assert driver is not None
+    assert driver.active
+
+    def listener(*_args: Any) -> None:
+        pass
+
+    for name in ("before_cursor_execute", "after_cursor_execute", "before_execute"):
+        event.listen(engine.sync_engine, name, listener)
+        assert not driver.active, name
+        event.remove(engine.sync_engine, name, listener)
+        assert driver.active
+    event.listen(engine.sync_engine, "handle_error", listener)
+    assert not driver.active
+    event.remove(engine.sync_engine, "handle_error", listener)
+    assert not DriverStatements(create_async_engine(engine.url, echo=True)).active
+    logger = logging.getLogger("sqlalchemy.engine")
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        assert not driver.active
+    finally:
+        logger.setLevel(level)
+    translated = engine.execution_options(schema_translate_map={None: "ledger"})
+    assert not DriverStatements(translated).active
+    assert DriverStatements.for_engine(create_async_engine("sqlite+aiosqlite://")) is None
+
+
+async def test_a_connection_the_server_closed_is_replaced(pg_ledger: Ledger) -> None:
+    ledger = pg_ledger
+    session = ledger.agent_session("chat", user_id="u1")
+    await session.add_items([{"role": "user", "content": "one"}])
+    connection = await admin(ledger)
+    try:
+        assert await terminate_pooled(ledger, connection) >= 1
+    finally:
+        await connection.close()
+    await asyncio.sleep(0.1)  # the event loop reads the end of the stream
+    # Neither the fast path nor SQLAlchemy's path is handed the dead connection.
+    await session.add_items([{"role": "user", "content": "two"}])
+    assert [i["content"] for i in await session.get_items()] == ["one", "two"]
+    assert (await ledger.service.list_user_sessions("u1")).sessions
+
+
+async def test_connection_lost_mid_statement_is_a_retryable_ledger_error(
+    pg_ledger: Ledger,
+) -> None:
+    ledger = pg_ledger
+    session = ledger.agent_session("chat", user_id="u1")
+    await session.add_items([{"role": "user", "content": "one"}])
+    blocker = await admin(ledger)
+    try:
+        # Hold the session row: the next append waits inside its statement...
+        transaction = blocker.transaction()
+        await transaction.start()
+        await blocker.execute(
+            "SELECT 1 FROM agent_sessions WHERE id = $1 FOR UPDATE", session.ledger_session_id
+        )
+        append = asyncio.create_task(session.add_items([{"role": "user", "content": "two"}]))
+        await asyncio.sleep(0.3)
+        assert not append.done()
+        # ...when its connection is killed.
+        await blocker.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND wait_event_type = 'Lock'"
+        )
+        with pytest.raises(ConnectionLostError) as caught:
+            await append
+        assert caught.value.retryable
+        await transaction.rollback()
+    finally:
+        await blocker.close()
+    # The dead connection was discarded; the ledger keeps working.
+    await session.add_items([{"role": "user", "content": "three"}])
+    assert [i["content"] for i in await session.get_items()] == ["one", "three"]
+
+
+async def test_a_cancelled_append_is_all_or_nothing_and_the_pool_stays_healthy(
+    pg_ledger: Ledger,
+) -> None:
+    ledger = pg_ledger
+    session = ledger.agent_session("chat", user_id="u1")
+    await session.add_items([{"role": "user", "content": "one"}])
+    blocker = await admin(ledger)
+    try:
+        transaction = blocker.transaction()
+        await transaction.start()
+        await blocker.execute(
+            "SELECT 1 FROM agent_sessions WHERE id = $1 FOR UPDATE", session.ledger_session_id
+        )
+        turn = [{"role": "user", "content": "two"}, {"role": "assistant", "content": "2"}]
+        append = asyncio.create_task(session.add_items(turn))  # type: ignore[arg-type]
+        await asyncio.sleep(0.3)
+        append.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await append
+        await transaction.rollback()
+    finally:
+        await blocker.close()
+    await asyncio.sleep(0.2)
+    contents = [i["content"] for i in await session.get_items()]
+    assert contents in (["one"], ["one", "two", "2"])
+    for n in range(5):  # every pooled connection still works
+        await session.add_items([{"role": "user", "content": f"after {n}"}])
+    assert (await session.get_items())[-1]["content"] == "after 4"
+
+
+async def test_pooled_connections_idle_too_long_are_pinged_first(pg_template: str) -> None:
+    name = await create_pg_database(template=pg_template)
+    engine = create_async_engine(pg_url(name).replace("postgresql://", "postgresql+asyncpg://"))
+    try:
+        check_pooled_connections(engine, ping_after_idle=0.05)
+        pings: list[bool] = []
+        original = engine.sync_engine.dialect.do_ping
+
+        def counting_ping(dbapi_connection: Any) -> bool:
+            pings.append(True)
+            if len(pings) == 2:
+                raise OSError("simulated dead connection")
+            return bool(original(dbapi_connection))
+
+        engine.sync_engine.dialect.do_ping = counting_ping  # type: ignore[method-assign]
+
+        async def select_one() -> int:
+            async with engine.connect() as connection:
+                return int((await connection.execute(text("SELECT 1"))).scalar_one())
+
+        assert await select_one() == 1  # a new connection: no ping
+        assert await select_one() == 1  # used moments ago: no ping
+        assert pings == []
+        await asyncio.sleep(0.1)
+        assert await select_one() == 1  # idle: pinged, alive
+        assert len(pings) == 1
+        await asyncio.sleep(0.1)
+        assert await select_one() == 1  # idle: pinged, "dead", replaced by a new one
+        assert len(pings) == 2
+    finally:
+        await engine.dispose()
+        await drop_pg_database(name)
