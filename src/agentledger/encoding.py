@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import InvalidInputError
@@ -73,22 +74,43 @@ def map_strings(value: Any, transform: Any) -> Any:
     return value
 
 
-def check_text(value: object, what: str) -> str:
-    """Return ``value`` if it is a ``str`` that UTF-8 can encode; raise a clear error otherwise."""
+#: PostgreSQL's limit for one field (``text``, ``json``): 1 GB. Larger values are refused
+#: before anything is sent, on every backend, so both store the same things.
+MAX_FIELD_BYTES = 2**30 - 1
+#: PostgreSQL's limit for one ``jsonb`` value (and so for any string inside it): 256 MB.
+MAX_JSONB_BYTES = 2**28 - 1
+
+
+def check_text(value: object, what: str, *, limit: int | None = None) -> str:
+    """Return ``value`` if it is a ``str`` that UTF-8 can encode within ``limit`` bytes
+    (default :data:`MAX_FIELD_BYTES`); raise a clear error otherwise."""
     if not isinstance(value, str):
         raise InvalidInputError(f"{what} must be a string, got {type(value).__name__}")
     try:
-        value.encode("utf-8")
+        size = len(value.encode("utf-8"))
     except UnicodeEncodeError as error:
         raise InvalidInputError(
             f"{what} contains a lone surrogate (U+{ord(value[error.start]):04X} at index "
             f"{error.start}); decode the source text correctly or replace it before storing"
         ) from None
+    check_size(size, what, MAX_FIELD_BYTES if limit is None else limit)
     return value
 
 
-def dump_json(value: Any, what: str) -> str:
-    """Encode ``value`` as strict JSON text, or raise :class:`InvalidInputError` saying why."""
+def check_size(size: int, what: str, limit: int) -> None:
+    """The one size rule: a value of ``size`` UTF-8 bytes must fit PostgreSQL's ``limit``."""
+    if size > limit:
+        raise InvalidInputError(
+            f"{what} is {size:,} bytes as UTF-8, more than the {limit:,} bytes PostgreSQL can "
+            "hold in one value; store large payloads elsewhere (e.g. object storage) and keep "
+            "a reference in the message"
+        )
+
+
+def dump_json(value: Any, what: str, *, jsonb: bool = False) -> str:
+    """Encode ``value`` as strict JSON text, or raise :class:`InvalidInputError` saying why.
+
+    ``jsonb``: the value goes to a ``jsonb`` column (256 MB at most rather than 1 GB)."""
     try:
         text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     except ValueError as error:
@@ -105,9 +127,35 @@ def dump_json(value: Any, what: str) -> str:
         raise InvalidInputError(
             f"{what} is nested too deeply to store; flatten it (at most {MAX_JSON_DEPTH} levels)"
         ) from None
-    check_text(text, what)
+    check_text(text, what, limit=MAX_JSONB_BYTES if jsonb else MAX_FIELD_BYTES)
     _check_depth(text, what)
     return text
+
+
+@dataclass(frozen=True, slots=True)
+class DamagedJSON:
+    """Stands in for stored JSON that cannot be decoded (a row damaged outside agentledger:
+    invalid JSON text, or nesting too deep for Python). Reads leave such messages out and log
+    a warning naming the session and seq, never the content (see docs/reliability.md)."""
+
+    reason: str
+
+
+def load_stored_json(text: str | bytes | None) -> Any:
+    """Decode JSON read back from the database; the one place stored JSON is decoded.
+
+    Ledger-made engines use it as their ``json_deserializer`` (the driver's JSON codec on
+    asyncpg, the JSON type on SQLite), so one damaged row yields a :class:`DamagedJSON`
+    instead of an exception that would make the whole session unreadable.
+    """
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except RecursionError:
+        return DamagedJSON("nested too deeply to decode")
+    except ValueError:
+        return DamagedJSON("not valid JSON")
 
 
 def load_json(text: str | bytes | None) -> Any:

@@ -169,5 +169,13 @@ def _is_disconnect(error: BaseException) -> bool:
 
 
 _DISCONNECT_CLASS_NAMES = frozenset(
-    {"ConnectionDoesNotExistError", "InterfaceError", "ConnectionResetError"}
+    {
+        "ConnectionDoesNotExistError",
+        "InterfaceError",
+        "ConnectionResetError",
+        # asyncpg: the protocol is in a state no statement can follow; only a new connection
+        # helps (the fast path invalidates it).
+        "InternalClientError",
+        "ProtocolError",
+    }
 )

@@ -33,7 +33,9 @@ from sqlalchemy import (
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from .encoding import DamagedJSON
 from .models import AgentSession, ConversationMessage
+from .repositories import intact_items, warn_damaged
 from .search import SearchTerms, ascii_lower, like_pattern
 from .types import SEARCH_CONFIG
 
@@ -210,7 +212,13 @@ class LifecycleRepository:
             )
             .order_by(_messages.c.seq)
         )
-        return [(int(seq), item, created_at) for seq, item, created_at in rows]
+        history = []
+        for seq, item, created_at in rows:
+            if isinstance(item, DamagedJSON):
+                warn_damaged(session_id, seq, item)  # left out, as in every read
+            else:
+                history.append((int(seq), item, created_at))
+        return history
 
     async def create_positioned(
         self,
@@ -389,7 +397,7 @@ class LifecycleRepository:
         self, session_id: uuid.UUID, *, after_seq: int, upto_seq: int
     ) -> list[Any]:
         rows = await self._session.execute(
-            select(_messages.c.item)
+            select(_messages.c.item, _messages.c.seq)
             .where(
                 _messages.c.session_id == session_id,
                 _messages.c.seq > after_seq,
@@ -397,7 +405,7 @@ class LifecycleRepository:
             )
             .order_by(_messages.c.seq)
         )
-        return list(rows.scalars())
+        return intact_items(session_id, rows)
 
     async def trim_front(self, session_id: uuid.UUID, new_trimmed_seq: int) -> None:
         """Delete the messages up to ``new_trimmed_seq`` and record it (row lock held)."""

@@ -9,12 +9,15 @@ adapter are thin layers over it.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import functools
 import hashlib
 import json
+import logging
 import math
+import random
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -67,6 +70,8 @@ T = TypeVar("T")
 
 SessionId = uuid.UUID | str
 
+logger = logging.getLogger("agentledger")
+
 #: Longest ``user_id`` / ``agent_name`` / idempotency key (the columns are varchar(255)).
 MAX_NAME_LENGTH = 255
 #: Upper bound for one page of :meth:`SessionService.list_user_sessions`.
@@ -78,8 +83,55 @@ MAX_ERASE_BATCH = 10_000
 _INT64 = range(-(2**63), 2**63)
 
 
+#: How many times an operation runs at most when the database aborts it to resolve a
+#: conflict (serialization failure or deadlock, SQLSTATE 40001 / 40P01).
+MAX_CONFLICT_ATTEMPTS = 3
+#: Base of the jittered backoff between attempts, in seconds (doubled after each attempt).
+CONFLICT_BACKOFF = 0.02
+
+
 def _translating(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
-    """Let LedgerErrors through and turn database/driver errors into typed LedgerErrors."""
+    """Let LedgerErrors through and turn database/driver errors into typed LedgerErrors.
+
+    A :class:`ConflictError` is retried as a whole operation, up to
+    :data:`MAX_CONFLICT_ATTEMPTS` runs with a short jittered backoff, when the service owns its
+    units of work: a failed attempt was rolled back entirely, so running it again is safe.
+    Inside :meth:`SessionService.using` the host's transaction is at stake, so the
+    ConflictError surfaces at once and the host decides.
+    """
+
+    @functools.wraps(method)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        service = args[0] if args else None
+        retry = isinstance(service, SessionService) and service._retry_conflicts
+        attempt = 1
+        while True:
+            try:
+                try:
+                    return await method(*args, **kwargs)
+                except LedgerError:
+                    raise
+                except (SQLAlchemyError, OSError) as error:
+                    raise translate_db_error(error) from error
+            except ConflictError:
+                if not retry or attempt >= MAX_CONFLICT_ATTEMPTS:
+                    raise
+                delay = CONFLICT_BACKOFF * 2 ** (attempt - 1) * (0.5 + random.random())
+                logger.info(
+                    "agentledger: %s hit a database conflict; retrying (attempt %d of %d)",
+                    method.__name__,
+                    attempt + 1,
+                    MAX_CONFLICT_ATTEMPTS,
+                )
+                attempt += 1
+                await asyncio.sleep(delay)
+
+    return wrapper
+
+
+def _once(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """Translate errors like :func:`_translating`, but never rerun: for batched operations
+    whose earlier batches stay committed (they report totals; call them again to resume)."""
 
     @functools.wraps(method)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
@@ -190,7 +242,7 @@ def _check_metadata_changes(changes: object) -> dict[str, Any]:
             "metadata changes must be a mapping of keys to JSON values (None removes a key), "
             f"got {type(changes).__name__}"
         )
-    encoded = dump_json(dict(changes), "metadata changes")
+    encoded = dump_json(dict(changes), "metadata changes", jsonb=True)
     _check_keys_are_strings(changes, "metadata changes")
     decoded: dict[str, Any] = json.loads(encoded)
     return decoded
@@ -228,7 +280,9 @@ def _check_metadata_filter(metadata: object) -> dict[str, Any]:
 
 
 def _new_row(view: ChatView, item_json: str) -> NewRow:
-    tool_calls_json = None if view.tool_calls is None else dump_json(view.tool_calls, "tool_calls")
+    tool_calls_json = (
+        None if view.tool_calls is None else dump_json(view.tool_calls, "tool_calls", jsonb=True)
+    )
     return NewRow(
         id=uuid.uuid4(),
         role=view.role,
@@ -318,10 +372,14 @@ class SessionService:
         *,
         clock: Callable[[], datetime] = utcnow,
         read_uow_factory: UnitOfWorkFactory | None = None,
+        retry_conflicts: bool = True,
     ) -> None:
         """``read_uow_factory`` serves history reads and listings (``get_items``,
         ``get_session``, ``list_user_sessions``, ``get_usage``, ``get_user_usage``), e.g. on a
-        read replica; writes, and the reads a write depends on, always use ``uow_factory``."""
+        read replica; writes, and the reads a write depends on, always use ``uow_factory``.
+        ``retry_conflicts``: rerun an operation the database aborted with a serialization
+        failure or deadlock (only sound when ``uow_factory`` opens its own transactions)."""
+        self._retry_conflicts = retry_conflicts
         self._uow = uow_factory
         self._read_uow = read_uow_factory or uow_factory
         self._clock = clock
@@ -345,7 +403,7 @@ class SessionService:
         def borrowed(*, autocommit: bool = False) -> UnitOfWork:
             return UnitOfWork(borrow=connection)
 
-        return SessionService(borrowed, clock=self._clock)
+        return SessionService(borrowed, clock=self._clock, retry_conflicts=False)
 
     # -- sessions -------------------------------------------------------------------------
 
@@ -430,24 +488,29 @@ class SessionService:
             await uow.commit()
         return deleted
 
-    @_translating
+    @_once
     async def cleanup_sessions(
         self,
         older_than: timedelta,
         *,
         dry_run: bool = False,
         batch_size: int = 500,
+        max_batch_messages: int = 20_000,
         on_progress: Callable[[int], None] | None = None,
     ) -> int:
         """Delete sessions not updated for ``older_than``, in batches; return how many.
 
-        Each batch is its own short transaction, so the cleanup never holds locks on the
-        whole table. ``dry_run`` only counts. ``on_progress`` receives the running total.
+        Each batch is its own short transaction of at most ``batch_size`` sessions holding at
+        most ``max_batch_messages`` messages together (a single bigger session goes alone),
+        so the cleanup never holds locks for long. ``dry_run`` only counts. ``on_progress``
+        receives the running total.
         """
         if not isinstance(older_than, timedelta) or older_than < timedelta(0):
             raise ValueError("older_than must be a non-negative datetime.timedelta")
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
+        if max_batch_messages < 1:
+            raise ValueError("max_batch_messages must be at least 1")
         cutoff = self._now() - older_than
         if dry_run:
             async with self._uow(autocommit=True) as uow:
@@ -456,12 +519,14 @@ class SessionService:
         total = 0
         while True:
             async with self._uow() as uow:
-                deleted = await uow.sessions.delete_idle_batch(cutoff, batch_size)
+                deleted = await uow.sessions.delete_idle_batch(
+                    cutoff, batch_size, max_batch_messages
+                )
                 await uow.commit()
             total += deleted
             if on_progress is not None and deleted:
                 on_progress(total)
-            if deleted < batch_size:
+            if deleted == 0:  # a batch cut short by the message budget is not the last
                 return total
 
     async def count_idle_sessions(self, older_than: timedelta) -> tuple[int, int]:
@@ -589,7 +654,7 @@ class SessionService:
         assert record is not None  # locked by this transaction
         return record
 
-    @_translating
+    @_once
     async def erase_user(
         self,
         user_id: str,
@@ -872,7 +937,7 @@ class SessionService:
             await uow.commit()
         return len(rows)
 
-    @_translating
+    @_once
     async def apply_retention(
         self,
         policies: Mapping[str, RetentionPolicy | Mapping[str, Any]],
@@ -1123,7 +1188,7 @@ class SessionService:
     async def pop_item(self, session_id: SessionId, *, user_id: str | None = None) -> Any:
         """Remove and return the newest item (``None`` when empty); exactly once per item."""
         sid = parse_session_id(session_id)
-        async with self._uow(autocommit=True) as uow:
+        async with self._uow() as uow:  # two statements: see MessageRepository.pop
             item = await uow.messages.pop(sid, user_id, self._now())
             await uow.commit()
             if item is None and user_id is not None:
@@ -1280,6 +1345,6 @@ class SessionService:
                 f"metadata must be a JSON object (a dict), got {type(metadata).__name__}"
             )
         as_dict = dict(metadata)
-        encoded = dump_json(as_dict, "metadata")
+        encoded = dump_json(as_dict, "metadata", jsonb=True)
         _check_keys_are_strings(as_dict, "metadata")
         return json.loads(encoded)  # type: ignore[no-any-return]

@@ -1,0 +1,72 @@
+"""A row damaged by hand never blocks its session: reads leave it out and log a warning that
+names the session and seq, never the content (docs/reliability.md)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from sqlalchemy import text
+
+from agentledger import Ledger
+
+SECRET = "damaged-row-secret-content"
+
+
+async def _damage(ledger: Ledger, session_id: object, seq: int, backend: str) -> None:
+    if backend == "sqlite":
+        bad = "{not json " + SECRET
+        statement = (
+            "UPDATE conversation_messages SET item = :bad WHERE session_id = :sid AND seq = :seq"
+        )
+        sid: object = session_id.hex  # type: ignore[attr-defined]
+    else:
+        # Valid for PostgreSQL's json type, too deep for Python's decoder (RecursionError).
+        bad = "[" * 5_000 + f'"{SECRET}"' + "]" * 5_000
+        statement = (
+            "UPDATE conversation_messages SET item = CAST(:bad AS json) "
+            "WHERE session_id = :sid AND seq = :seq"
+        )
+        sid = session_id
+    async with ledger.engine.begin() as connection:
+        result = await connection.execute(text(statement), {"bad": bad, "sid": sid, "seq": seq})
+        assert result.rowcount == 1
+
+
+async def test_a_damaged_row_is_left_out_of_every_read(
+    ledger: Ledger, backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    svc = ledger.service
+    session = await svc.create_session(user_id="u", agent_name="a")
+    await svc.add_messages(
+        session.id, [{"role": "user", "content": f"m{index}"} for index in range(1, 6)]
+    )
+    await _damage(ledger, session.id, 3, backend)
+    caplog.set_level(logging.WARNING, logger="agentledger")
+
+    items = await svc.get_items(session.id)
+    assert [item["content"] for item in items] == ["m1", "m2", "m4", "m5"]
+    # ``limit`` counts stored rows: the damaged one among them is left out, not replaced.
+    tail = await svc.get_items(session.id, limit=3)
+    assert [item["content"] for item in tail] == ["m4", "m5"]
+    record = await svc.get_session(session.id)
+    assert record is not None
+    assert [m.seq for m in record.messages] == [1, 2, 4, 5]
+
+    sdk = ledger.agent_session(str(session.id), user_id="u")
+    assert [item["content"] for item in await sdk.get_items()] == ["m1", "m2", "m4", "m5"]
+
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings
+    assert all(str(session.id) in w and "seq 3" in w for w in warnings)
+    assert not any(SECRET in r.getMessage() for r in caplog.records)
+
+    # The session stays writable, and popping through the damaged row heals it.
+    await svc.add_message(session.id, role="user", content="m6")
+    assert (await svc.pop_item(session.id))["content"] == "m6"
+    assert (await svc.pop_item(session.id))["content"] == "m5"
+    assert (await svc.pop_item(session.id))["content"] == "m4"
+    assert await svc.pop_item(session.id) is None  # the damaged one: removed, reported
+    assert (await svc.pop_item(session.id))["content"] == "m2"
+    assert [item["content"] for item in await svc.get_items(session.id)] == ["m1"]
+    assert not any(SECRET in r.getMessage() for r in caplog.records)
