@@ -10,13 +10,9 @@ adapter are thin layers over it.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import functools
-import hashlib
 import json
 import logging
-import math
 import random
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -26,7 +22,7 @@ from typing import Any, ParamSpec, TypeVar
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from .encoding import check_text, dump_json, escape_nul, load_json
+from .encoding import dump_json, load_json
 from .errors import (
     AlreadyExistsError,
     ConflictError,
@@ -36,7 +32,6 @@ from .errors import (
     translate_db_error,
 )
 from .lifecycle_repository import AgentScope, LifecycleRepository
-from .projection import ChatView, chat_view, check_role, item_from_chat
 from .records import (
     AppendResult,
     ErasureReport,
@@ -64,6 +59,23 @@ from .search import snippet as make_snippet
 from .transcripts import SessionTranscript, TranscriptMessage
 from .types import utcnow
 from .uow import UnitOfWork, UnitOfWorkFactory
+from .validation import (
+    MAX_PAGE_SIZE,
+    batch_fingerprint,
+    check_in_history,
+    check_keys_are_strings,
+    check_limit,
+    check_metadata_changes,
+    check_metadata_filter,
+    check_name,
+    check_seq,
+    check_title,
+    decode_listing_cursor,
+    encode_listing_cursor,
+    parse_session_id,
+    prepare_chat_message,
+    prepare_item,
+)
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -72,15 +84,9 @@ SessionId = uuid.UUID | str
 
 logger = logging.getLogger("agentledger")
 
-#: Longest ``user_id`` / ``agent_name`` / idempotency key (the columns are varchar(255)).
-MAX_NAME_LENGTH = 255
-#: Upper bound for one page of :meth:`SessionService.list_user_sessions`.
-MAX_PAGE_SIZE = 1000
-_MESSAGE_KEYS = frozenset({"role", "content", "tool_calls", "tool_call_id"})
 #: Upper bound for ``batch_size`` of :meth:`SessionService.erase_user` (ids of one batch are
 #: bound parameters; asyncpg allows 32,767 per statement).
 MAX_ERASE_BATCH = 10_000
-_INT64 = range(-(2**63), 2**63)
 
 
 #: How many times an operation runs at most when the database aborts it to resolve a
@@ -145,224 +151,6 @@ def _once(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
     return wrapper
 
 
-def parse_session_id(value: object) -> uuid.UUID:
-    """A session id as ``uuid.UUID``; strings must be UUIDs (any standard spelling)."""
-    if isinstance(value, uuid.UUID):
-        return value
-    if isinstance(value, str):
-        try:
-            return uuid.UUID(value.strip())
-        except ValueError:
-            pass
-        raise InvalidInputError(
-            f"malformed session id {value[:80]!r}: expected a UUID such as "
-            "'0b0e7c9e-9d1f-4c43-9b2e-8f7d6a5c4b3a'"
-        )
-    raise TypeError(f"session id must be a uuid.UUID or a UUID string, not {type(value).__name__}")
-
-
-def _check_name(value: object, what: str) -> str:
-    text = check_text(value, what)
-    if not text or len(text) > MAX_NAME_LENGTH or "\x00" in text:
-        raise InvalidInputError(
-            f"{what} must be 1 to {MAX_NAME_LENGTH} characters without NUL, got {len(text)}"
-        )
-    return text
-
-
-def _check_tool_call_id(value: object, what: str) -> str:
-    """A tool call id: any text (U+0000 included, tool ids come from outside) that fits the
-    varchar(255) column, where PostgreSQL stores U+0000 and U+E000 escaped as two characters."""
-    text = check_text(value, what)
-    if not text or len(escape_nul(text)) > MAX_NAME_LENGTH:
-        raise InvalidInputError(
-            f"{what} must be 1 to {MAX_NAME_LENGTH} characters (U+0000 and U+E000 count "
-            f"twice), got {len(text)}"
-        )
-    return text
-
-
-def _check_limit(limit: int | None, what: str = "limit") -> int | None:
-    if limit is None:
-        return None
-    if isinstance(limit, bool) or not isinstance(limit, int):
-        raise TypeError(f"{what} must be an int or None, not {type(limit).__name__}")
-    if limit < 0:
-        raise ValueError(f"{what} must be zero or positive, got {limit}")
-    return limit
-
-
-def _check_seq(value: object, what: str) -> int:
-    """A sequence number argument: a non-negative int (0 is "before the first message")."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
-    if value < 0:
-        raise InvalidInputError(f"{what} must be zero or positive, got {value}")
-    return value
-
-
-def _check_in_history(seq: int, session: LockedSession, what: str, sid: uuid.UUID) -> None:
-    """``seq`` must lie in the session's history, ``trimmed_seq .. last_seq``."""
-    if not session.trimmed_seq <= seq <= session.last_seq:
-        raise InvalidInputError(
-            f"{what} {seq} is outside the history of session {sid}, which holds seqs "
-            f"{session.trimmed_seq + 1}..{session.last_seq}; pass a seq from "
-            f"{session.trimmed_seq} to {session.last_seq}"
-        )
-
-
-def _check_title(value: object) -> str:
-    text = check_text(value, "title")
-    if not text.strip() or len(escape_nul(text)) > MAX_NAME_LENGTH:
-        raise InvalidInputError(
-            f"title must be 1 to {MAX_NAME_LENGTH} characters, not blank (U+0000 and U+E000 "
-            f"count twice), got {len(text)}; pass None to remove the title"
-        )
-    return text
-
-
-def _check_keys_are_strings(value: Any, what: str) -> None:
-    """JSON object keys are strings; ``json.dumps`` would silently turn ``1`` into ``"1"``."""
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise InvalidInputError(
-                    f"{what} has a non-string key {key!r}; JSON object keys are strings"
-                )
-            _check_keys_are_strings(item, what)
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            _check_keys_are_strings(item, what)
-
-
-def _check_metadata_changes(changes: object) -> dict[str, Any]:
-    """Metadata changes as strict JSON: a mapping of string keys to JSON values (None: remove)."""
-    if not isinstance(changes, Mapping):
-        raise InvalidInputError(
-            "metadata changes must be a mapping of keys to JSON values (None removes a key), "
-            f"got {type(changes).__name__}"
-        )
-    encoded = dump_json(dict(changes), "metadata changes", jsonb=True)
-    _check_keys_are_strings(changes, "metadata changes")
-    decoded: dict[str, Any] = json.loads(encoded)
-    return decoded
-
-
-def _check_metadata_filter(metadata: object) -> dict[str, Any]:
-    """A listing filter: top-level metadata keys and the JSON scalars they must equal."""
-    if metadata is None:
-        return {}
-    if not isinstance(metadata, Mapping):
-        raise InvalidInputError(
-            "the metadata filter must be a mapping of top-level keys to the values they must "
-            f"equal, got {type(metadata).__name__}"
-        )
-    checked: dict[str, Any] = {}
-    for key, value in metadata.items():
-        if not isinstance(key, str):
-            raise InvalidInputError(f"metadata filter keys must be strings, got {key!r}")
-        check_text(key, "metadata filter key")
-        if isinstance(value, str):
-            check_text(value, f"metadata filter value of {key!r}")
-        elif isinstance(value, float) and not math.isfinite(value):
-            raise InvalidInputError(f"metadata filter value of {key!r} must be a finite number")
-        elif isinstance(value, int) and not isinstance(value, bool) and value not in _INT64:
-            raise InvalidInputError(
-                f"metadata filter value of {key!r} must fit in 64 bits, got {value}"
-            )
-        elif not isinstance(value, (str, int, float)):
-            raise InvalidInputError(
-                f"metadata filter value of {key!r} must be a string, number or boolean "
-                f"(filters compare top-level values for equality), got {type(value).__name__}"
-            )
-        checked[key] = value
-    return checked
-
-
-def _new_row(view: ChatView, item_json: str) -> NewRow:
-    tool_calls_json = (
-        None if view.tool_calls is None else dump_json(view.tool_calls, "tool_calls", jsonb=True)
-    )
-    return NewRow(
-        id=uuid.uuid4(),
-        role=view.role,
-        content=view.content,
-        tool_calls_json=tool_calls_json,
-        tool_call_id=view.tool_call_id,
-        item_type=view.item_type,
-        item_json=item_json,
-    )
-
-
-def prepare_chat_message(message: Mapping[str, Any], index: int | None = None) -> NewRow:
-    """Validate one chat-API message and build the row to insert."""
-    where = "message" if index is None else f"message {index}"
-    if not isinstance(message, Mapping):
-        raise TypeError(f"{where} must be a mapping with role and content")
-    unknown = set(message) - _MESSAGE_KEYS
-    if unknown:
-        raise InvalidInputError(
-            f"{where} has unknown keys {sorted(map(str, unknown))}; allowed: "
-            f"{sorted(_MESSAGE_KEYS)}"
-        )
-    if "role" not in message or "content" not in message:
-        raise InvalidInputError(f"{where} needs both 'role' and 'content'")
-    try:
-        role = check_role(message["role"])
-    except InvalidInputError as error:
-        raise InvalidInputError(f"{where}: {error}") from None
-    content = check_text(message["content"], f"{where} content")
-    tool_calls = message.get("tool_calls")
-    if tool_calls is not None and (
-        not isinstance(tool_calls, list) or not all(isinstance(c, dict) for c in tool_calls)
-    ):
-        raise InvalidInputError(f"{where} tool_calls must be a list of dicts or None")
-    tool_call_id = message.get("tool_call_id")
-    if tool_call_id is not None:
-        tool_call_id = _check_tool_call_id(tool_call_id, f"{where} tool_call_id")
-    item = item_from_chat(role, content, tool_calls, tool_call_id)
-    view = ChatView(role, content, tool_calls, tool_call_id, item.get("type", "message"))
-    return _new_row(view, dump_json(item, where))
-
-
-def prepare_item(item: Any, index: int | None = None) -> NewRow:
-    """Validate one Agents SDK item and build the row to insert (item kept verbatim)."""
-    where = "item" if index is None else f"item {index}"
-    item_json = dump_json(item, where)
-    view = chat_view(item)
-    if view.tool_call_id is not None:
-        _check_tool_call_id(view.tool_call_id, f"{where} call_id")
-    return _new_row(view, item_json)
-
-
-def _fingerprint(rows: Sequence[NewRow]) -> str:
-    """Identity of a batch's content, to tell a retry from a reused idempotency key."""
-    digest = hashlib.sha256()
-    for row in rows:
-        digest.update(row.item_json.encode("utf-8"))
-        digest.update(b"\x1e")
-    return digest.hexdigest()
-
-
-def _encode_cursor(updated_at: datetime, session_id: uuid.UUID) -> str:
-    raw = json.dumps([updated_at.isoformat(), str(session_id)]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        stamp, session_id = json.loads(raw)
-        updated_at = datetime.fromisoformat(stamp)
-        if updated_at.tzinfo is None:
-            raise ValueError("cursor timestamp is not timezone-aware")
-        return updated_at, uuid.UUID(session_id)
-    except (binascii.Error, ValueError, TypeError) as error:
-        raise InvalidInputError(
-            "malformed cursor; pass the next_cursor of a previous page unchanged"
-        ) from error
-
-
 class SessionService:
     """Create, append to, read, list, delete and clean up agent sessions."""
 
@@ -417,8 +205,8 @@ class SessionService:
         session_id: SessionId | None = None,
     ) -> SessionRecord:
         """Create an empty session owned by ``user_id``."""
-        user_id = _check_name(user_id, "user_id")
-        agent_name = _check_name(agent_name, "agent_name")
+        user_id = check_name(user_id, "user_id")
+        agent_name = check_name(agent_name, "agent_name")
         meta = self._check_metadata(metadata)
         new_id = uuid.uuid4() if session_id is None else parse_session_id(session_id)
         now = self._now()
@@ -459,13 +247,13 @@ class SessionService:
         with each page's ``cursor``. Sessions archived by retention are left out unless
         ``include_archived``.
         """
-        user_id = _check_name(user_id, "user_id")
-        checked = _check_limit(limit)
+        user_id = check_name(user_id, "user_id")
+        checked = check_limit(limit)
         if checked is None or not 1 <= checked <= MAX_PAGE_SIZE:
             raise ValueError(f"limit must be between 1 and {MAX_PAGE_SIZE}, got {limit}")
-        after = None if cursor is None else _decode_cursor(cursor)
-        agent = None if agent_name is None else _check_name(agent_name, "agent_name")
-        meta_filter = _check_metadata_filter(metadata)
+        after = None if cursor is None else decode_listing_cursor(cursor)
+        agent = None if agent_name is None else check_name(agent_name, "agent_name")
+        meta_filter = check_metadata_filter(metadata)
         async with self._read_uow(autocommit=True) as uow:
             rows = await uow.sessions.list_for_user(
                 user_id,
@@ -476,7 +264,7 @@ class SessionService:
                 include_archived=bool(include_archived),
             )
         page, more = rows[:checked], len(rows) > checked
-        next_cursor = _encode_cursor(page[-1].updated_at, page[-1].id) if more else None
+        next_cursor = encode_listing_cursor(page[-1].updated_at, page[-1].id) if more else None
         return SessionPage(tuple(page), next_cursor)
 
     @_translating
@@ -558,15 +346,15 @@ class SessionService:
         session with its history, as :meth:`get_session` would.
         """
         sid = parse_session_id(session_id)
-        at = None if at_seq is None else _check_seq(at_seq, "at_seq")
-        user = None if user_id is None else _check_name(user_id, "user_id")
-        new_title = None if title is None else _check_title(title)
+        at = None if at_seq is None else check_seq(at_seq, "at_seq")
+        user = None if user_id is None else check_name(user_id, "user_id")
+        new_title = None if title is None else check_title(title)
         new_id = uuid.uuid4()
         now = self._now()
         async with self._uow() as uow:
             source = await self._lock(uow, sid, user)
             through = source.last_seq if at is None else at
-            _check_in_history(through, source, "at_seq", sid)
+            check_in_history(through, source, "at_seq", sid)
             await uow.sessions.create_copy(
                 source,
                 session_id=new_id,
@@ -595,12 +383,12 @@ class SessionService:
         batch appends it again. ``to_seq`` equal to the last seq removes nothing.
         """
         sid = parse_session_id(session_id)
-        to = _check_seq(to_seq, "to_seq")
-        user = None if user_id is None else _check_name(user_id, "user_id")
+        to = check_seq(to_seq, "to_seq")
+        user = None if user_id is None else check_name(user_id, "user_id")
         now = self._now()
         async with self._uow() as uow:
             session = await self._lock(uow, sid, user)
-            _check_in_history(to, session, "to_seq", sid)
+            check_in_history(to, session, "to_seq", sid)
             removed = session.last_seq - to
             if removed:
                 await uow.messages.rewind(sid, to, now)
@@ -617,8 +405,8 @@ class SessionService:
         different keys all survive. Returns the session as :meth:`get_session` would.
         """
         sid = parse_session_id(session_id)
-        checked = _check_metadata_changes(changes)
-        user = None if user_id is None else _check_name(user_id, "user_id")
+        checked = check_metadata_changes(changes)
+        user = None if user_id is None else check_name(user_id, "user_id")
         now = self._now()
         async with self._uow() as uow:
             session = await self._lock(uow, sid, user)
@@ -642,8 +430,8 @@ class SessionService:
         """Set the session's title for pickers (``None`` removes it: listings then show the
         first user message). Returns the session as :meth:`get_session` would."""
         sid = parse_session_id(session_id)
-        new_title = None if title is None else _check_title(title)
-        user = None if user_id is None else _check_name(user_id, "user_id")
+        new_title = None if title is None else check_title(title)
+        user = None if user_id is None else check_name(user_id, "user_id")
         now = self._now()
         async with self._uow() as uow:
             session = await self._lock(uow, sid, user)
@@ -671,7 +459,7 @@ class SessionService:
         running totals after each batch. Stop the user's traffic first: a session created
         while the erasure runs may survive it.
         """
-        user_id = _check_name(user_id, "user_id")
+        user_id = check_name(user_id, "user_id")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int):
             raise TypeError(f"batch_size must be an int, not {type(batch_size).__name__}")
         if not 1 <= batch_size <= MAX_ERASE_BATCH:
@@ -721,12 +509,12 @@ class SessionService:
         ``include_archived``. Pass a page's ``next_cursor`` (with the same query and filters)
         for the next page.
         """
-        user_id = _check_name(user_id, "user_id")
+        user_id = check_name(user_id, "user_id")
         terms = parse_query(query)
-        checked = _check_limit(limit)
+        checked = check_limit(limit)
         if checked is None or not 1 <= checked <= MAX_PAGE_SIZE:
             raise ValueError(f"limit must be between 1 and {MAX_PAGE_SIZE}, got {limit}")
-        agent = None if agent_name is None else _check_name(agent_name, "agent_name")
+        agent = None if agent_name is None else check_name(agent_name, "agent_name")
         fingerprint = query_fingerprint(terms.text, agent, bool(include_archived))
         after = None if cursor is None else decode_search_cursor(cursor, fingerprint)
         async with self._uow(autocommit=True) as uow:
@@ -770,7 +558,7 @@ class SessionService:
         so the transcript is a consistent snapshot.
         """
         sid = parse_session_id(session_id)
-        user = None if user_id is None else _check_name(user_id, "user_id")
+        user = None if user_id is None else check_name(user_id, "user_id")
         async with self._uow() as uow:
             lifecycle = self._lifecycle(uow)
             state = await lifecycle.session_state(sid, user, share_lock=True)
@@ -819,12 +607,12 @@ class SessionService:
         """
         if not isinstance(transcript, SessionTranscript):
             raise TypeError("import_session takes a SessionTranscript (see transcripts.read_jsonl)")
-        user = _check_name(user_id, "user_id")
+        user = check_name(user_id, "user_id")
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
             raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
         target = transcript.id if session_id is None else parse_session_id(session_id)
-        agent = _check_name(transcript.agent_name, "agent_name")
-        title = None if transcript.title is None else _check_title(transcript.title)
+        agent = check_name(transcript.agent_name, "agent_name")
+        title = None if transcript.title is None else check_title(transcript.title)
         meta = self._check_metadata(transcript.metadata)
         rows = [prepare_item(m.item, m.seq) for m in transcript.messages]
         by_seq = {m.seq: (m, row) for m, row in zip(transcript.messages, rows, strict=True)}
@@ -912,7 +700,7 @@ class SessionService:
         """Append ``rows`` so they land at ``first_seq...``; how many were added (``None``
         when this chunk was imported before and has since been removed)."""
         key = f"transcript:{first_seq}-{first_seq + len(rows) - 1}"
-        fingerprint = _fingerprint(rows)
+        fingerprint = batch_fingerprint(rows)
         async with self._uow() as uow:
             last_seq = await uow.sessions.lock(sid, user_id)
             if last_seq is None:
@@ -1131,7 +919,7 @@ class SessionService:
         acknowledged) is stored once; the retry returns the first attempt's result.
         """
         rows = [prepare_chat_message(message, index) for index, message in enumerate(messages)]
-        key = None if idempotency_key is None else _check_name(idempotency_key, "idempotency_key")
+        key = None if idempotency_key is None else check_name(idempotency_key, "idempotency_key")
         return await self._append(parse_session_id(session_id), rows, user_id=user_id, key=key)
 
     # -- items (Agents SDK) -------------------------------------------------------------------
@@ -1154,7 +942,7 @@ class SessionService:
         if isinstance(items, (str, bytes, Mapping)):
             raise TypeError("items must be a list of items, not a single item")
         rows = [prepare_item(item, index) for index, item in enumerate(items)]
-        key = None if idempotency_key is None else _check_name(idempotency_key, "idempotency_key")
+        key = None if idempotency_key is None else check_name(idempotency_key, "idempotency_key")
         return await self._append(
             parse_session_id(session_id), rows, user_id=user_id, create=create_as, key=key
         )
@@ -1175,7 +963,7 @@ class SessionService:
     ) -> list[Any]:
         """Stored items in order; with ``limit`` the latest ``limit`` of them (one query)."""
         sid = parse_session_id(session_id)
-        checked = _check_limit(limit)
+        checked = check_limit(limit)
         if checked == 0:
             return []
         async with self._read_uow(autocommit=True) as uow:
@@ -1239,7 +1027,7 @@ class SessionService:
     @_translating
     async def get_user_usage(self, user_id: str) -> Usage:
         """Token usage totals over every session of ``user_id``."""
-        user_id = _check_name(user_id, "user_id")
+        user_id = check_name(user_id, "user_id")
         async with self._read_uow(autocommit=True) as uow:
             return await uow.usage.totals(user_id=user_id)
 
@@ -1255,7 +1043,7 @@ class SessionService:
         create: SessionSpec | None = None,
     ) -> AppendResult:
         if user_id is not None:
-            user_id = _check_name(user_id, "user_id")
+            user_id = check_name(user_id, "user_id")
         if create is not None:
             user_id = create.user_id
         now = self._now()
@@ -1293,7 +1081,7 @@ class SessionService:
                     metadata={},
                     now=now,
                 )
-            fingerprint = _fingerprint(rows)
+            fingerprint = batch_fingerprint(rows)
             earlier = await uow.messages.find_batch(sid, key)
             if earlier is not None:
                 first_seq, count, created_at, stored = earlier
@@ -1346,5 +1134,5 @@ class SessionService:
             )
         as_dict = dict(metadata)
         encoded = dump_json(as_dict, "metadata", jsonb=True)
-        _check_keys_are_strings(as_dict, "metadata")
+        check_keys_are_strings(as_dict, "metadata")
         return json.loads(encoded)  # type: ignore[no-any-return]

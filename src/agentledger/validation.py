@@ -1,0 +1,249 @@
+"""Validation of what callers hand the service: pure functions, no I/O.
+
+Every check that decides whether input can be stored faithfully lives here (or in
+:mod:`agentledger.encoding` for text and JSON), and runs before a unit of work opens, so bad
+input never writes anything. The service imports these; nothing here imports the service.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import math
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from .encoding import check_text, dump_json, escape_nul
+from .errors import (
+    InvalidInputError,
+)
+from .projection import ChatView, chat_view, check_role, item_from_chat
+from .repositories import LockedSession, NewRow
+
+#: Longest ``user_id`` / ``agent_name`` / idempotency key (the columns are varchar(255)).
+MAX_NAME_LENGTH = 255
+#: Upper bound for one page of :meth:`SessionService.list_user_sessions`.
+MAX_PAGE_SIZE = 1000
+MESSAGE_KEYS = frozenset({"role", "content", "tool_calls", "tool_call_id"})
+INT64 = range(-(2**63), 2**63)
+
+
+def parse_session_id(value: object) -> uuid.UUID:
+    """A session id as ``uuid.UUID``; strings must be UUIDs (any standard spelling)."""
+    if isinstance(value, uuid.UUID):
+        return value
+    if isinstance(value, str):
+        try:
+            return uuid.UUID(value.strip())
+        except ValueError:
+            pass
+        raise InvalidInputError(
+            f"malformed session id {value[:80]!r}: expected a UUID such as "
+            "'0b0e7c9e-9d1f-4c43-9b2e-8f7d6a5c4b3a'"
+        )
+    raise TypeError(f"session id must be a uuid.UUID or a UUID string, not {type(value).__name__}")
+
+
+def check_name(value: object, what: str) -> str:
+    text = check_text(value, what)
+    if not text or len(text) > MAX_NAME_LENGTH or "\x00" in text:
+        raise InvalidInputError(
+            f"{what} must be 1 to {MAX_NAME_LENGTH} characters without NUL, got {len(text)}"
+        )
+    return text
+
+
+def check_tool_call_id(value: object, what: str) -> str:
+    """A tool call id: any text (U+0000 included, tool ids come from outside) that fits the
+    varchar(255) column, where PostgreSQL stores U+0000 and U+E000 escaped as two characters."""
+    text = check_text(value, what)
+    if not text or len(escape_nul(text)) > MAX_NAME_LENGTH:
+        raise InvalidInputError(
+            f"{what} must be 1 to {MAX_NAME_LENGTH} characters (U+0000 and U+E000 count "
+            f"twice), got {len(text)}"
+        )
+    return text
+
+
+def check_limit(limit: int | None, what: str = "limit") -> int | None:
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise TypeError(f"{what} must be an int or None, not {type(limit).__name__}")
+    if limit < 0:
+        raise ValueError(f"{what} must be zero or positive, got {limit}")
+    return limit
+
+
+def check_seq(value: object, what: str) -> int:
+    """A sequence number argument: a non-negative int (0 is "before the first message")."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    if value < 0:
+        raise InvalidInputError(f"{what} must be zero or positive, got {value}")
+    return value
+
+
+def check_in_history(seq: int, session: LockedSession, what: str, sid: uuid.UUID) -> None:
+    """``seq`` must lie in the session's history, ``trimmed_seq .. last_seq``."""
+    if not session.trimmed_seq <= seq <= session.last_seq:
+        raise InvalidInputError(
+            f"{what} {seq} is outside the history of session {sid}, which holds seqs "
+            f"{session.trimmed_seq + 1}..{session.last_seq}; pass a seq from "
+            f"{session.trimmed_seq} to {session.last_seq}"
+        )
+
+
+def check_title(value: object) -> str:
+    text = check_text(value, "title")
+    if not text.strip() or len(escape_nul(text)) > MAX_NAME_LENGTH:
+        raise InvalidInputError(
+            f"title must be 1 to {MAX_NAME_LENGTH} characters, not blank (U+0000 and U+E000 "
+            f"count twice), got {len(text)}; pass None to remove the title"
+        )
+    return text
+
+
+def check_keys_are_strings(value: Any, what: str) -> None:
+    """JSON object keys are strings; ``json.dumps`` would silently turn ``1`` into ``"1"``."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise InvalidInputError(
+                    f"{what} has a non-string key {key!r}; JSON object keys are strings"
+                )
+            check_keys_are_strings(item, what)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            check_keys_are_strings(item, what)
+
+
+def check_metadata_changes(changes: object) -> dict[str, Any]:
+    """Metadata changes as strict JSON: a mapping of string keys to JSON values (None: remove)."""
+    if not isinstance(changes, Mapping):
+        raise InvalidInputError(
+            "metadata changes must be a mapping of keys to JSON values (None removes a key), "
+            f"got {type(changes).__name__}"
+        )
+    encoded = dump_json(dict(changes), "metadata changes", jsonb=True)
+    check_keys_are_strings(changes, "metadata changes")
+    decoded: dict[str, Any] = json.loads(encoded)
+    return decoded
+
+
+def check_metadata_filter(metadata: object) -> dict[str, Any]:
+    """A listing filter: top-level metadata keys and the JSON scalars they must equal."""
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, Mapping):
+        raise InvalidInputError(
+            "the metadata filter must be a mapping of top-level keys to the values they must "
+            f"equal, got {type(metadata).__name__}"
+        )
+    checked: dict[str, Any] = {}
+    for key, value in metadata.items():
+        if not isinstance(key, str):
+            raise InvalidInputError(f"metadata filter keys must be strings, got {key!r}")
+        check_text(key, "metadata filter key")
+        if isinstance(value, str):
+            check_text(value, f"metadata filter value of {key!r}")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise InvalidInputError(f"metadata filter value of {key!r} must be a finite number")
+        elif isinstance(value, int) and not isinstance(value, bool) and value not in INT64:
+            raise InvalidInputError(
+                f"metadata filter value of {key!r} must fit in 64 bits, got {value}"
+            )
+        elif not isinstance(value, (str, int, float)):
+            raise InvalidInputError(
+                f"metadata filter value of {key!r} must be a string, number or boolean "
+                f"(filters compare top-level values for equality), got {type(value).__name__}"
+            )
+        checked[key] = value
+    return checked
+
+
+def new_row(view: ChatView, item_json: str) -> NewRow:
+    tool_calls_json = (
+        None if view.tool_calls is None else dump_json(view.tool_calls, "tool_calls", jsonb=True)
+    )
+    return NewRow(
+        id=uuid.uuid4(),
+        role=view.role,
+        content=view.content,
+        tool_calls_json=tool_calls_json,
+        tool_call_id=view.tool_call_id,
+        item_type=view.item_type,
+        item_json=item_json,
+    )
+
+
+def prepare_chat_message(message: Mapping[str, Any], index: int | None = None) -> NewRow:
+    """Validate one chat-API message and build the row to insert."""
+    where = "message" if index is None else f"message {index}"
+    if not isinstance(message, Mapping):
+        raise TypeError(f"{where} must be a mapping with role and content")
+    unknown = set(message) - MESSAGE_KEYS
+    if unknown:
+        raise InvalidInputError(
+            f"{where} has unknown keys {sorted(map(str, unknown))}; allowed: {sorted(MESSAGE_KEYS)}"
+        )
+    if "role" not in message or "content" not in message:
+        raise InvalidInputError(f"{where} needs both 'role' and 'content'")
+    try:
+        role = check_role(message["role"])
+    except InvalidInputError as error:
+        raise InvalidInputError(f"{where}: {error}") from None
+    content = check_text(message["content"], f"{where} content")
+    tool_calls = message.get("tool_calls")
+    if tool_calls is not None and (
+        not isinstance(tool_calls, list) or not all(isinstance(c, dict) for c in tool_calls)
+    ):
+        raise InvalidInputError(f"{where} tool_calls must be a list of dicts or None")
+    tool_call_id = message.get("tool_call_id")
+    if tool_call_id is not None:
+        tool_call_id = check_tool_call_id(tool_call_id, f"{where} tool_call_id")
+    item = item_from_chat(role, content, tool_calls, tool_call_id)
+    view = ChatView(role, content, tool_calls, tool_call_id, item.get("type", "message"))
+    return new_row(view, dump_json(item, where))
+
+
+def prepare_item(item: Any, index: int | None = None) -> NewRow:
+    """Validate one Agents SDK item and build the row to insert (item kept verbatim)."""
+    where = "item" if index is None else f"item {index}"
+    item_json = dump_json(item, where)
+    view = chat_view(item)
+    if view.tool_call_id is not None:
+        check_tool_call_id(view.tool_call_id, f"{where} call_id")
+    return new_row(view, item_json)
+
+
+def batch_fingerprint(rows: Sequence[NewRow]) -> str:
+    """Identity of a batch's content, to tell a retry from a reused idempotency key."""
+    digest = hashlib.sha256()
+    for row in rows:
+        digest.update(row.item_json.encode("utf-8"))
+        digest.update(b"\x1e")
+    return digest.hexdigest()
+
+
+def encode_listing_cursor(updated_at: datetime, session_id: uuid.UUID) -> str:
+    raw = json.dumps([updated_at.isoformat(), str(session_id)]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_listing_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        stamp, session_id = json.loads(raw)
+        updated_at = datetime.fromisoformat(stamp)
+        if updated_at.tzinfo is None:
+            raise ValueError("cursor timestamp is not timezone-aware")
+        return updated_at, uuid.UUID(session_id)
+    except (binascii.Error, ValueError, TypeError) as error:
+        raise InvalidInputError(
+            "malformed cursor; pass the next_cursor of a previous page unchanged"
+        ) from error
