@@ -64,6 +64,16 @@ async def test_killed_pooled_connections_never_reach_the_next_caller(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
                 "WHERE datname = current_database() AND pid <> pg_backend_pid()"
             )
+            # The kill is complete once the backends have exited (their goodbye is then on the
+            # wire); a kill racing an operation in flight is the restart test's subject.
+            for _ in range(200):
+                left = await admin.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+                if left == 0:
+                    break
+                await asyncio.sleep(0.01)
         finally:
             await admin.close()
         assert killed >= 1

@@ -573,8 +573,8 @@ def _summary_json(summary: SessionSummary) -> dict[str, Any]:
     }
 
 
-def _head_json(record: SessionRecord) -> dict[str, Any]:
-    """A session without its messages (how many there are instead)."""
+def _session_fields(record: SessionRecord) -> dict[str, Any]:
+    """The session's own fields, as every JSON output shows them."""
     return {
         "id": str(record.id),
         "user_id": record.user_id,
@@ -583,8 +583,12 @@ def _head_json(record: SessionRecord) -> dict[str, Any]:
         "metadata": record.metadata,
         "created_at": record.created_at.isoformat(),
         "updated_at": record.updated_at.isoformat(),
-        "message_count": len(record.messages),
     }
+
+
+def _head_json(record: SessionRecord) -> dict[str, Any]:
+    """A session without its messages (how many there are instead)."""
+    return {**_session_fields(record), "message_count": len(record.messages)}
 
 
 def _erasure_text(report: ErasureReport) -> str:
@@ -606,13 +610,7 @@ def _erasure_json(user_id: str, report: ErasureReport, *, erased: bool) -> dict[
 
 def _record_json(record: SessionRecord) -> dict[str, Any]:
     return {
-        "id": str(record.id),
-        "user_id": record.user_id,
-        "agent_name": record.agent_name,
-        "title": record.title,
-        "metadata": record.metadata,
-        "created_at": record.created_at.isoformat(),
-        "updated_at": record.updated_at.isoformat(),
+        **_session_fields(record),
         "messages": [
             {
                 "seq": message.seq,

@@ -140,6 +140,19 @@ class DriverStatements:
 
     async def _run(self, operation: Callable[[Any], Awaitable[T]]) -> T:
         try:
+            return await self._run_once(operation)
+        except _NotSent:
+            # The pooled connection turned out dead before the statement left the client (the
+            # server ended it moments ago and the driver had not noticed): nothing ran, so one
+            # more try on a fresh connection is safe, and the caller never sees the dead one.
+            pass
+        try:
+            return await self._run_once(operation)
+        except _NotSent as retry:
+            raise translate_db_error(retry.error) from retry.error
+
+    async def _run_once(self, operation: Callable[[Any], Awaitable[T]]) -> T:
+        try:
             connection = await self._engine.raw_connection()
         except SQLAlchemyError:
             raise
@@ -161,11 +174,37 @@ class DriverStatements:
                     await greenlet_spawn(
                         connection.invalidate, error if isinstance(error, Exception) else None
                     )
+                if _not_sent(error):
+                    raise _NotSent(error) from error
                 if isinstance(error, _DRIVER_ERRORS):
                     raise translate_db_error(error) from error
                 raise
         finally:
             await greenlet_spawn(connection.close)
+
+
+class _NotSent(Exception):
+    """The statement failed before it was sent: the connection was already unusable."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _not_sent(error: BaseException) -> bool:
+    """True for the driver's refusals to *start* an operation on a dead connection.
+
+    asyncpg checks that the connection is open (``InterfaceError: connection is closed``) and
+    that its protocol is idle (``InternalClientError: cannot switch to state ...``, seen when
+    the server's termination notice arrived but the socket close was not yet processed)
+    before it writes anything, so the server never received the statement.
+    """
+    message = str(error)
+    if isinstance(error, asyncpg.InternalClientError):
+        return message.startswith("cannot switch to state")
+    if isinstance(error, asyncpg.InterfaceError):
+        return message == "connection is closed"
+    return False
 
 
 def _ends_connection(error: asyncpg.PostgresError) -> bool:

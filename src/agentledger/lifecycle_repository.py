@@ -10,13 +10,12 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import (
     REAL,
     ColumnElement,
     Select,
-    Table,
     and_,
     bindparam,
     delete,
@@ -34,13 +33,13 @@ from sqlalchemy import cast as sql_cast
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .encoding import DamagedJSON
-from .models import AgentSession, ConversationMessage
+from .models import messages_table, sessions_table
 from .repositories import intact_items, warn_damaged
 from .search import SearchTerms, ascii_lower, like_pattern
 from .types import SEARCH_CONFIG
 
-_sessions = cast(Table, AgentSession.__table__)
-_messages = cast(Table, ConversationMessage.__table__)
+_sessions = sessions_table
+_messages = messages_table
 
 
 @dataclass(frozen=True, slots=True)

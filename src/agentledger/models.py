@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
@@ -31,6 +31,7 @@ from sqlalchemy import (
     Index,
     MetaData,
     String,
+    Table,
     UniqueConstraint,
     Uuid,
     func,
@@ -182,6 +183,12 @@ class SessionUsage(LedgerBase):
     total_tokens: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=func.now())
 
+
+#: The tables as typed Core handles, for the repositories' statements.
+sessions_table = cast(Table, AgentSession.__table__)
+messages_table = cast(Table, ConversationMessage.__table__)
+batches_table = cast(Table, MessageBatch.__table__)
+usage_table = cast(Table, SessionUsage.__table__)
 
 #: Tables agentledger owns; Alembic filters (``include_object``) use this set.
 OWNED_TABLES: frozenset[str] = frozenset(metadata.tables)

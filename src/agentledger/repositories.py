@@ -22,7 +22,6 @@ from sqlalchemy import (
     ColumnElement,
     CursorResult,
     Select,
-    Table,
     Text,
     TextClause,
     bindparam,
@@ -44,14 +43,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from .encoding import DamagedJSON, escape_nul, escape_nul_in_json
 from .errors import InvalidInputError
 from .fastpath import DriverStatements
-from .models import AgentSession, ConversationMessage, MessageBatch, SessionUsage
+from .models import batches_table, messages_table, sessions_table, usage_table
 from .records import ErasureReport, MessageRecord, SessionRecord, SessionSummary, Usage
 from .types import NulSafeJSON, NulSafeText, UTCDateTime
 
-_sessions = cast(Table, AgentSession.__table__)
-_messages = cast(Table, ConversationMessage.__table__)
-_batches = cast(Table, MessageBatch.__table__)
-_usage = cast(Table, SessionUsage.__table__)
+_sessions = sessions_table
+_messages = messages_table
+_batches = batches_table
+_usage = usage_table
 
 logger = logging.getLogger("agentledger")
 
