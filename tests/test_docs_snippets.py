@@ -102,3 +102,11 @@ def test_page_runs(
         out = capsys.readouterr().out
         assert "(1, 'user', 'Where is my order?')" in out
         assert "Alice" in out
+
+
+def test_schema_page_shows_the_append_statement_the_library_runs() -> None:
+    from agentledger.repositories import pg_append_statement
+
+    (sql,) = [body for kind, body in blocks("docs/schema.md") if kind == "sql"]
+    running = str(pg_append_statement(create=False, owned=True))
+    assert " ".join(sql.split()) == " ".join(running.split())
