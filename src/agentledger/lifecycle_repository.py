@@ -21,7 +21,6 @@ from sqlalchemy import (
     delete,
     false,
     func,
-    insert,
     literal_column,
     or_,
     select,
@@ -218,35 +217,6 @@ class LifecycleRepository:
             else:
                 history.append((int(seq), item, created_at))
         return history
-
-    async def create_positioned(
-        self,
-        *,
-        session_id: uuid.UUID,
-        user_id: str,
-        agent_name: str,
-        metadata: dict[str, Any],
-        title: str | None,
-        created_at: datetime,
-        updated_at: datetime,
-        archived_at: datetime | None,
-        start_seq: int,
-    ) -> None:
-        """Create a session whose next message gets ``start_seq + 1`` (an imported one)."""
-        await self._session.execute(
-            insert(_sessions).values(
-                id=session_id,
-                user_id=user_id,
-                agent_name=agent_name,
-                metadata=metadata,
-                title=title,
-                created_at=created_at,
-                updated_at=updated_at,
-                archived_at=archived_at,
-                last_seq=start_seq,
-                trimmed_seq=start_seq,
-            )
-        )
 
     async def move_empty_start(self, session_id: uuid.UUID, start_seq: int) -> bool:
         """Let an empty session's next message get ``start_seq + 1``; False unless empty."""

@@ -354,16 +354,25 @@ class SessionRepository(_Repository):
         agent_name: str,
         metadata: dict[str, Any],
         now: datetime,
+        title: str | None = None,
+        created_at: datetime | None = None,
+        archived_at: datetime | None = None,
+        start_seq: int = 0,
     ) -> None:
+        """Insert a session row. An imported session keeps its ``created_at``/``archived_at``
+        and starts after ``start_seq`` (its first messages were trimmed at the source)."""
         await self._session.execute(
             insert(_sessions).values(
                 id=session_id,
                 user_id=user_id,
                 agent_name=agent_name,
                 metadata=metadata,
-                created_at=now,
+                title=title,
+                created_at=now if created_at is None else created_at,
                 updated_at=now,
-                last_seq=0,
+                archived_at=archived_at,
+                last_seq=start_seq,
+                trimmed_seq=start_seq,
             )
         )
 

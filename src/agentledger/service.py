@@ -626,14 +626,14 @@ class SessionService:
             lifecycle = self._lifecycle(uow)
             state = await lifecycle.session_state(target)
             if state is None:
-                await lifecycle.create_positioned(
+                await uow.sessions.create(
                     session_id=target,
                     user_id=user,
                     agent_name=agent,
                     metadata=meta,
+                    now=now,
                     title=title,
                     created_at=transcript.created_at,
-                    updated_at=now,
                     archived_at=transcript.archived_at,
                     start_seq=start,
                 )
