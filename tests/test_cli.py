@@ -14,6 +14,7 @@ import pytest
 
 from agentledger import Ledger, SessionService
 from agentledger.cli import format_duration, main, parse_duration
+from agentledger.schema import head_revision
 
 from .conftest import run_sync
 
@@ -263,3 +264,27 @@ def test_show_by_session_name_with_user(
     )
     assert code == 1
     assert "no session support-chat for user 'dave'" in err
+
+
+def test_json_output_for_scripts(
+    empty_database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = empty_database_url
+    code, out, _ = cli(capsys, "--database-url", url, "db", "current", "--json")
+    assert code == 0
+    assert json.loads(out) == {"current": [], "head": head_revision(), "at_head": False}
+    code, out, _ = cli(capsys, "--database-url", url, "db", "upgrade", "--json")
+    assert json.loads(out)["current"] == [head_revision()]
+    code, out, _ = cli(
+        capsys, "--database-url", url, "cleanup", "--older-than", "30d", "--dry-run", "--json"
+    )
+    assert json.loads(out) == {"dry_run": True, "sessions": 0, "messages": 0, "older_than": "30d"}
+    code, out, _ = cli(capsys, "--database-url", url, "cleanup", "--older-than", "30d", "--json")
+    assert json.loads(out) == {"dry_run": False, "sessions": 0, "older_than": "30d"}
+    policy = tmp_path / "policy.json"
+    policy.write_text('{"*": {"days": 30}}')
+    code, out, _ = cli(capsys, "--database-url", url, "cleanup", "--policy", str(policy), "--json")
+    assert code == 0
+    assert json.loads(out)["dry_run"] is False
+    code, out, _ = cli(capsys, "--database-url", url, "db", "downgrade", "base", "--json")
+    assert json.loads(out)["current"] == []

@@ -303,6 +303,18 @@ def test_cli_export_and_import(
     assert f"imported 8 new items into new session {new_id}" in capsys.readouterr().out
     assert main([*url, *args, "--session-id", str(new_id)]) == 0
     assert f"imported 0 new items into existing session {new_id}" in capsys.readouterr().out
+    assert main([*url, *args, "--session-id", str(new_id), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "user_id": "alice",
+        "sessions": [
+            {
+                "file": str(tmp_path / "one.jsonl"),
+                "session_id": str(new_id),
+                "created": False,
+                "items_added": 0,
+            }
+        ],
+    }
     assert main([*url, "sessions", "import", str(tmp_path / "one.jsonl"), "--user", "bob"]) == 1
     assert "another user" in capsys.readouterr().err
     (tmp_path / "broken.jsonl").write_text("{}\n", encoding="utf-8")

@@ -85,6 +85,19 @@ def parse_meta_pair(text: str) -> tuple[str, Any]:
         ) from None
 
 
+def add_json_flag(parser: argparse.ArgumentParser) -> None:
+    """``--json``: one JSON document on stdout instead of the human-readable lines."""
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def emit(out: TextIO, args: argparse.Namespace, text: str, payload: dict[str, Any]) -> None:
+    """Print ``payload`` as JSON with ``--json``, else ``text``."""
+    if getattr(args, "json", False):
+        print(json.dumps(payload, ensure_ascii=False), file=out)
+    else:
+        print(text, file=out)
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="agentledger",
@@ -103,10 +116,12 @@ def _build_parser() -> argparse.ArgumentParser:
     upgrade.add_argument("revision", nargs="?", default="head")
     downgrade = db_commands.add_parser("downgrade", help="downgrade to REV ('base' drops all)")
     downgrade.add_argument("revision")
-    db_commands.add_parser("current", help="show the applied agentledger revision")
-    db_commands.add_parser(
+    current = db_commands.add_parser("current", help="show the applied agentledger revision")
+    adopt = db_commands.add_parser(
         "adopt", help="upgrade a database on the seed's schema in place, keeping every row"
     )
+    for parser_ in (upgrade, downgrade, current, adopt):
+        add_json_flag(parser_)
 
     sessions = commands.add_parser("sessions", help="inspect sessions")
     session_commands = sessions.add_subparsers(
@@ -175,6 +190,7 @@ def _build_parser() -> argparse.ArgumentParser:
     cleanup = commands.add_parser(
         "cleanup", help="delete idle sessions, or apply retention policies per agent"
     )
+    add_json_flag(cleanup)
     cleanup.add_argument(
         "--older-than",
         type=parse_duration,
@@ -201,6 +217,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "import", help="copy history from the Agents SDK's SQLiteSession / SQLAlchemySession"
     )
     importing.add_argument("source", help="path of an SDK SQLite file, or a database URL")
+    add_json_flag(importing)
     importing.add_argument("--user", required=True, help="user id that will own the sessions")
     importing.add_argument("--agent-name", default="agent", help="agent name of new sessions")
     importing.add_argument(
@@ -276,18 +293,28 @@ def _action_of(args: argparse.Namespace) -> str | None:
 Handler = Callable[[Ledger, argparse.Namespace, TextIO], Awaitable[int]]
 
 
+async def _report_revision(ledger: Ledger, args: argparse.Namespace, out: TextIO) -> int:
+    from .schema import head_revision
+
+    current = await ledger.current_revisions()
+    url = safe_url(ledger.engine.url)
+    emit(
+        out,
+        args,
+        f"{url} is at {', '.join(current) or 'base'}",
+        {"database": url, "current": list(current), "head": head_revision()},
+    )
+    return EXIT_OK
+
+
 async def _db_upgrade(ledger: Ledger, args: argparse.Namespace, out: TextIO) -> int:
     await ledger.upgrade(args.revision)
-    current = await ledger.current_revisions()
-    print(f"{safe_url(ledger.engine.url)} is at {', '.join(current) or 'base'}", file=out)
-    return EXIT_OK
+    return await _report_revision(ledger, args, out)
 
 
 async def _db_downgrade(ledger: Ledger, args: argparse.Namespace, out: TextIO) -> int:
     await ledger.downgrade(args.revision)
-    current = await ledger.current_revisions()
-    print(f"{safe_url(ledger.engine.url)} is at {', '.join(current) or 'base'}", file=out)
-    return EXIT_OK
+    return await _report_revision(ledger, args, out)
 
 
 async def _db_current(ledger: Ledger, args: argparse.Namespace, out: TextIO) -> int:
@@ -296,7 +323,12 @@ async def _db_current(ledger: Ledger, args: argparse.Namespace, out: TextIO) -> 
     current = await ledger.current_revisions()
     head = head_revision()
     state = "(head)" if head in current else f"(head is {head}; run `agentledger db upgrade`)"
-    print(f"{', '.join(current) or 'base'} {state}", file=out)
+    emit(
+        out,
+        args,
+        f"{', '.join(current) or 'base'} {state}",
+        {"current": list(current), "head": head, "at_head": head in current},
+    )
     return EXIT_OK
 
 
@@ -308,11 +340,13 @@ async def _db_adopt(ledger: Ledger, args: argparse.Namespace, out: TextIO) -> in
     report = await ledger.adopt(on_progress=progress)
     if out.isatty():
         print("\r", end="", file=out)
-    current = ", ".join(await ledger.current_revisions())
-    print(
+    current = await ledger.current_revisions()
+    emit(
+        out,
+        args,
         f"adopted {report.sessions} sessions and {report.messages} messages; "
-        f"{safe_url(ledger.engine.url)} is at {current}",
-        file=out,
+        f"{safe_url(ledger.engine.url)} is at {', '.join(current)}",
+        {"sessions": report.sessions, "messages": report.messages, "current": list(current)},
     )
     return EXIT_OK
 
@@ -471,10 +505,17 @@ async def _cleanup(ledger: Ledger, args: argparse.Namespace, out: TextIO) -> int
         raise LedgerError("use either --older-than or --policy, not both")
     if args.dry_run:
         sessions, messages = await ledger.service.count_idle_sessions(args.older_than)
-        print(
+        emit(
+            out,
+            args,
             f"would delete {sessions} sessions ({messages} messages) idle for more than "
             f"{format_duration(args.older_than)}",
-            file=out,
+            {
+                "dry_run": True,
+                "sessions": sessions,
+                "messages": messages,
+                "older_than": format_duration(args.older_than),
+            },
         )
         return EXIT_OK
 
@@ -487,9 +528,11 @@ async def _cleanup(ledger: Ledger, args: argparse.Namespace, out: TextIO) -> int
     )
     if out.isatty():
         print("\r", end="", file=out)
-    print(
+    emit(
+        out,
+        args,
         f"deleted {deleted} sessions idle for more than {format_duration(args.older_than)}",
-        file=out,
+        {"dry_run": False, "sessions": deleted, "older_than": format_duration(args.older_than)},
     )
     return EXIT_OK
 
@@ -511,9 +554,11 @@ async def _import(ledger: Ledger, args: argparse.Namespace, out: TextIO) -> int:
     )
     if out.isatty():
         print("\r", end="", file=out)
-    print(
+    emit(
+        out,
+        args,
         f"imported {report.items} new items into {report.sessions} sessions for user {args.user!r}",
-        file=out,
+        {"sessions": report.sessions, "items": report.items, "unreadable": report.unreadable},
     )
     if report.unreadable:
         print(

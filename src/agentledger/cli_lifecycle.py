@@ -7,6 +7,7 @@ of it. Formats live in :mod:`agentledger.transcripts`, rules in the service.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import uuid
 from collections.abc import Awaitable, Callable
@@ -62,6 +63,7 @@ def add_session_commands(session_commands: Any) -> None:
     importing.add_argument(
         "--session-id", metavar="UUID", help="import one file under this id instead of its own"
     )
+    importing.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 def add_cleanup_options(cleanup: argparse.ArgumentParser) -> None:
@@ -264,6 +266,7 @@ async def import_sessions(ledger: Ledger, args: argparse.Namespace, out: TextIO)
         raise InvalidInputError("--session-id applies to a single transcript file")
     progress = Progress(out, len(files), "files")
     sessions = created = items = 0
+    imported: list[dict[str, object]] = []
     for done, path in enumerate(files, start=1):
         transcript = read_transcript(path)
         result = await ledger.service.import_session(
@@ -273,7 +276,15 @@ async def import_sessions(ledger: Ledger, args: argparse.Namespace, out: TextIO)
         created += result.created
         items += result.items_added
         progress.update(done)
-        if len(files) == 1:
+        imported.append(
+            {
+                "file": str(path),
+                "session_id": str(result.session_id),
+                "created": result.created,
+                "items_added": result.items_added,
+            }
+        )
+        if len(files) == 1 and not args.json:
             state = "new session" if result.created else "existing session"
             print(
                 f"imported {result.items_added} new items into {state} {result.session_id} "
@@ -281,7 +292,9 @@ async def import_sessions(ledger: Ledger, args: argparse.Namespace, out: TextIO)
                 file=out,
             )
     progress.close()
-    if len(files) > 1:
+    if args.json:
+        print(json.dumps({"user_id": args.user, "sessions": imported}), file=out)
+    elif len(files) > 1:
         print(
             f"imported {sessions} sessions ({created} new) with {items} new items for user "
             f"{args.user!r}",
@@ -314,6 +327,15 @@ async def cleanup_by_policy(ledger: Ledger, args: argparse.Namespace, out: TextI
     )
     if out.isatty():
         print("\r\033[K", end="", file=out)
+    if args.json:
+        payload = {
+            "dry_run": report.dry_run,
+            "policies": {
+                name: dataclasses.asdict(counts) for name, counts in report.policies.items()
+            },
+        }
+        print(json.dumps(payload), file=out)
+        return EXIT_OK
     print(report.describe(), file=out)
     for name, counts in report.policies.items():
         label = "every other agent" if name == "*" else f"agent {name!r}"
