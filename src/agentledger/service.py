@@ -299,11 +299,10 @@ class SessionService:
             raise ValueError("batch_size must be at least 1")
         if max_batch_messages < 1:
             raise ValueError("max_batch_messages must be at least 1")
-        cutoff = self._now() - older_than
         if dry_run:
-            async with self._uow(autocommit=True) as uow:
-                sessions, _messages = await uow.sessions.count_idle(cutoff)
+            sessions, _messages = await self.count_idle_sessions(older_than)
             return sessions
+        cutoff = self._now() - older_than
         total = 0
         while True:
             async with self._uow() as uow:
@@ -317,14 +316,12 @@ class SessionService:
             if deleted == 0:  # a batch cut short by the message budget is not the last
                 return total
 
+    @_translating
     async def count_idle_sessions(self, older_than: timedelta) -> tuple[int, int]:
         """``(sessions, messages)`` a cleanup with ``older_than`` would delete now."""
         cutoff = self._now() - older_than
-        try:
-            async with self._uow(autocommit=True) as uow:
-                return await uow.sessions.count_idle(cutoff)
-        except (SQLAlchemyError, OSError) as error:
-            raise translate_db_error(error) from error
+        async with self._uow(autocommit=True) as uow:
+            return await uow.sessions.count_idle(cutoff)
 
     # -- lifecycle: fork, rewind, metadata, title, erasure ----------------------------------
 
