@@ -3,6 +3,7 @@ property-based round trips of arbitrary text and JSON on both backends."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
@@ -11,7 +12,11 @@ from hypothesis import strategies as st
 from sqlalchemy import event
 
 from agentledger import Ledger, encoding
-from agentledger.errors import InvalidInputError
+from agentledger.errors import InvalidInputError, SessionNotFoundError
+from agentledger.fastpath import DriverStatements
+from agentledger.repositories import MessageRepository, SessionSpec, pg_append_statement
+from agentledger.types import utcnow
+from agentledger.validation import prepare_chat_message
 
 # -- a 50 MB tool output -----------------------------------------------------------------------
 
@@ -185,3 +190,216 @@ async def test_items_round_trip_through_the_sdk_session(
     await sdk.add_items(items)
     assert await sdk.get_items() == items
     assert await sdk.pop_item() == items[-1]
+
+
+# -- one message, one batch: what fits one statement -------------------------------------------
+#
+# The append sends a whole batch's fields as arrays in ONE statement, and PostgreSQL accepts at
+# most PQ_LARGE_MESSAGE_LIMIT bytes in one protocol message (past it, it drops the connection).
+# The real limit needs gigabytes of test memory; the rule reads `MAX_STATEMENT_BYTES` at every
+# call, so the tests lower that one constant.
+
+#: Bytes of message fields one statement may carry in these tests.
+BUDGET = 10_000
+
+
+@pytest.fixture
+def small_statements(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(encoding, "MAX_STATEMENT_BYTES", encoding.STATEMENT_RESERVE_BYTES + BUDGET)
+
+
+def _appends(statements: list[str]) -> int:
+    return sum("INSERT INTO conversation_messages" in statement for statement in statements)
+
+
+def test_the_statement_rule_uses_postgresql_limits() -> None:
+    max_alloc_size = 2**30 - 1  # PostgreSQL's MaxAllocSize: 1 GB - 1
+    pq_large_message_limit = max_alloc_size - 1
+    assert pq_large_message_limit == encoding.MAX_STATEMENT_BYTES
+    assert max_alloc_size == encoding.MAX_FIELD_BYTES
+    # The reserve covers the Bind message's framing, the statement's scalar parameters
+    # (user id and agent name: 255 characters, at most 1,020 bytes each) and array headers.
+    assert 4_096 <= encoding.STATEMENT_RESERVE_BYTES <= 2**16
+    budget = encoding.statement_budget()
+    assert budget == 2**30 - 2 - encoding.STATEMENT_RESERVE_BYTES
+    fits = {"content": budget - encoding.MESSAGE_OVERHEAD_BYTES}
+    assert encoding.check_message_size(fits, "message") == budget
+    with pytest.raises(InvalidInputError, match=f"more than the {budget:,} bytes"):
+        encoding.check_message_size({"content": 600_000_000, "item": 600_000_100}, "message")
+    assert encoding.statement_runs([budget, 1, budget - 1, 1]) == [
+        range(0, 1),
+        range(1, 3),
+        range(3, 4),
+    ]
+    assert encoding.statement_runs([]) == []
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+async def test_message_sizes_count_what_postgresql_receives(ledger: Ledger) -> None:
+    """The size of a row is exactly what its elements take in the append's Bind message."""
+    sent: list[Any] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_args: Any) -> None:
+        if "INSERT INTO conversation_messages" in statement:
+            sent.append(parameters)
+
+    event.listen(ledger.engine.sync_engine, "before_cursor_execute", capture)
+    calls = [{"id": "c", "type": "function", "function": {"arguments": "\x00\ue000"}}]
+    messages = [
+        {"role": "user", "content": "plain ascii"},
+        {"role": "tool", "content": "nul \x00 escape \ue000 ünï ✓", "tool_call_id": "id\x00\ue000"},
+        {"role": "assistant", "content": "", "tool_calls": calls},
+    ]
+    session = await ledger.service.create_session(user_id="u", agent_name="a")
+    await ledger.service.add_messages(session.id, messages)
+    [parameters] = sent
+    driver = DriverStatements(ledger.engine)
+    names = driver.parameter_names(pg_append_statement(create=False, owned=False))
+    arrays = dict(zip(names, parameters, strict=True))
+    text_arrays = ("roles", "contents", "tool_calls", "tool_call_ids", "item_types", "items")
+    for index, message in enumerate(messages):
+        elements = [arrays[name][index] for name in text_arrays]
+        on_the_wire = 4 + 16 + sum(4 + len((value or "").encode()) for value in elements)
+        assert prepare_chat_message(message).size == on_the_wire
+
+
+async def test_a_message_over_one_statement_is_refused_before_anything_is_sent(
+    ledger: Ledger, statements: list[str], small_statements: None
+) -> None:
+    svc = ledger.service
+    session = await svc.create_session(user_id="u", agent_name="a")
+    before = await svc.get_session(session.id)
+    statements.clear()
+    # Each field is far under its own limit; the item repeats the content, so together they
+    # pass one statement's budget.
+    content = "é" * 2_600  # 5,200 bytes, sent twice
+    with pytest.raises(InvalidInputError) as refused:
+        await svc.add_message(session.id, role="user", content=content)
+    message = str(refused.value)
+    assert "content 5,200" in message
+    assert "item 5,2" in message
+    assert f"more than the {BUDGET:,} bytes" in message
+    assert "store large payloads elsewhere" in message
+    with pytest.raises(InvalidInputError, match="message 1 is"):
+        await svc.add_messages(
+            session.id,
+            [{"role": "user", "content": "small"}, {"role": "user", "content": content}],
+            idempotency_key="k1",
+        )
+    new_id = uuid.uuid4()
+    with pytest.raises(InvalidInputError, match="item 0 is"):
+        await svc.add_items(
+            new_id,
+            [{"type": "function_call_output", "call_id": "c", "output": "x" * BUDGET}],
+            create_as=SessionSpec(user_id="u", agent_name="a"),
+            idempotency_key="k2",
+        )
+    assert statements == []
+    assert await svc.get_session(new_id) is None
+    assert await svc.get_session(session.id) == before
+    assert await svc.batch_keys(session.id) == []
+
+
+@pytest.mark.parametrize("key", [None, "turn-1"])
+async def test_a_batch_over_one_statement_is_split_atomically_in_order(
+    ledger: Ledger, backend: str, statements: list[str], small_statements: None, key: str | None
+) -> None:
+    svc = ledger.service
+    session = await svc.create_session(user_id="u", agent_name="a")
+    await svc.add_message(session.id, role="system", content="before")
+    # Seven messages of about 3 KB each (content and item): three statements' worth.
+    batch = [{"role": "user", "content": f"{index}:" + "x" * 1_400} for index in range(7)]
+    sizes = [prepare_chat_message(message).size for message in batch]
+    assert all(size < BUDGET for size in sizes)
+    assert sum(sizes) > 2 * BUDGET
+    statements.clear()
+    result = await svc.add_messages(session.id, batch, idempotency_key=key)
+    assert _appends(statements) == len(encoding.statement_runs(sizes)) == 3
+    assert list(result.seqs) == [2, 3, 4, 5, 6, 7, 8]
+    record = await svc.get_session(session.id)
+    assert record is not None
+    assert [m.seq for m in record.messages] == list(range(1, 9))
+    assert [m.content for m in record.messages] == ["before"] + [m["content"] for m in batch]
+    if key is not None:  # a retry is stored once
+        retry = await svc.add_messages(session.id, batch, idempotency_key=key)
+        assert (retry.created, list(retry.seqs)) == (False, list(result.seqs))
+        assert await svc.batch_keys(session.id) == [key]
+        assert len(await svc.get_items(session.id)) == 8
+    # The connection (pool) serves the next turns; one that fits goes in one statement again.
+    statements.clear()
+    assert (await svc.add_message(session.id, role="user", content="after")).seq == 9
+    assert _appends(statements) == 1
+
+
+async def test_a_first_write_split_over_statements_creates_the_session_once(
+    ledger: Ledger, small_statements: None
+) -> None:
+    svc = ledger.service
+    sid = uuid.uuid4()
+    items = [{"type": "message", "role": "user", "content": "y" * 2_000} for _ in range(6)]
+    result = await svc.add_items(sid, items, create_as=SessionSpec(user_id="u", agent_name="a"))
+    assert list(result.seqs) == [1, 2, 3, 4, 5, 6]
+    assert await svc.get_items(sid, user_id="u") == items
+    other = SessionSpec(user_id="intruder", agent_name="a")
+    with pytest.raises(SessionNotFoundError):
+        await svc.add_items(sid, items, create_as=other)
+    assert len(await svc.get_items(sid)) == 6
+
+
+class Injected(Exception):
+    """A failure injected between two statements of a split batch."""
+
+
+@pytest.mark.parametrize("key", [None, "turn-1"])
+async def test_a_failure_in_the_middle_of_a_split_batch_leaves_nothing(
+    ledger: Ledger,
+    backend: str,
+    small_statements: None,
+    monkeypatch: pytest.MonkeyPatch,
+    key: str | None,
+) -> None:
+    svc = ledger.service
+    session = await svc.create_session(user_id="u", agent_name="a")
+    await svc.add_message(session.id, role="system", content="before")
+    before = await svc.get_session(session.id)
+    name = "_append_postgres" if backend == "postgresql" else "_append_portable"
+    real = getattr(MessageRepository, name)
+    calls = 0
+
+    async def first_statement_then_fail(self: MessageRepository, *args: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise Injected
+        return await real(self, *args)  # the first part really reaches the database
+
+    monkeypatch.setattr(MessageRepository, name, first_statement_then_fail)
+    batch = [{"role": "user", "content": "z" * 1_400} for _ in range(5)]
+    with pytest.raises(Injected):
+        await svc.add_messages(session.id, batch, idempotency_key=key)
+    new_id = uuid.uuid4()
+    calls = 0
+    items = [{"type": "message", "role": "user", "content": "z" * 1_400} for _ in range(5)]
+    with pytest.raises(Injected):
+        await svc.add_items(new_id, items, create_as=SessionSpec(user_id="u", agent_name="a"))
+    assert calls == 2
+    monkeypatch.setattr(MessageRepository, name, real)
+    assert await svc.get_session(session.id) == before
+    assert await svc.get_session(new_id) is None
+    assert await svc.batch_keys(session.id) == []
+    # Nothing half-done is left behind: the same batch goes in whole, right after "before".
+    result = await svc.add_messages(session.id, batch, idempotency_key=key)
+    assert list(result.seqs) == [2, 3, 4, 5, 6]
+    assert len(await svc.get_items(session.id)) == 6
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])  # SQLite has no autocommit units
+async def test_an_autocommit_unit_refuses_a_batch_that_needs_several_statements(
+    ledger: Ledger, small_statements: None
+) -> None:
+    session = await ledger.service.create_session(user_id="u", agent_name="a")
+    rows = [prepare_chat_message({"role": "user", "content": "w" * 3_000}) for _ in range(3)]
+    async with ledger.unit_of_work(autocommit=True) as uow:
+        with pytest.raises(RuntimeError, match="without autocommit"):
+            await uow.messages.append(session.id, rows, user_id=None, now=utcnow())
+    assert await ledger.service.get_items(session.id) == []

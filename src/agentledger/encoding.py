@@ -10,12 +10,18 @@ Two rules live here and nowhere else:
   columns go through :func:`escape_nul`, a reversible escape that leaves every string without
   NUL or the escape character untouched (so indexes and search see the real text).
   ``json`` columns (the lossless SDK item) need no escape: the JSON text holds ``\\u0000``.
+
+The sizes PostgreSQL accepts are checked here too, before anything is sent: each value
+(:func:`check_size`) and each message's fields together in one statement
+(:func:`check_message_size`); a batch larger than one statement is split into consecutive
+runs (:func:`statement_runs`) that the caller sends in one transaction.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,6 +111,83 @@ def check_size(size: int, what: str, limit: int) -> None:
             "hold in one value; store large payloads elsewhere (e.g. object storage) and keep "
             "a reference in the message"
         )
+
+
+#: PostgreSQL's limit for one protocol message from a client, ``PQ_LARGE_MESSAGE_LIMIT``
+#: (``MaxAllocSize - 1``, the message's length word included). A statement's Bind message
+#: carries all of its parameters, so everything one statement sends must fit: past it the
+#: server logs "invalid message length" and drops the connection. (The arrays the server builds
+#: from those parameters stay under ``MaxAllocSize`` as long as the message fits.)
+MAX_STATEMENT_BYTES = 2**30 - 2
+#: Kept free in every statement for what is not message fields: the protocol framing, the
+#: statement's own parameters (session id, user id, agent name, times) and array headers.
+STATEMENT_RESERVE_BYTES = 2**16
+#: What a message adds to a statement besides its text: its 16-byte id and the 4-byte length
+#: word of each of its seven array elements (see ``repositories._PG_APPEND``).
+MESSAGE_OVERHEAD_BYTES = 16 + 7 * 4
+
+
+def utf8_size(text: str) -> int:
+    """Length of ``text`` in UTF-8 (no copy for ASCII text); ``text`` is valid Unicode."""
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
+
+
+def sent_text_size(text: str) -> int:
+    """UTF-8 bytes of ``text`` as PostgreSQL receives it, after :func:`escape_nul`
+    (U+0000 and U+E000 each grow by 3 bytes)."""
+    size = utf8_size(text)
+    if "\x00" in text or ESCAPE in text:
+        size += 3 * (text.count("\x00") + text.count(ESCAPE))
+    return size
+
+
+def sent_json_size(text: str) -> int:
+    """UTF-8 bytes of JSON text for a ``jsonb`` column as PostgreSQL receives it, after
+    :func:`escape_nul_in_json`."""
+    return utf8_size(escape_nul_in_json(text))
+
+
+def statement_budget() -> int:
+    """Bytes of message fields one statement can carry (read at every call)."""
+    return MAX_STATEMENT_BYTES - STATEMENT_RESERVE_BYTES
+
+
+def check_message_size(sizes: Mapping[str, int], what: str) -> int:
+    """The combined rule: one message's fields *together* must fit one statement.
+
+    ``sizes`` are the fields' UTF-8 bytes as PostgreSQL receives them (``0`` for a NULL). Each
+    field may be under its own limit (:func:`check_size`) while the message is not: the SDK
+    item repeats the content, so a 600 MB content is sent twice. Measured the same way on every
+    backend, so both store the same things. Returns the message's share of a statement
+    (:data:`MESSAGE_OVERHEAD_BYTES` included), which :func:`statement_runs` adds up.
+    """
+    total = MESSAGE_OVERHEAD_BYTES + sum(sizes.values())
+    limit = statement_budget()
+    if total > limit:
+        fields = ", ".join(f"{name} {size:,}" for name, size in sizes.items() if size)
+        raise InvalidInputError(
+            f"{what} is {total:,} bytes as sent to the database (fields in UTF-8 bytes: "
+            f"{fields}), more than the {limit:,} bytes PostgreSQL accepts in one statement "
+            "(the SDK item repeats the content, so large content counts twice); store large "
+            "payloads elsewhere (e.g. object storage) and keep a reference in the message"
+        )
+    return total
+
+
+def statement_runs(sizes: Sequence[int]) -> list[range]:
+    """Split consecutive messages of these sizes (:func:`check_message_size`) into the fewest
+    runs, in order, whose sizes add up to at most :func:`statement_budget` each."""
+    limit = statement_budget()
+    runs: list[range] = []
+    start = used = 0
+    for index, size in enumerate(sizes):
+        if index > start and used + size > limit:
+            runs.append(range(start, index))
+            start, used = index, 0
+        used += size
+    if start < len(sizes):
+        runs.append(range(start, len(sizes)))
+    return runs
 
 
 def dump_json(value: Any, what: str, *, jsonb: bool = False) -> str:

@@ -5,7 +5,8 @@ on PostgreSQL the append is a single statement that locks the session row, alloc
 contiguous range of sequence numbers and inserts every row from column arrays (``unnest``), so
 its cost does not grow with the batch size in bind parameters (asyncpg allows at most 32,767 per
 statement). SQLite, which has no arrays and no network round trip, runs the same steps as two
-statements inside the unit of work's transaction.
+statements inside the unit of work's transaction. A batch larger than PostgreSQL accepts in one
+statement is appended in consecutive parts in the caller's transaction (see ``append``).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from .encoding import DamagedJSON, escape_nul, escape_nul_in_json
+from .encoding import DamagedJSON, escape_nul, escape_nul_in_json, statement_runs
 from .errors import InvalidInputError
 from .fastpath import DriverStatements
 from .models import batches_table, messages_table, sessions_table, usage_table
@@ -98,6 +99,8 @@ class NewRow:
     tool_call_id: str | None
     item_type: str
     item_json: str
+    #: Bytes the row takes in an append statement (``encoding.check_message_size``).
+    size: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -706,10 +709,36 @@ class MessageRepository(_Repository):
 
         Returns ``None`` (and writes nothing) when the session is missing or not owned by
         ``user_id``; with ``create`` a missing session is created first, in the same statement.
+
+        A batch larger than one statement can carry (``encoding.statement_runs``; PostgreSQL
+        drops the connection past its message limit) goes as consecutive appends, which only
+        a transaction keeps atomic and gap-free: the first one's row lock holds the session
+        until the commit. An autocommit unit of work refuses such a batch before sending.
         """
-        if self._postgres:
-            return await self._append_postgres(session_id, rows, user_id, now, create)
-        return await self._append_portable(session_id, rows, user_id, now, create)
+        runs = statement_runs([row.size for row in rows]) or [range(0)]
+        if len(runs) > 1 and self._autocommit():
+            raise RuntimeError(
+                f"a batch of {len(rows)} messages needs {len(runs)} statements; append it in "
+                "a unit of work without autocommit, so that it stays atomic"
+            )
+        append = self._append_postgres if self._postgres else self._append_portable
+        first: int | None = None
+        for run in runs:
+            base = await append(session_id, rows[run.start : run.stop], user_id, now, create)
+            if base is None:  # missing or not owned: only the first run can find that
+                return None
+            if first is None:
+                first = base
+            elif base != first + run.start:  # pragma: no cover - the row lock prevents it
+                raise RuntimeError("a split batch was interleaved: it must run in a transaction")
+        return first
+
+    def _autocommit(self) -> bool:
+        """Whether each statement commits by itself (the fast path, an AUTOCOMMIT session)."""
+        if self._driver is not None:
+            return True
+        options = self._session.get_bind().get_execution_options()
+        return options.get("isolation_level") == "AUTOCOMMIT"
 
     async def _append_postgres(
         self,

@@ -72,6 +72,7 @@ from .validation import (
     check_title,
     decode_listing_cursor,
     encode_listing_cursor,
+    fits_one_statement,
     parse_session_id,
     prepare_chat_message,
     prepare_item,
@@ -1050,7 +1051,8 @@ class SessionService:
             async with self._uow(autocommit=True) as uow:
                 await self._check_owner(uow, sid, user_id, missing_ok=create is not None)
             return AppendResult(sid, 0, 0, now)
-        async with self._uow(autocommit=True) as uow:
+        # One statement commits by itself; a batch split over several needs a transaction.
+        async with self._uow(autocommit=fits_one_statement(rows)) as uow:
             base = await uow.messages.append(sid, rows, user_id=user_id, now=now, create=create)
             if base is None:
                 await self._check_owner(uow, sid, user_id, missing_ok=False)

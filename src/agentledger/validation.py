@@ -17,7 +17,16 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from .encoding import check_text, dump_json, escape_nul
+from .encoding import (
+    check_message_size,
+    check_text,
+    dump_json,
+    escape_nul,
+    sent_json_size,
+    sent_text_size,
+    statement_budget,
+    utf8_size,
+)
 from .errors import (
     InvalidInputError,
 )
@@ -166,10 +175,20 @@ def check_metadata_filter(metadata: object) -> dict[str, Any]:
     return checked
 
 
-def new_row(view: ChatView, item_json: str) -> NewRow:
+def new_row(view: ChatView, item_json: str, where: str) -> NewRow:
+    """The row to insert; refused when its fields together do not fit one statement."""
     tool_calls_json = (
         None if view.tool_calls is None else dump_json(view.tool_calls, "tool_calls", jsonb=True)
     )
+    # Every field as the append statement sends it (repositories._PG_APPEND), on every backend.
+    sizes = {
+        "role": utf8_size(view.role),
+        "content": sent_text_size(view.content),
+        "tool_calls": 0 if tool_calls_json is None else sent_json_size(tool_calls_json),
+        "tool_call_id": 0 if view.tool_call_id is None else sent_text_size(view.tool_call_id),
+        "item_type": utf8_size(view.item_type),
+        "item": utf8_size(item_json),
+    }
     return NewRow(
         id=uuid.uuid4(),
         role=view.role,
@@ -178,7 +197,13 @@ def new_row(view: ChatView, item_json: str) -> NewRow:
         tool_call_id=view.tool_call_id,
         item_type=view.item_type,
         item_json=item_json,
+        size=check_message_size(sizes, where),
     )
+
+
+def fits_one_statement(rows: Sequence[NewRow]) -> bool:
+    """Whether the batch goes in one append statement (else it needs a transaction)."""
+    return sum(row.size for row in rows) <= statement_budget()
 
 
 def prepare_chat_message(message: Mapping[str, Any], index: int | None = None) -> NewRow:
@@ -208,7 +233,7 @@ def prepare_chat_message(message: Mapping[str, Any], index: int | None = None) -
         tool_call_id = check_tool_call_id(tool_call_id, f"{where} tool_call_id")
     item = item_from_chat(role, content, tool_calls, tool_call_id)
     view = ChatView(role, content, tool_calls, tool_call_id, item.get("type", "message"))
-    return new_row(view, dump_json(item, where))
+    return new_row(view, dump_json(item, where), where)
 
 
 def prepare_item(item: Any, index: int | None = None) -> NewRow:
@@ -218,7 +243,7 @@ def prepare_item(item: Any, index: int | None = None) -> NewRow:
     view = chat_view(item)
     if view.tool_call_id is not None:
         check_tool_call_id(view.tool_call_id, f"{where} call_id")
-    return new_row(view, item_json)
+    return new_row(view, item_json, where)
 
 
 def batch_fingerprint(rows: Sequence[NewRow]) -> str:
