@@ -15,9 +15,11 @@ from .errors import (
     LedgerDatabaseError,
     LedgerError,
     LedgerTimeoutError,
+    PermissionDeniedError,
     RetryableError,
     SchemaNotReadyError,
     SessionNotFoundError,
+    UnsupportedBackendError,
 )
 from .ledger import Ledger, configure_sqlite
 from .models import AgentSession, ConversationMessage, metadata
@@ -34,6 +36,7 @@ from .records import (
     Usage,
 )
 from .retention import RetentionPolicy, RetentionReport
+from .row_security import RowSecurityStatus
 from .schema import host_include_object, include_object
 from .service import SessionService
 from .transcripts import SessionTranscript
@@ -69,9 +72,11 @@ __all__ = [
     "LedgerSettings",
     "LedgerTimeoutError",
     "MessageRecord",
+    "PermissionDeniedError",
     "RetentionPolicy",
     "RetentionReport",
     "RetryableError",
+    "RowSecurityStatus",
     "SchemaNotReadyError",
     "SearchHit",
     "SearchPage",
@@ -84,6 +89,7 @@ __all__ = [
     "SessionTranscript",
     "TranscriptImport",
     "UnitOfWork",
+    "UnsupportedBackendError",
     "Usage",
     "__version__",
     "configure_sqlite",

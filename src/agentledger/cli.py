@@ -8,6 +8,11 @@ non-zero exit code, never a traceback:
 * 1 — agentledger refused or failed the operation (the message says what to do);
 * 2 — the command line itself was wrong (argparse's convention).
 
+Tenant isolation: every command that reads or changes a session takes ``--user U`` and passes
+it to the service's ``user_id=``, where the rule lives; another user's session then reads exactly
+like a missing one (exit 1), and nothing is written. ``db``, ``cleanup`` and ``demo`` are
+admin-wide by design (see docs/cli.md, "Tenant isolation").
+
 The database URL comes from ``--database-url``, else ``AGENTLEDGER_DATABASE_URL``, else
 ``DATABASE_URL``, else the embedded default ``sqlite+aiosqlite:///agentledger.db``.
 """
@@ -120,7 +125,16 @@ def _build_parser() -> argparse.ArgumentParser:
     adopt = db_commands.add_parser(
         "adopt", help="upgrade a database on the seed's schema in place, keeping every row"
     )
-    for parser_ in (upgrade, downgrade, current, adopt):
+    rls = db_commands.add_parser(
+        "rls", help="PostgreSQL row-level security on agentledger's tables (docs/security.md)"
+    )
+    rls.add_argument(
+        "rls_command",
+        choices=["enable", "disable", "status"],
+        metavar="{enable,disable,status}",
+        help="switch it on or off (as the tables' owner), or report it",
+    )
+    for parser_ in (upgrade, downgrade, current, adopt, rls):
         add_json_flag(parser_)
 
     sessions = commands.add_parser("sessions", help="inspect sessions")
@@ -332,6 +346,35 @@ async def _db_current(ledger: Ledger, args: argparse.Namespace, out: TextIO) -> 
     return EXIT_OK
 
 
+async def _db_rls(ledger: Ledger, args: argparse.Namespace, out: TextIO) -> int:
+    if args.rls_command == "status":
+        status = await ledger.row_level_security()
+    else:
+        status = await ledger.set_row_level_security(args.rls_command == "enable")
+    off = sorted(table for table, on in status.tables.items() if not on)
+    if status.enabled:
+        state = f"row-level security is on for all {len(status.tables)} agentledger tables"
+    elif len(off) == len(status.tables):
+        state = "row-level security is off"
+    else:
+        state = f"row-level security is off for {', '.join(off)}"
+    if status.enabled and status.exempt_because is not None:
+        state += f"; it does not bind this connection: {status.exempt_because}"
+    emit(
+        out,
+        args,
+        state,
+        {
+            "enabled": status.enabled,
+            "tables": status.tables,
+            "role": status.role,
+            "protects_role": status.protects_role,
+            "exempt_because": status.exempt_because,
+        },
+    )
+    return EXIT_OK
+
+
 async def _db_adopt(ledger: Ledger, args: argparse.Namespace, out: TextIO) -> int:
     def progress(done: int, total: int) -> None:
         if out.isatty():
@@ -352,7 +395,7 @@ async def _db_adopt(ledger: Ledger, args: argparse.Namespace, out: TextIO) -> in
 
 
 async def _sessions_list(ledger: Ledger, args: argparse.Namespace, out: TextIO) -> int:
-    page = await ledger.service.list_user_sessions(
+    page = await ledger.service_for(args.user).list_user_sessions(
         args.user,
         args.limit,
         cursor=args.cursor,
@@ -388,7 +431,7 @@ async def _sessions_show(ledger: Ledger, args: argparse.Namespace, out: TextIO) 
 
         # With --user, a session *name* (as used with ledger.agent_session / chat) works too.
         session_id = resolve_session_uuid(args.session_id, args.user)
-    record = await ledger.service.get_session(session_id, user_id=args.user)
+    record = await ledger.service_for(args.user).get_session(session_id, user_id=args.user)
     if record is None:
         owner = f" for user {args.user!r}" if args.user else ""
         raise LedgerError(
@@ -424,7 +467,7 @@ def _session_ref(args: argparse.Namespace) -> str | uuid.UUID:
 
 
 async def _sessions_fork(ledger: Ledger, args: argparse.Namespace, out: TextIO) -> int:
-    record = await ledger.service.fork_session(
+    record = await ledger.service_for(args.user).fork_session(
         _session_ref(args), args.at, user_id=args.user, title=args.title
     )
     if args.json:
@@ -439,7 +482,9 @@ async def _sessions_fork(ledger: Ledger, args: argparse.Namespace, out: TextIO) 
 
 
 async def _sessions_rewind(ledger: Ledger, args: argparse.Namespace, out: TextIO) -> int:
-    removed = await ledger.service.rewind_session(_session_ref(args), args.to, user_id=args.user)
+    removed = await ledger.service_for(args.user).rewind_session(
+        _session_ref(args), args.to, user_id=args.user
+    )
     if args.json:
         payload = {"session_id": args.session_id, "to_seq": args.to, "removed": removed}
         print(json.dumps(payload, ensure_ascii=False), file=out)
@@ -449,7 +494,7 @@ async def _sessions_rewind(ledger: Ledger, args: argparse.Namespace, out: TextIO
 
 
 async def _sessions_meta(ledger: Ledger, args: argparse.Namespace, out: TextIO) -> int:
-    service = ledger.service
+    service = ledger.service_for(args.user)
     session_id = _session_ref(args)
     record: SessionRecord | None
     if args.changes:
@@ -474,7 +519,7 @@ async def _sessions_meta(ledger: Ledger, args: argparse.Namespace, out: TextIO) 
 
 
 async def _erase_user(ledger: Ledger, args: argparse.Namespace, out: TextIO) -> int:
-    service = ledger.service
+    service = ledger.service_for(args.user)
     if not args.yes:
         report = await service.erase_user(args.user, batch_size=args.batch_size, dry_run=True)
         if args.json:
@@ -545,7 +590,7 @@ async def _import(ledger: Ledger, args: argparse.Namespace, out: TextIO) -> int:
             print(f"\rimporting: {done}/{total} rows", end="", file=out, flush=True)
 
     report = await import_sdk_store(
-        ledger.service,
+        ledger.service_for(args.user),
         args.source,
         user_id=args.user,
         agent_name=args.agent_name,
@@ -574,6 +619,7 @@ _HANDLERS: dict[tuple[str, str | None], Handler] = {
     ("db", "downgrade"): _db_downgrade,
     ("db", "current"): _db_current,
     ("db", "adopt"): _db_adopt,
+    ("db", "rls"): _db_rls,
     ("sessions", "list"): _sessions_list,
     ("sessions", "show"): _sessions_show,
     ("sessions", "fork"): _sessions_fork,

@@ -103,7 +103,7 @@ class Progress:
 
 
 async def search(ledger: Ledger, args: argparse.Namespace, out: TextIO) -> int:
-    page = await ledger.service.search(
+    page = await ledger.service_for(args.user).search(
         args.user,
         " ".join(args.query),
         limit=args.limit,
@@ -158,7 +158,7 @@ def _write(transcript: SessionTranscript, fmt: str, stream: TextIO) -> None:
 
 
 async def export_sessions(ledger: Ledger, args: argparse.Namespace, out: TextIO) -> int:
-    service = ledger.service
+    service = ledger.service_for(args.user)
     if args.all:
         if args.session_id is not None or args.user is None or args.output is None:
             raise InvalidInputError(
@@ -203,7 +203,7 @@ def _make_folder(folder: Path) -> Path:
 
 
 async def _export_all(ledger: Ledger, args: argparse.Namespace, out: TextIO) -> int:
-    service = ledger.service
+    service = ledger.service_for(args.user)
     folder = _make_folder(Path(args.output))
     ids: list[uuid.UUID] = []
     cursor: str | None = None
@@ -269,7 +269,7 @@ async def import_sessions(ledger: Ledger, args: argparse.Namespace, out: TextIO)
     imported: list[dict[str, object]] = []
     for done, path in enumerate(files, start=1):
         transcript = read_transcript(path)
-        result = await ledger.service.import_session(
+        result = await ledger.service_for(args.user).import_session(
             transcript, user_id=args.user, session_id=args.session_id
         )
         sessions += 1

@@ -126,6 +126,12 @@ class LedgerSettings(BaseSettings):
         '`agentledger cleanup`; JSON in AGENTLEDGER_RETENTION, e.g. {"*": {"days": 90}, '
         '"support": {"days": 365, "archive": true, "max_messages": 500}}.',
     )
+    row_level_security: bool = Field(
+        default=False,
+        description="Scope the SDK sessions and SessionAgent runs to their user_id "
+        "(service.for_user) so PostgreSQL row-level security policies see the tenant; "
+        "switch the policies on with `agentledger db rls enable`.",
+    )
     default_user_id: str = Field(default="default", min_length=1, max_length=255)
     default_agent_name: str = Field(default="agent", min_length=1, max_length=255)
 

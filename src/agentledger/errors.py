@@ -67,6 +67,15 @@ class LedgerTimeoutError(LedgerDatabaseError):
     """A lock, statement or pool timeout expired before the operation could finish."""
 
 
+class PermissionDeniedError(LedgerDatabaseError):
+    """The connected role may not do this (SQLSTATE 42501): a row-level security policy refused
+    a row, or the role lacks a privilege (e.g. it does not own the tables it tries to alter)."""
+
+
+class UnsupportedBackendError(LedgerError):
+    """The feature needs a database backend other than the one in use (e.g. PostgreSQL)."""
+
+
 _UPGRADE_HINT = "run `agentledger db upgrade` (or `await ledger.upgrade()`) against this database"
 
 
@@ -136,6 +145,15 @@ def translate_db_error(error: BaseException) -> LedgerError:
         return DatabaseUnavailableError(
             "SQLite cannot open or write the database file; check that its folder exists and "
             "is writable",
+            sqlstate=code,
+        )
+    if code == "42501":
+        return PermissionDeniedError(
+            "the database refused this role (insufficient privilege). With row-level security "
+            "on, run tenant work through `ledger.service.for_user(owner_id)` (the policies see "
+            "only the owner's rows); schema changes (`agentledger db upgrade`, `db rls`) need "
+            "the tables' owner; an application role needs SELECT, INSERT, UPDATE and DELETE on "
+            "agentledger's tables (docs/security.md)",
             sqlstate=code,
         )
     if code == "23503" or code == "SQLITE_CONSTRAINT_FOREIGNKEY":

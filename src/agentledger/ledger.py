@@ -26,12 +26,13 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from . import schema
+from . import row_security, schema
 from .adopt import ADOPTED_REVISION, AdoptionReport, adopt_seed_schema
 from .config import LedgerSettings, safe_url
 from .encoding import load_stored_json
 from .errors import LedgerError, SchemaNotReadyError, translate_db_error
 from .fastpath import DriverStatements
+from .row_security import RowSecurityStatus
 from .service import SessionService
 from .uow import UnitOfWork
 
@@ -121,15 +122,26 @@ class Ledger:
         """The :class:`SessionService` on this ledger's engine."""
         return self._service
 
-    def unit_of_work(self, *, autocommit: bool = False) -> UnitOfWork:
-        """A new unit of work on this ledger's engine (see :class:`UnitOfWork`)."""
-        return self._makers.unit_of_work(autocommit, self.ensure_schema)
+    def service_for(self, user_id: str | None) -> SessionService:
+        """The service to use on behalf of ``user_id`` (SDK sessions, SessionAgent, the CLI's
+        ``--user``): scoped to that tenant (:meth:`SessionService.for_user`) when
+        ``row_level_security`` is set, else the shared one, which keeps the single-round-trip
+        hot paths. ``None``: the shared one."""
+        if user_id is not None and self._settings.row_level_security:
+            return self._service.for_user(user_id)
+        return self._service
 
-    def read_unit_of_work(self, *, autocommit: bool = False) -> UnitOfWork:
+    def unit_of_work(self, *, autocommit: bool = False, tenant: str | None = None) -> UnitOfWork:
+        """A new unit of work on this ledger's engine (see :class:`UnitOfWork`)."""
+        return self._makers.unit_of_work(autocommit, self.ensure_schema, tenant)
+
+    def read_unit_of_work(
+        self, *, autocommit: bool = False, tenant: str | None = None
+    ) -> UnitOfWork:
         """A unit of work on the read engine (the primary's when there is none): only for
         reads, which may lag behind the primary's latest commits."""
         makers = self._makers if self._read_makers is None else self._read_makers
-        return makers.unit_of_work(autocommit, self.ensure_schema)
+        return makers.unit_of_work(autocommit, self.ensure_schema, tenant)
 
     def agent_session(
         self,
@@ -142,10 +154,11 @@ class Ledger:
         """An OpenAI Agents SDK session (``Runner.run(..., session=...)``) over this ledger."""
         from .integrations.openai_agents import LedgerSession
 
+        user_id = user_id or self._settings.default_user_id
         return LedgerSession(
             session_id,
-            service=self._service,
-            user_id=user_id or self._settings.default_user_id,
+            service=self.service_for(user_id),
+            user_id=user_id,
             agent_name=agent_name or self._settings.default_agent_name,
             settings=settings,
         )
@@ -193,6 +206,35 @@ class Ledger:
             raise _migration_error(error, ADOPTED_REVISION) from error
         await self.upgrade()
         return report
+
+    async def set_row_level_security(self, enabled: bool) -> RowSecurityStatus:
+        """Switch PostgreSQL row-level security on (or off) for every agentledger table.
+
+        The policies come with revision ``agentledger_0003``; this is the opt-in that makes
+        them bind. It needs the tables' owner (the role that runs migrations), and binds only
+        roles that are neither the owner, a superuser nor BYPASSRLS: see the returned
+        status's ``exempt_because`` and ``docs/reliability.md``.
+        """
+        await self.ensure_schema()
+        try:
+            async with self._engine.begin() as connection:
+                await connection.run_sync(row_security.switch, enabled)
+                return await connection.run_sync(row_security.status)
+        except LedgerError:
+            raise
+        except Exception as error:
+            raise translate_db_error(error) from error
+
+    async def row_level_security(self) -> RowSecurityStatus:
+        """Whether row-level security is on for each table, and whether it binds this role."""
+        await self.ensure_schema()
+        try:
+            async with self._engine.connect() as connection:
+                return await connection.run_sync(row_security.status)
+        except LedgerError:
+            raise
+        except Exception as error:
+            raise translate_db_error(error) from error
 
     async def current_revisions(self) -> tuple[str, ...]:
         """agentledger revisions applied to the database (empty when never migrated)."""
@@ -351,7 +393,12 @@ class _EngineMakers:
         # The agent loop's statements skip SQLAlchemy's execution layer on asyncpg.
         self.driver = DriverStatements.for_engine(engine)
 
-    def unit_of_work(self, autocommit: bool, prepare: Callable[[], Awaitable[None]]) -> UnitOfWork:
+    def unit_of_work(
+        self, autocommit: bool, prepare: Callable[[], Awaitable[None]], tenant: str | None
+    ) -> UnitOfWork:
+        if tenant is not None:
+            # The tenant setting lasts one transaction: no autocommit, no driver shortcut.
+            return UnitOfWork(self.sessions, prepare=prepare, tenant=tenant)
         if autocommit:
             return UnitOfWork(self.autocommit_sessions, prepare=prepare, driver=self.driver)
         return UnitOfWork(self.sessions, prepare=prepare)

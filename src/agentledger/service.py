@@ -169,6 +169,7 @@ class SessionService:
         ``retry_conflicts``: rerun an operation the database aborted with a serialization
         failure or deadlock (only sound when ``uow_factory`` opens its own transactions)."""
         self._retry_conflicts = retry_conflicts
+        self._tenant: str | None = None
         self._uow = uow_factory
         self._read_uow = read_uow_factory or uow_factory
         self._clock = clock
@@ -189,10 +190,45 @@ class SessionService:
         if not isinstance(connection, (AsyncSession, AsyncConnection)):
             raise TypeError("using() takes an AsyncSession or an AsyncConnection")
 
-        def borrowed(*, autocommit: bool = False) -> UnitOfWork:
-            return UnitOfWork(borrow=connection)
+        def borrowed(*, autocommit: bool = False, tenant: str | None = None) -> UnitOfWork:
+            return UnitOfWork(borrow=connection, tenant=tenant)
 
-        return SessionService(borrowed, clock=self._clock, retry_conflicts=False)
+        service = SessionService(borrowed, clock=self._clock, retry_conflicts=False)
+        return service if self._tenant is None else service.for_user(self._tenant)
+
+    def for_user(self, user_id: str) -> SessionService:
+        """The same service acting for ``user_id``, for PostgreSQL row-level security.
+
+        Every transaction it runs first names ``user_id`` in the transaction-local setting the
+        policies read (``agentledger.user_id``), so with row-level security switched on
+        (``agentledger db rls enable``) the database itself shows and accepts only that
+        user's sessions, whatever the call. It costs the hot paths their single round trip
+        (a transaction, plus one statement); without row-level security it changes nothing
+        but that, and on SQLite it changes nothing at all.
+        """
+        scope = check_name(user_id, "user_id")
+        primary, reads = self._uow, self._read_uow
+
+        # A scoped service names its own tenant; the factories' argument is the protocol's.
+        def scoped(*, autocommit: bool = False, tenant: str | None = None) -> UnitOfWork:
+            return primary(autocommit=autocommit, tenant=scope)
+
+        def scoped_reads(*, autocommit: bool = False, tenant: str | None = None) -> UnitOfWork:
+            return reads(autocommit=autocommit, tenant=scope)
+
+        service = SessionService(
+            scoped,
+            clock=self._clock,
+            read_uow_factory=scoped_reads,
+            retry_conflicts=self._retry_conflicts,
+        )
+        service._tenant = scope
+        return service
+
+    @property
+    def tenant(self) -> str | None:
+        """The user this service acts for (:meth:`for_user`), or ``None``."""
+        return self._tenant
 
     # -- sessions -------------------------------------------------------------------------
 
@@ -1004,9 +1040,11 @@ class SessionService:
             value = getattr(usage, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise InvalidInputError(f"usage.{name} must be a non-negative int, got {value!r}")
-        if user_id is not None:
+        if user_id is not None or self._tenant is not None:
             # A separate read: on SQLite a transaction that reads before it writes may fail
-            # at once under concurrent writers instead of waiting for the lock.
+            # at once under concurrent writers instead of waiting for the lock. Under
+            # row-level security it turns another tenant's session into "not found" rather
+            # than a policy violation that would confirm the session exists.
             async with self._uow(autocommit=True) as uow:
                 await self._check_owner(uow, sid, user_id, missing_ok=False)
         async with self._uow() as uow:

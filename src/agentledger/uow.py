@@ -26,16 +26,19 @@ from sqlalchemy.ext.asyncio import (
 
 from .fastpath import DriverStatements
 from .repositories import MessageRepository, SessionRepository, UsageRepository
+from .row_security import SCOPE_TO_TENANT
 
 
 class UnitOfWorkFactory(Protocol):
     """Makes units of work; ``autocommit=True`` is a hint for single-statement work.
 
     A factory may honour the hint on backends where one statement is atomic by itself and a
-    BEGIN/COMMIT pair costs network round trips (PostgreSQL); it must ignore it otherwise.
+    BEGIN/COMMIT pair costs network round trips (PostgreSQL); it must ignore it otherwise, and
+    whenever ``tenant`` is given: the tenant setting lives as long as a transaction, so a
+    tenant-scoped unit of work always runs in one (see :mod:`agentledger.row_security`).
     """
 
-    def __call__(self, *, autocommit: bool = False) -> UnitOfWork: ...
+    def __call__(self, *, autocommit: bool = False, tenant: str | None = None) -> UnitOfWork: ...
 
 
 class UnitOfWork:
@@ -52,14 +55,19 @@ class UnitOfWork:
         borrow: AsyncSession | AsyncConnection | None = None,
         prepare: Callable[[], Awaitable[None]] | None = None,
         driver: DriverStatements | None = None,
+        tenant: str | None = None,
     ) -> None:
         """``driver`` (single-statement units that own their connections only) lets the
         message repository send its hot-path statements straight through asyncpg; see
-        :mod:`agentledger.fastpath`."""
+        :mod:`agentledger.fastpath`. ``tenant``: on PostgreSQL, name this user to the
+        row-level security policies for the whole transaction (SQLite has none)."""
         if (session_factory is None) == (borrow is None):
             raise TypeError("UnitOfWork needs exactly one of session_factory or borrow=")
         if driver is not None and borrow is not None:
             raise TypeError("a borrowed unit of work runs in the caller's transaction: no driver=")
+        if driver is not None and tenant is not None:
+            raise TypeError("a tenant-scoped unit of work needs a transaction: no driver=")
+        self._tenant = tenant
         self._factory = session_factory
         self._driver = driver
         self._borrowed = borrow
@@ -112,8 +120,17 @@ class UnitOfWork:
                 expire_on_commit=False,
             )
         postgres = self.dialect_name == "postgresql"
+        if postgres and self._tenant is not None:
+            try:
+                await self._session.execute(SCOPE_TO_TENANT, {"tenant": self._tenant})
+            except BaseException as error:
+                # __aexit__ never runs for a failed __aenter__: release what we hold here.
+                await self.__aexit__(type(error), error, error.__traceback__)
+                raise
         self.sessions = SessionRepository(self._session)
-        self.messages = MessageRepository(self._session, postgres=postgres)
+        self.messages = MessageRepository(
+            self._session, postgres=postgres, create_apart=self._tenant is not None
+        )
         self.usage = UsageRepository(self._session)
         return self
 

@@ -161,6 +161,11 @@ class LedgerSession:
         return self._agent_name
 
     @property
+    def service(self) -> SessionService:
+        """The service this session runs on (tenant-scoped under row-level security)."""
+        return self._service
+
+    @property
     def window(self) -> HistoryWindow | None:
         """The history window ``get_items()`` applies, if any."""
         return self._window
@@ -339,12 +344,10 @@ class SessionAgent:
         session_settings: SessionSettings | None = None,
         window: HistoryWindow | None = None,
     ) -> None:
-        service = getattr(ledger, "service", None)
-        if not isinstance(service, SessionService):
+        if not isinstance(getattr(ledger, "service", None), SessionService):
             raise TypeError("SessionAgent(agent, ledger) needs an agentledger Ledger")
         self.agent = agent
         self.ledger = ledger
-        self._service = service
         self._session_settings = session_settings
         self._window = window
 
@@ -352,7 +355,7 @@ class SessionAgent:
         """The SDK session this agent uses for ``session_id`` on behalf of ``user_id``."""
         return LedgerSession(
             str(session_id),
-            service=self._service,
+            service=self.ledger.service_for(user_id),
             user_id=user_id,
             agent_name=self.agent.name,
             settings=self._session_settings,
@@ -396,16 +399,19 @@ class SessionAgent:
         if "session" in runner_kwargs:
             raise TypeError("SessionAgent manages the session itself; pass session_id instead")
         if session_id is None:
-            record = await self._service.create_session(user_id, self.agent.name)
+            service = self.ledger.service_for(user_id)
+            record = await service.create_session(user_id, self.agent.name)
             return self.session(record.id, user_id)
         session = self.session(session_id, user_id)
         # One cheap read that fails fast, before any model call, for another user's session.
-        await self._service.get_items(session.ledger_session_id, 1, user_id=user_id)
+        await session.service.get_items(session.ledger_session_id, 1, user_id=user_id)
         return session
 
     async def _record_usage(self, session: LedgerSession, usage: SdkUsage) -> Usage:
         record = usage_from_sdk(usage)
-        await self._service.record_usage(session.ledger_session_id, record, user_id=session.user_id)
+        await session.service.record_usage(
+            session.ledger_session_id, record, user_id=session.user_id
+        )
         return record
 
     async def _record_failed_run(self, session: LedgerSession, error: AgentsException) -> None:

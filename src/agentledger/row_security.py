@@ -1,0 +1,92 @@
+"""PostgreSQL row-level security on agentledger's tables: tenant setting, switch and report.
+
+Revision ``agentledger_0003`` puts one policy on each table (a row belongs to the tenant named by
+the transaction-local setting :data:`TENANT_SETTING`); this module switches the tables'
+row-level security on and off and says whether it protects the role the application connects
+as. Policies never apply to superusers, to roles with BYPASSRLS, or to a table's owner, so the
+application must connect as a role of its own (see ``docs/reliability.md``).
+
+The setting is made with ``set_config(..., true)``: local to the transaction, so it ends with the
+transaction and never survives in a pooled connection for the next caller to inherit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, TextClause, text
+
+from .errors import UnsupportedBackendError
+from .models import OWNED_TABLES
+
+#: The transaction-local setting the policies compare ``agent_sessions.user_id`` with.
+TENANT_SETTING = "agentledger.user_id"
+
+#: The first statement of every transaction of a tenant-scoped service.
+SCOPE_TO_TENANT: TextClause = text(f"SELECT set_config('{TENANT_SETTING}', :tenant, true)")
+
+#: Every agentledger table carries the policy; the switch covers them all at once.
+PROTECTED_TABLES: tuple[str, ...] = tuple(sorted(OWNED_TABLES))
+
+
+@dataclass(frozen=True)
+class RowSecurityStatus:
+    """Whether row-level security is on for each table and whether it binds ``role``."""
+
+    tables: dict[str, bool]
+    role: str
+    #: Why the policies do not restrict ``role`` even where they are on (None: they do).
+    exempt_because: str | None
+
+    @property
+    def enabled(self) -> bool:
+        """On for every agentledger table."""
+        return all(self.tables.values())
+
+    @property
+    def protects_role(self) -> bool:
+        """On everywhere, and the connected role is subject to it."""
+        return self.enabled and self.exempt_because is None
+
+
+def require_postgresql(connection: Connection) -> None:
+    if connection.dialect.name != "postgresql":
+        raise UnsupportedBackendError(
+            "row-level security is a PostgreSQL feature; a SQLite database is one file that "
+            "whoever can open it can read, so keep one file per tenant or use PostgreSQL"
+        )
+
+
+def switch(connection: Connection, enabled: bool) -> None:
+    """Turn row-level security on or off for every agentledger table, in the caller's
+    transaction (it needs the tables' owner)."""
+    require_postgresql(connection)
+    action = "ENABLE" if enabled else "DISABLE"
+    for table in PROTECTED_TABLES:
+        connection.exec_driver_sql(f"ALTER TABLE {table} {action} ROW LEVEL SECURITY")
+
+
+def status(connection: Connection) -> RowSecurityStatus:
+    """Read the tables' switches and the connected role's exemptions from the catalogs."""
+    require_postgresql(connection)
+    rows = connection.execute(
+        text(
+            "SELECT c.relname, c.relrowsecurity, pg_get_userbyid(c.relowner) = current_user "
+            "FROM pg_class AS c WHERE c.oid = ANY(CAST(:names AS regclass[]))"
+        ),
+        {"names": list(PROTECTED_TABLES)},
+    ).all()
+    role, superuser, bypass = connection.execute(
+        text("SELECT rolname, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user")
+    ).one()
+    owned = sorted(name for name, _on, is_owner in rows if is_owner)
+    exempt: str | None = None
+    if superuser:
+        exempt = f"role {role} is a superuser"
+    elif bypass:
+        exempt = f"role {role} has BYPASSRLS"
+    elif owned:
+        exempt = f"role {role} owns {', '.join(owned)}"
+    return RowSecurityStatus(
+        tables={name: bool(on) for name, on, _owner in rows}, role=role, exempt_because=exempt
+    )

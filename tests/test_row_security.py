@@ -1,0 +1,409 @@
+"""PostgreSQL row-level security (revision agentledger_0003, opt-in), from a non-superuser role.
+
+Each test gets a database at head and its own application role, created with the GRANT block of
+``docs/security.md`` (the role name made unique: roles are cluster-wide). The tables' owner
+(``postgres``, a superuser) switches row-level security on; the application connects as the
+role, so the policies bind it. Rows are checked with raw SQL from the role as well as through
+the API, so a policy that forgot a table cannot hide behind the service's own ownership checks.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from agents import Agent, set_tracing_disabled
+from agents.testing import ScriptedModel, assistant_message
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from agentledger import (
+    Ledger,
+    LedgerSettings,
+    PermissionDeniedError,
+    SessionAgent,
+    SessionNotFoundError,
+    UnsupportedBackendError,
+    Usage,
+)
+from agentledger.row_security import PROTECTED_TABLES
+from agentledger.testing import create_pg_database, drop_pg_database, pg_url
+
+from .conftest import run_sync
+from .docs_support import REPO_ROOT, blocks, run_sql_script
+
+DOC = "docs/security.md"
+DOC_ROLE = "agentledger_app"
+
+
+@dataclass(frozen=True)
+class RlsDatabase:
+    owner_url: str
+    app_url: str
+    role: str
+
+
+def _doc_blocks(kind: str) -> list[str]:
+    return [block.body for block in blocks(DOC) if block.kind == kind]
+
+
+@pytest.fixture
+async def rls_db(request: pytest.FixtureRequest) -> AsyncIterator[RlsDatabase]:
+    """A database at head plus an application role holding the documented grants."""
+    name = await create_pg_database(template=request.getfixturevalue("pg_template"))
+    role = f"agentledger_app_{uuid.uuid4().hex[:10]}"
+    owner_url = pg_url(name)
+    try:
+        (grants,) = _doc_blocks("sql")
+        await run_sql_script(owner_url, re.sub(rf"\b{DOC_ROLE}\b", role, grants))
+        app_url = make_url(owner_url).set(username=role).render_as_string(hide_password=False)
+        yield RlsDatabase(owner_url, app_url, role)
+    finally:
+        await drop_pg_database(name)
+        await run_sql_script(pg_url("postgres"), f'DROP ROLE IF EXISTS "{role}"')
+
+
+@pytest.fixture
+async def enabled(rls_db: RlsDatabase) -> RlsDatabase:
+    async with Ledger.from_url(rls_db.owner_url) as owner:
+        status = await owner.set_row_level_security(True)
+    assert status.enabled
+    assert not status.protects_role
+    return rls_db
+
+
+async def _counts(url: str, tenant: str | None) -> dict[str, int]:
+    """Rows of every agentledger table visible to ``url``'s role under ``tenant``."""
+    connection = await asyncpg.connect(url)
+    try:
+        async with connection.transaction():
+            if tenant is not None:
+                await connection.execute(
+                    "SELECT set_config('agentledger.user_id', $1, true)", tenant
+                )
+            return {
+                table: await connection.fetchval(f"SELECT count(*) FROM {table}")
+                for table in PROTECTED_TABLES
+            }
+    finally:
+        await connection.close()
+
+
+async def _alice_everywhere(ledger: Ledger) -> uuid.UUID:
+    """Alice's session with a row in every table (messages, an idempotent batch, usage)."""
+    alice = ledger.service.for_user("alice")
+    chat = await alice.create_session(user_id="alice", agent_name="support", metadata={"k": 1})
+    await alice.add_messages(
+        chat.id,
+        [{"role": "user", "content": "secret plan"}, {"role": "assistant", "content": "ok"}],
+        idempotency_key="turn-1",
+    )
+    await alice.record_usage(chat.id, _usage())
+    return chat.id
+
+
+def _usage() -> Usage:
+    return Usage(requests=1, input_tokens=3, output_tokens=4, total_tokens=7)
+
+
+# -- the policies bind the application role ----------------------------------------------------
+
+
+async def test_another_tenant_and_no_tenant_see_no_row_of_any_table(
+    enabled: RlsDatabase,
+) -> None:
+    async with Ledger.from_url(enabled.app_url) as app:
+        status = await app.row_level_security()
+        assert status.protects_role
+        assert status.role == enabled.role
+        await _alice_everywhere(app)
+
+    assert await _counts(enabled.app_url, "alice") == {
+        "agent_sessions": 1,
+        "conversation_batches": 1,
+        "conversation_messages": 2,
+        "session_usage": 1,
+    }
+    nothing = dict.fromkeys(PROTECTED_TABLES, 0)
+    assert await _counts(enabled.app_url, "mallory") == nothing
+    assert await _counts(enabled.app_url, None) == nothing
+    # The owner is exempt: the rows are really there.
+    assert (await _counts(enabled.owner_url, None))["conversation_messages"] == 2
+
+
+async def test_another_tenants_scope_reads_nothing_and_changes_nothing(
+    enabled: RlsDatabase,
+) -> None:
+    async with Ledger.from_url(enabled.app_url) as app:
+        sid = await _alice_everywhere(app)
+        mallory = app.service.for_user("mallory")
+        before = await _counts(enabled.owner_url, None)
+
+        # Not even the service's own user_id checks are in play here: no user_id= anywhere.
+        assert await mallory.get_session(sid) is None
+        assert (await mallory.list_user_sessions("alice")).sessions == ()
+        assert (await mallory.search("alice", "secret")).hits == ()
+        assert await mallory.get_items(sid) == []
+        assert await mallory.get_usage(sid) == Usage()  # as for a session without usage
+        assert not await mallory.delete_session(sid)
+        for attempt in (
+            mallory.add_message(sid, role="user", content="injected"),
+            mallory.fork_session(sid),
+            mallory.rewind_session(sid, 1),
+            mallory.update_metadata(sid, {"k": 2}),
+            mallory.set_title(sid, "pwned"),
+            mallory.export_session(sid),
+            mallory.record_usage(sid, _usage()),
+        ):
+            with pytest.raises(SessionNotFoundError):
+                await attempt
+        assert await mallory.pop_item(sid) is None
+        await mallory.clear_session(sid)
+        assert (await mallory.erase_user("alice")).sessions == 0
+        # Creating rows owned by someone else is refused by the policy's WITH CHECK.
+        with pytest.raises(PermissionDeniedError, match="for_user"):
+            await mallory.create_session(user_id="alice", agent_name="support")
+
+        assert await _counts(enabled.owner_url, None) == before
+        record = await app.service.for_user("alice").get_session(sid)
+        assert record is not None
+        assert [m.content for m in record.messages] == ["secret plan", "ok"]
+        assert record.metadata == {"k": 1}
+        assert record.title != "pwned"
+
+
+async def test_an_unscoped_service_sees_nothing_and_may_write_nothing(
+    enabled: RlsDatabase,
+) -> None:
+    async with Ledger.from_url(enabled.app_url) as app:
+        sid = await _alice_everywhere(app)
+        assert await app.service.get_session(sid) is None
+        assert (await app.service.list_user_sessions("alice")).sessions == ()
+        with pytest.raises(SessionNotFoundError):
+            await app.service.add_message(sid, role="user", content="hi")
+        with pytest.raises(PermissionDeniedError):
+            await app.service.create_session(user_id="alice", agent_name="support")
+
+
+async def test_the_owner_scope_runs_every_operation_under_the_policies(
+    enabled: RlsDatabase,
+) -> None:
+    async with Ledger.from_url(enabled.app_url) as app:
+        alice = app.service.for_user("alice")
+        sid = await _alice_everywhere(app)
+        await alice.add_message(sid, role="user", content="second question")
+        fork = await alice.fork_session(sid, 2, title="branch")
+        assert [m.content for m in fork.messages] == ["secret plan", "ok"]
+        assert await alice.rewind_session(sid, 2) == 1
+        await alice.update_metadata(sid, {"plan": "pro"})
+        await alice.set_title(sid, "Card question")
+        hits = (await alice.search("alice", "secret")).hits
+        assert {hit.session_id for hit in hits} == {sid, fork.id}
+        assert len((await alice.export_session(sid)).messages) == 2
+        assert (await alice.get_usage(sid)).total_tokens == 7
+        assert await alice.pop_item(sid) == {"role": "assistant", "content": "ok"}
+        await alice.clear_session(fork.id)
+        page = await alice.list_user_sessions("alice")
+        assert {summary.id for summary in page.sessions} == {sid, fork.id}
+        assert await alice.delete_session(fork.id)
+        report = await alice.erase_user("alice")
+        assert report.sessions == 1
+    assert await _counts(enabled.owner_url, None) == dict.fromkeys(PROTECTED_TABLES, 0)
+
+
+async def test_the_tenant_setting_never_survives_in_a_pooled_connection(
+    enabled: RlsDatabase,
+) -> None:
+    async with Ledger.from_url(enabled.app_url, pool_size=1, max_overflow=0) as app:
+        sid = await _alice_everywhere(app)
+        # The one pooled connection just ran alice's transactions; the next caller gets it.
+        async with app.engine.connect() as connection:
+            leftover = await connection.scalar(
+                text("SELECT current_setting('agentledger.user_id', true)")
+            )
+            visible = await connection.scalar(text("SELECT count(*) FROM agent_sessions"))
+        assert leftover in (None, "")
+        assert visible == 0
+        assert await app.service.get_session(sid) is None
+
+
+async def test_the_setting_scopes_sdk_sessions_and_session_agent(enabled: RlsDatabase) -> None:
+    set_tracing_disabled(True)
+    settings = LedgerSettings(database_url=enabled.app_url, row_level_security=True)
+    async with Ledger.from_settings(settings) as app:
+        memory = app.agent_session("chat", user_id="alice", agent_name="support")
+        await memory.add_items([{"role": "user", "content": "hello"}])
+        assert await memory.get_items() == [{"role": "user", "content": "hello"}]
+        assert await memory.pop_item() == {"role": "user", "content": "hello"}
+
+        model = ScriptedModel([[assistant_message("Noted, Alice.")]])
+        runner = SessionAgent(Agent(name="support", model=model), app)
+        result = await runner.run("My name is Alice", user_id="alice")
+        alice = app.service.for_user("alice")
+        record = await alice.get_session(result.session_id)
+        assert record is not None
+        assert len(record.messages) == 2
+        assert (await alice.get_usage(result.session_id)).requests == 1
+        with pytest.raises(SessionNotFoundError):
+            await runner.run("Who am I?", session_id=result.session_id, user_id="mallory")
+
+    # Without the setting the SDK session runs unscoped, and the policies hide everything.
+    async with Ledger.from_url(enabled.app_url) as unscoped:
+        memory = unscoped.agent_session("chat", user_id="alice", agent_name="support")
+        with pytest.raises(PermissionDeniedError):
+            await memory.add_items([{"role": "user", "content": "hello"}])
+
+
+async def test_a_scoped_service_inside_the_hosts_transaction(enabled: RlsDatabase) -> None:
+    async with Ledger.from_url(enabled.app_url) as app:
+        async with AsyncSession(app.engine) as host:
+            alice = app.service.for_user("alice").using(host)
+            chat = await alice.create_session(user_id="alice", agent_name="support")
+            await alice.add_message(chat.id, role="user", content="inside the host")
+            await host.commit()
+        assert await _counts(enabled.app_url, "alice") == {
+            "agent_sessions": 1,
+            "conversation_batches": 0,
+            "conversation_messages": 1,
+            "session_usage": 0,
+        }
+        async with AsyncSession(app.engine) as host:
+            assert await app.service.using(host).for_user("mallory").get_session(chat.id) is None
+
+
+# -- switching, reporting, migrating ------------------------------------------------------------
+
+
+async def test_switching_off_lifts_the_policies(enabled: RlsDatabase) -> None:
+    async with Ledger.from_url(enabled.app_url) as app:
+        await _alice_everywhere(app)
+    async with Ledger.from_url(enabled.owner_url) as owner:
+        status = await owner.set_row_level_security(False)
+        assert status.tables == dict.fromkeys(PROTECTED_TABLES, False)
+        assert status.exempt_because is not None
+        assert "superuser" in status.exempt_because
+    assert (await _counts(enabled.app_url, None))["conversation_messages"] == 2
+
+
+async def test_only_the_owner_can_switch_it(rls_db: RlsDatabase) -> None:
+    async with Ledger.from_url(rls_db.app_url) as app:
+        with pytest.raises(PermissionDeniedError, match="owner"):
+            await app.set_row_level_security(True)
+        assert not (await app.row_level_security()).enabled
+
+
+async def test_status_names_the_tables_the_role_owns(rls_db: RlsDatabase) -> None:
+    await run_sql_script(rls_db.owner_url, f'ALTER TABLE session_usage OWNER TO "{rls_db.role}"')
+    async with Ledger.from_url(rls_db.app_url) as app:
+        status = await app.row_level_security()
+    assert status.exempt_because == f"role {rls_db.role} owns session_usage"
+    assert not status.protects_role
+
+
+async def test_downgrading_past_0003_drops_the_policies_and_switches_it_off(
+    enabled: RlsDatabase,
+) -> None:
+    async with Ledger.from_url(enabled.owner_url) as owner:
+        await owner.downgrade("agentledger_0002")
+        async with owner.engine.connect() as connection:
+            policies = await connection.scalar(text("SELECT count(*) FROM pg_policies"))
+            switched = await connection.scalar(
+                text("SELECT count(*) FROM pg_class WHERE relrowsecurity")
+            )
+        assert (policies, switched) == (0, 0)
+        await owner.upgrade()
+        status = await owner.row_level_security()
+    assert not any(status.tables.values())  # back at head: policies again, still opt-in
+
+
+def test_the_cli_switches_it_and_reports_it(enabled: RlsDatabase) -> None:
+    """The doc's commands, as the owner; status is read back as JSON."""
+    (commands,) = _doc_blocks("bash")
+    done = _run_bash(commands, enabled.owner_url)
+    assert '"enabled": true' in done.stdout
+    assert '"protects_role": false' in done.stdout
+    off = _run_bash("agentledger db rls disable", enabled.owner_url)
+    assert "off" in off.stdout
+
+
+def test_cli_user_commands_scope_themselves_under_the_setting(enabled: RlsDatabase) -> None:
+    """As the application role, `--user` names the tenant when the setting is on."""
+
+    async def seed() -> uuid.UUID:
+        async with Ledger.from_url(enabled.app_url) as app:
+            return await _alice_everywhere(app)
+
+    sid = run_sync(seed())
+    show = f"agentledger sessions show {sid} --user alice --json"
+    unscoped = _run_bash(f"{show} || echo refused", enabled.app_url)
+    assert "refused" in unscoped.stdout
+    scoped = _run_bash(show, enabled.app_url, AGENTLEDGER_ROW_LEVEL_SECURITY="true")
+    assert "secret plan" in scoped.stdout
+    other = _run_bash(
+        f"agentledger sessions show {sid} --user mallory || echo refused",
+        enabled.app_url,
+        AGENTLEDGER_ROW_LEVEL_SECURITY="true",
+    )
+    assert "refused" in other.stdout
+    assert "secret plan" not in other.stdout + other.stderr
+
+
+def test_the_python_block_runs_as_the_application_role(enabled: RlsDatabase) -> None:
+    (block,) = _doc_blocks("python")
+    namespace: dict[str, Any] = {"app_url": enabled.app_url}
+    code = compile(f"async def _block():\n{_indent(block)}", DOC, "exec")
+    exec(code, namespace)
+    run_sync(namespace["_block"]())
+
+
+def _indent(block: str) -> str:
+    return "".join(f"    {line}\n" for line in block.splitlines())
+
+
+def _run_bash(commands: str, url: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "AGENTLEDGER_DATABASE_URL": url, **extra_env}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", commands],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+# -- SQLite: nothing to switch, for_user is harmless --------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_sqlite_refuses_the_switch_and_for_user_changes_nothing(ledger: Ledger) -> None:
+    with pytest.raises(UnsupportedBackendError, match="PostgreSQL"):
+        await ledger.set_row_level_security(True)
+    with pytest.raises(UnsupportedBackendError):
+        await ledger.row_level_security()
+    alice = ledger.service.for_user("alice")
+    chat = await alice.create_session(user_id="alice", agent_name="support")
+    await alice.add_message(chat.id, role="user", content="hi")
+    record = await ledger.service.get_session(chat.id)
+    assert record is not None
+    assert [m.content for m in record.messages] == ["hi"]
+
+
+async def test_for_user_checks_the_user_id(ledger: Ledger) -> None:
+    with pytest.raises(ValueError, match="user_id"):
+        ledger.service.for_user("")
+    assert ledger.service.for_user("alice").tenant == "alice"
+    assert ledger.service.tenant is None
