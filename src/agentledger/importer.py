@@ -99,7 +99,9 @@ async def import_sdk_store(
             for name in names:
                 target = resolve_session_uuid(str(name), user_id)
                 prefix = _prefix(str(name))
-                after = _last_imported_id(await service.batch_keys(target, prefix=prefix))
+                after = _last_imported_id(
+                    await service.batch_keys(target, prefix=prefix, user_id=user_id)
+                )
                 sessions += 1
                 async for first, last, chunk, bad in _chunks(
                     connection, table, str(name), after, chunk_size

@@ -982,13 +982,20 @@ class SessionService:
         )
 
     @_translating
-    async def batch_keys(self, session_id: SessionId, *, prefix: str = "") -> list[str]:
+    async def batch_keys(
+        self, session_id: SessionId, *, prefix: str = "", user_id: str | None = None
+    ) -> list[str]:
         """Idempotency keys of the batches stored in the session that start with ``prefix``.
 
-        Lets a resumable job (such as ``agentledger import``) find where it stopped.
+        Lets a resumable job (such as ``agentledger import``) find where it stopped. With
+        ``user_id``, a missing session has no keys and another user's session raises
+        :class:`SessionNotFoundError`, as :meth:`get_items` does.
         """
         sid = parse_session_id(session_id)
+        user = None if user_id is None else check_name(user_id, "user_id")
         async with self._uow(autocommit=True) as uow:
+            if user is not None:
+                await self._check_owner(uow, sid, user, missing_ok=True)
             return await uow.messages.batch_keys(sid, prefix)
 
     @_translating
