@@ -3,7 +3,7 @@
 ``python -m bench.profile [--op append|tail|full|list] [--calls N] [--html out.html]`` runs on
 a throwaway database (created and dropped), prints every round trip one call makes (what
 asyncpg sends to the server), then profiles ``N`` calls with pyinstrument (``pip install
-agentledger[bench]``).
+agentledger[bench]``). With ``AGENTLEDGER_BENCH_SMOKE=1`` ``N`` defaults to a token 20 calls.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from asyncpg.prepared_stmt import PreparedStatement
 
 from agentledger import Ledger
 
-from . import data, pg
+from . import data, pg, smoke_mode
 
 _trips: list[str] | None = None
 
@@ -107,7 +107,7 @@ async def main_async(op: str, calls: int, html: Path | None) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.profile")
     parser.add_argument("--op", choices=["append", "tail", "full", "list"], default="tail")
-    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--calls", type=int, default=20 if smoke_mode() else 2000)
     parser.add_argument("--html", type=Path)
     args = parser.parse_args()
     instrument_asyncpg()

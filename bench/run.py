@@ -1,7 +1,10 @@
 """Run the benchmark: every contender, every workload, one PostgreSQL, interleaved.
 
 ``python -m bench`` (what ``make bench`` runs) or ``python -m bench --quick`` (smaller sizes and
-fewer repetitions, for a sanity check in a couple of minutes). Two throwaway databases are
+fewer repetitions, for a sanity check in a couple of minutes). With ``AGENTLEDGER_BENCH_SMOKE=1``
+in the environment every workload runs at a token size instead (seconds; the numbers mean
+nothing) and the files go to a new temporary directory: the test suite runs the documented
+commands that way, to check that they work. Two throwaway databases are
 created on the server (agentledger's schema, shared by agentledger and the asyncpg floor; the
 SDK peer's own tables) and dropped at the end, whatever happens.
 
@@ -22,6 +25,7 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -37,7 +41,7 @@ from sqlalchemy import event
 import agentledger
 from agentledger import Ledger
 
-from . import data, pg
+from . import data, pg, smoke_mode
 from .contenders import Contender, Floor, LedgerSdk, LedgerService, Lister, Peer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,6 +109,27 @@ QUICK = Plan(
     sweep_reps=80,
     cleanup_messages=100_000,
     cleanup_batch=500,
+)
+
+#: Every workload at a token size (``AGENTLEDGER_BENCH_SMOKE=1``): checks that the suite runs.
+SMOKE = Plan(
+    mode="smoke",
+    pool_size=4,
+    warmup=2,
+    append_turns=5,
+    concurrent_sessions=4,
+    concurrent_turns=2,
+    concurrent_rounds=1,
+    tail_size=60,
+    tail_reps=5,
+    full_size=20,
+    full_reps=5,
+    list_users=(5, 30),
+    list_reps=5,
+    sweep_sizes=(10, 100),
+    sweep_reps=5,
+    cleanup_messages=500,
+    cleanup_batch=5,
 )
 
 
@@ -664,16 +689,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--plot", type=Path, help="PNG plot (default: docs/ for a full run)")
     parser.add_argument("--only", nargs="*", help="run only these workloads (no targets)")
     args = parser.parse_args(argv)
-    plan = QUICK if args.quick else FULL
     only = set(args.only) if args.only else None
-    output = args.output or ROOT / "bench" / "results" / (
-        "quick.json" if args.quick else "latest.json"
-    )
-    plot_path = args.plot or (
-        ROOT / "bench" / "results" / "quick.png"
-        if args.quick
-        else ROOT / "docs" / "performance-session-size.png"
-    )
+    if smoke_mode():
+        log("smoke run (AGENTLEDGER_BENCH_SMOKE): token sizes, the numbers mean nothing")
+        plan = SMOKE
+        scratch = Path(tempfile.mkdtemp(prefix="agentledger-bench-smoke-"))
+        output = args.output or scratch / "smoke.json"
+        plot_path = args.plot or scratch / "smoke.png"
+    else:
+        plan = QUICK if args.quick else FULL
+        output = args.output or ROOT / "bench" / "results" / (
+            "quick.json" if args.quick else "latest.json"
+        )
+        plot_path = args.plot or (
+            ROOT / "bench" / "results" / "quick.png"
+            if args.quick
+            else ROOT / "docs" / "performance-session-size.png"
+        )
     results = asyncio.run(run(plan, only))
     if only is None:
         ratios, targets = evaluate(results)

@@ -3,7 +3,8 @@
 Every key of the message table contains ``session_id`` (DESIGN.md, "Schema rules"), so the table
 can be hash-partitioned (or distributed, Citus-style) by session without changing the library.
 This test proves it on PostgreSQL: the schema comes from agentledger's own migrations, then
-``conversation_messages`` is replaced by a table with identical columns and constraints,
+the SQL of docs/scaling.md (read from the page, run as written) replaces
+``conversation_messages`` by a table with identical columns, constraints, indexes and policies,
 ``PARTITION BY HASH (session_id)`` in 16 partitions. The library runs on it unchanged, and
 EXPLAIN shows that each per-session statement it issues (append, tail read, pop, clearing the
 history, deleting the session) touches exactly one partition. The statements are captured as
@@ -29,16 +30,19 @@ from agentledger.fastpath import DriverStatements
 from agentledger.repositories import items_query, pg_append_statement
 from agentledger.testing import create_pg_database, drop_pg_database, pg_url
 
+from .docs_support import partitioning_sql, run_sql_script
+
 PARTITIONS = 16
 TABLE = "conversation_messages"
 PARTITION_NAME = re.compile(rf"^{TABLE}_p\d+$")
 
 
-# -- building the partitioned table ------------------------------------------------------------
+# -- the table's shape, before and after partitioning ------------------------------------------
 
 
 async def table_shape(connection: AsyncConnection, table: str) -> dict[str, Any]:
-    """Columns (name, type, nullability, default) and constraints (name, definition)."""
+    """Columns (name, type, nullability, default), constraints (name, definition), the other
+    indexes, the row-level security policies and whether row-level security is on."""
     columns = await connection.execute(
         text(
             "SELECT attname, format_type(atttypid, atttypmod), attnotnull, "
@@ -67,10 +71,26 @@ async def table_shape(connection: AsyncConnection, table: str) -> dict[str, Any]
         ),
         {"table": table},
     )
+    policies = await connection.execute(
+        text(
+            "SELECT policyname, permissive, roles::text, cmd, qual, with_check FROM pg_policies "
+            "WHERE schemaname = current_schema() AND tablename = :table ORDER BY policyname"
+        ),
+        {"table": table},
+    )
+    security = await connection.execute(
+        text(
+            "SELECT relrowsecurity, relforcerowsecurity FROM pg_class "
+            "WHERE oid = CAST(:table AS regclass)"
+        ),
+        {"table": table},
+    )
     return {
         "columns": [tuple(row) for row in columns],
         "constraints": [tuple(row) for row in constraints],
         "indexes": [tuple(row) for row in indexes],
+        "policies": [tuple(row) for row in policies],
+        "row_security": tuple(security.one()),
     }
 
 
@@ -92,38 +112,6 @@ def comparable(shape: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def partition_messages(connection: AsyncConnection) -> dict[str, Any]:
-    """Replace conversation_messages by an identical table hash-partitioned by session_id.
-
-    Copies nothing (the table is empty): same columns and defaults, then every constraint and
-    index re-created under its own name on the partitioned parent. Returns the old shape.
-    """
-    original = await table_shape(connection, TABLE)
-    await connection.execute(text(f"ALTER TABLE {TABLE} RENAME TO {TABLE}_unpartitioned"))
-    await connection.execute(
-        text(
-            f"CREATE TABLE {TABLE} (LIKE {TABLE}_unpartitioned INCLUDING DEFAULTS "
-            "INCLUDING GENERATED INCLUDING STORAGE INCLUDING COMMENTS) "
-            "PARTITION BY HASH (session_id)"
-        )
-    )
-    await connection.execute(text(f"DROP TABLE {TABLE}_unpartitioned"))
-    for name, definition in original["constraints"]:
-        if definition.startswith("NOT NULL"):
-            continue  # PostgreSQL 17+ lists NOT NULL as constraints; LIKE copied them
-        await connection.execute(text(f'ALTER TABLE {TABLE} ADD CONSTRAINT "{name}" {definition}'))
-    for _name, definition in original["indexes"]:
-        await connection.execute(text(definition))
-    for remainder in range(PARTITIONS):
-        await connection.execute(
-            text(
-                f"CREATE TABLE {TABLE}_p{remainder} PARTITION OF {TABLE} "
-                f"FOR VALUES WITH (MODULUS {PARTITIONS}, REMAINDER {remainder})"
-            )
-        )
-    return original
-
-
 @pytest.fixture
 async def partitioned() -> AsyncIterator[Ledger]:
     """A Ledger on a fresh database whose conversation_messages is hash-partitioned."""
@@ -132,8 +120,11 @@ async def partitioned() -> AsyncIterator[Ledger]:
         ledger = Ledger.from_url(pg_url(name))
         try:
             await ledger.upgrade()
-            async with ledger.engine.begin() as connection:
-                original = await partition_messages(connection)
+            async with ledger.engine.connect() as connection:
+                original = await table_shape(connection, TABLE)
+            # docs/scaling.md's SQL, as a reader runs it (psql -f): the page is the one source.
+            await run_sql_script(pg_url(name), partitioning_sql())
+            async with ledger.engine.connect() as connection:
                 assert comparable(await table_shape(connection, TABLE)) == comparable(original)
                 strategy = await connection.scalar(
                     text(
@@ -143,6 +134,11 @@ async def partitioned() -> AsyncIterator[Ledger]:
                     {"t": TABLE},
                 )
                 assert strategy == "h"
+                partitions = await connection.scalar(
+                    text("SELECT count(*) FROM pg_inherits WHERE inhparent = CAST(:t AS regclass)"),
+                    {"t": TABLE},
+                )
+                assert partitions == PARTITIONS
             yield ledger
         finally:
             await ledger.dispose()
