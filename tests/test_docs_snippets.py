@@ -72,6 +72,31 @@ def test_every_block_is_of_a_kind_this_test_runs() -> None:
                 assert commands == NEWCOMER_COMMANDS
 
 
+#: Pages with runnable blocks that a test of their own executes (it names the page).
+RUN_ELSEWHERE = {
+    "docs/guide-host-app.md": "test_docs_host_guide.py",
+    "docs/lifecycle.md": "test_docs_lifecycle.py",
+    "docs/retention-search-export.md": "test_docs_retention_search_export.py",
+    "docs/security.md": "test_row_security.py",
+    # Its one SQL block is the append statement, compared with the code's (below).
+    "docs/schema.md": "test_docs_snippets.py",
+}
+RUNNABLE = ("python", "bash", "sql")
+
+
+def test_every_page_with_code_has_a_test_that_runs_it() -> None:
+    """A new page, or a first code block on a page, cannot go untested unnoticed."""
+    pages = ["README.md", *(f"docs/{path.name}" for path in (REPO_ROOT / "docs").glob("*.md"))]
+    for page in pages:
+        if not any(block.kind in RUNNABLE for block in blocks(page)):
+            continue
+        if page in PAGES:
+            continue
+        assert page in RUN_ELSEWHERE, f"{page} has code blocks but no test runs them"
+        runner = (REPO_ROOT / "tests" / RUN_ELSEWHERE[page]).read_text(encoding="utf-8")
+        assert Path(page).name in runner, f"{RUN_ELSEWHERE[page]} does not name {page}"
+
+
 def reader_shell(body: str) -> str:
     """A bash block as the reader's shell runs it: ``make`` with the venv already set up, and
     ``.venv/bin/`` standing for the venv that runs the tests."""
