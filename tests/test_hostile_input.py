@@ -403,3 +403,24 @@ async def test_an_autocommit_unit_refuses_a_batch_that_needs_several_statements(
         with pytest.raises(RuntimeError, match="without autocommit"):
             await uow.messages.append(session.id, rows, user_id=None, now=utcnow())
     assert await ledger.service.get_items(session.id) == []
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_a_row_past_sqlites_own_length_limit_is_refused_typed(database_url: str) -> None:
+    """SQLite stores at most SQLITE_MAX_LENGTH bytes (1e9 by default) in a value or a row,
+    a little under PostgreSQL's limits that the input checks use. The limit is lowered on the
+    one pooled connection (sqlite3's ``setlimit``, run on aiosqlite's thread) so that the
+    server-side refusal happens at a test-sized message: a typed error, nothing written."""
+    import sqlite3
+
+    async with Ledger.from_url(database_url, pool_size=1, max_overflow=0) as ledger:
+        session = await ledger.service.create_session("u1", "A")
+        await ledger.service.add_message(session.id, "user", "fits")
+        async with ledger.engine.connect() as connection:
+            raw = (await connection.get_raw_connection()).driver_connection
+            await raw._execute(raw._conn.setlimit, sqlite3.SQLITE_LIMIT_LENGTH, 10_000)
+        with pytest.raises(InvalidInputError, match="SQLITE_MAX_LENGTH"):
+            await ledger.service.add_message(session.id, "tool", "x" * 6_000)
+        record = await ledger.service.get_session(session.id)
+        assert record is not None
+        assert [m.content for m in record.messages] == ["fits"]

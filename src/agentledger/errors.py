@@ -147,6 +147,14 @@ def translate_db_error(error: BaseException) -> LedgerError:
             "is writable",
             sqlstate=code,
         )
+    if code == "SQLITE_TOOBIG":
+        # SQLite's own ceiling (SQLITE_MAX_LENGTH, 1,000,000,000 bytes by default) is for one
+        # value and for a whole row, a little under PostgreSQL's, which the input checks use.
+        return InvalidInputError(
+            "the message is larger than this SQLite build stores in one value or row "
+            "(SQLITE_MAX_LENGTH, 1,000,000,000 bytes by default); nothing was written. Store "
+            "large payloads elsewhere (e.g. object storage) and keep a reference in the message"
+        )
     if code == "42501":
         return PermissionDeniedError(
             "the database refused this role (insufficient privilege). With row-level security "
