@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import random
+import uuid
 from collections import defaultdict
 
 from agentledger import AppendResult, Ledger
+from agentledger.repositories import SessionSpec
 
 WRITERS = 32
 BATCHES_PER_WRITER = 4
@@ -149,5 +151,30 @@ async def test_concurrent_idempotent_retries_store_the_batch_once(ledger: Ledger
     assert sum(result.created for result in results) == 1
     assert {tuple(result.seqs) for result in results} == {(1, 2)}
     record = await svc.get_session(session.id)
+    assert record is not None
+    assert [(m.seq, m.content) for m in record.messages] == [(1, "q"), (2, "a")]
+
+
+async def test_concurrent_idempotent_first_writes_create_the_session_once(ledger: Ledger) -> None:
+    """Regression: retries of a first write racing on a new session id each tried to create
+    it, and all but one failed with AlreadyExistsError instead of finding the stored batch."""
+    svc = ledger.service
+    new_id = uuid.uuid4()
+    batch = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+    spec = SessionSpec("u1", "A")
+
+    results = await asyncio.wait_for(
+        asyncio.gather(
+            *(
+                svc.add_items(new_id, batch, create_as=spec, idempotency_key="turn-1")
+                for _ in range(8)
+            )
+        ),
+        timeout=60,
+    )
+
+    assert sum(result.created for result in results) == 1
+    assert {tuple(result.seqs) for result in results} == {(1, 2)}
+    record = await svc.get_session(new_id, user_id="u1")
     assert record is not None
     assert [(m.seq, m.content) for m in record.messages] == [(1, "q"), (2, "a")]

@@ -9,6 +9,7 @@ the API, so a policy that forgot a table cannot hide behind the service's own ow
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -36,6 +37,8 @@ from agentledger import (
     UnsupportedBackendError,
     Usage,
 )
+from agentledger.fastpath import DriverStatements
+from agentledger.repositories import SessionSpec, items_query
 from agentledger.row_security import PROTECTED_TABLES
 from agentledger.testing import create_pg_database, drop_pg_database, pg_url
 
@@ -306,7 +309,9 @@ async def test_status_names_the_tables_the_role_owns(rls_db: RlsDatabase) -> Non
     await run_sql_script(rls_db.owner_url, f'ALTER TABLE session_usage OWNER TO "{rls_db.role}"')
     async with Ledger.from_url(rls_db.app_url) as app:
         status = await app.row_level_security()
-    assert status.exempt_because == f"role {rls_db.role} owns session_usage"
+    assert status.exempt_because == (
+        f"role {rls_db.role} owns (or is a member of the owner of) session_usage"
+    )
     assert not status.protects_role
 
 
@@ -358,6 +363,24 @@ def test_cli_user_commands_scope_themselves_under_the_setting(enabled: RlsDataba
     assert "secret plan" not in other.stdout + other.stderr
 
 
+def test_cleanup_refuses_a_role_the_policies_confine(enabled: RlsDatabase) -> None:
+    """Cleanup spans tenants: from the application role it would find nothing and report
+    success, so it refuses; the owner runs it."""
+
+    async def seed() -> None:
+        async with Ledger.from_url(enabled.app_url) as app:
+            await _alice_everywhere(app)
+
+    run_sync(seed())
+    for command in ("cleanup --older-than 0d", "cleanup --older-than 0d --dry-run", "cleanup"):
+        refused = _run_bash(f"agentledger {command} || echo refused", enabled.app_url)
+        assert "refused" in refused.stdout
+        assert "BYPASSRLS" in refused.stderr
+    assert run_sync(_counts(enabled.owner_url, None))["agent_sessions"] == 1
+    done = _run_bash("agentledger cleanup --older-than 0d", enabled.owner_url)
+    assert "deleted 1 sessions" in done.stdout
+
+
 def test_the_python_block_runs_as_the_application_role(enabled: RlsDatabase) -> None:
     (block,) = _doc_blocks("python")
     namespace: dict[str, Any] = {"app_url": enabled.app_url}
@@ -383,6 +406,155 @@ def _run_bash(commands: str, url: str, **extra_env: str) -> subprocess.Completed
     )
     assert done.returncode == 0, done.stderr
     return done
+
+
+# -- regressions found in review ---------------------------------------------------------------
+
+
+async def test_for_user_on_a_scoped_service_acts_for_the_new_user(
+    enabled: RlsDatabase,
+) -> None:
+    """``for_user`` wraps the scoped factory, which ignores the tenant it is given: re-scoping
+    keeps the first tenant while ``.tenant`` reports the second, so "bob" reads alice's rows."""
+    async with Ledger.from_url(enabled.app_url) as app:
+        alice = app.service.for_user("alice")
+        chat = await alice.create_session(user_id="alice", agent_name="support")
+        await alice.add_message(chat.id, role="user", content="alice's secret")
+
+        bob = alice.for_user("bob")
+        assert bob.tenant == "bob"
+        assert await bob.get_session(chat.id) is None
+        assert (await bob.list_user_sessions("alice")).sessions == ()
+
+        async with AsyncSession(app.engine) as host:
+            borrowed_bob = alice.using(host).for_user("bob")
+            assert borrowed_bob.tenant == "bob"
+            assert await borrowed_bob.get_session(chat.id) is None
+
+
+async def test_status_sees_a_role_that_inherits_the_tables_owner(
+    rls_db: RlsDatabase,
+) -> None:
+    """A member of the owning role has the owner's rights, so the policies do not bind it;
+    ``row_level_security()`` compares ``relowner = current_user`` only and reports it bound."""
+    owner_role = f"agentledger_owner_{uuid.uuid4().hex[:10]}"
+    await run_sql_script(
+        rls_db.owner_url,
+        f'CREATE ROLE "{owner_role}" NOLOGIN; '
+        + "".join(f'ALTER TABLE {table} OWNER TO "{owner_role}"; ' for table in PROTECTED_TABLES)
+        + f'GRANT "{owner_role}" TO "{rls_db.role}";',
+    )
+    try:
+        async with Ledger.from_url(rls_db.owner_url) as owner:
+            await owner.set_row_level_security(True)
+            chat = await owner.service.create_session(user_id="alice", agent_name="support")
+        async with Ledger.from_url(rls_db.app_url) as app:
+            status = await app.row_level_security()
+            # The policies really do not bind this role: mallory's scope reads alice's session.
+            leaked = await app.service.for_user("mallory").get_session(chat.id)
+            assert leaked is not None
+            assert not status.protects_role, "status claims the policies bind this role"
+            assert status.exempt_because is not None
+    finally:
+        await run_sql_script(
+            rls_db.owner_url,
+            "".join(f"ALTER TABLE {table} OWNER TO postgres; " for table in PROTECTED_TABLES)
+            + f'DROP ROLE IF EXISTS "{owner_role}";',
+        )
+
+
+async def test_an_idempotent_first_write_into_another_tenants_session_reads_as_missing(
+    enabled: RlsDatabase,
+) -> None:
+    """``add_items(create_as=..., idempotency_key=...)`` (the importer's call) into another
+    user's session raises SessionNotFoundError without row-level security; with it, the
+    hidden row makes ``_append_once`` try to create the session and fail on the primary key
+    with AlreadyExistsError ("that session id is taken")."""
+    async with Ledger.from_url(enabled.app_url) as app:
+        chat = await app.service.for_user("alice").create_session("alice", "support")
+        mallory = app.service.for_user("mallory")
+        with pytest.raises(SessionNotFoundError):
+            await mallory.add_items(
+                chat.id,
+                [{"role": "user", "content": "x"}],
+                user_id="mallory",
+                create_as=SessionSpec("mallory", "support"),
+                idempotency_key="turn-1",
+            )
+
+
+def _nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    found = [plan]
+    for child in plan.get("Plans", ()):
+        found += _nodes(child)
+    return found
+
+
+async def test_a_cached_get_items_plan_does_not_read_every_session_of_the_tenant(
+    enabled: RlsDatabase,
+) -> None:
+    """The messages policy's ``EXISTS`` is planned as a hashed subplan over *all* the
+    tenant's sessions when the tenant planning the statement has few. Prepared statements
+    (asyncpg caches them per pooled connection) switch to that generic plan after five runs
+    and keep it for every later tenant: a tenant with many sessions then reads all of them on
+    every ``get_items`` (200k sessions: ~250 ms instead of ~1 ms per call)."""
+    big_sessions = 20_000
+    await run_sql_script(
+        enabled.owner_url,
+        f"""
+        INSERT INTO agent_sessions
+            (id, user_id, agent_name, metadata, created_at, updated_at, last_seq, trimmed_seq)
+        SELECT gen_random_uuid(), CASE WHEN g <= {big_sessions} THEN 'big' ELSE 'small' || g END,
+               'a', '{{}}', now(), now(), 30, 0
+        FROM generate_series(1, {big_sessions} + 2000) AS g;
+        INSERT INTO conversation_messages
+            (session_id, seq, id, role, content, item_type, item, created_at)
+        SELECT s.id, q, gen_random_uuid(), 'user', 'hi', 'message', '{{}}', now()
+        FROM (SELECT id FROM agent_sessions ORDER BY random() LIMIT 3000) AS s,
+             generate_series(1, 30) AS q;
+        ANALYZE;
+        """,
+    )
+    owner = await asyncpg.connect(enabled.owner_url)
+    try:
+        pick = (
+            "SELECT s.id, s.user_id FROM agent_sessions AS s WHERE {who} AND EXISTS "
+            "(SELECT 1 FROM conversation_messages AS m WHERE m.session_id = s.id) LIMIT 1"
+        )
+        small_sid, small_user = await owner.fetchrow(pick.format(who="user_id <> 'big'"))
+        big_sid, _ = await owner.fetchrow(pick.format(who="user_id = 'big'"))
+    finally:
+        await owner.close()
+
+    async with Ledger.from_url(enabled.app_url) as app:
+        sql = DriverStatements(app.engine).sql(items_query(latest=True, owned=True))
+    sql = sql.replace("$1::UUID", "$1").replace("$2::VARCHAR", "$2")
+    connection = await asyncpg.connect(enabled.app_url)
+    try:
+        await connection.execute("SET plan_cache_mode = force_generic_plan")
+        await connection.execute(f"PREPARE tail(uuid, varchar, int) AS {sql}")
+        async with connection.transaction():
+            await connection.execute(
+                "SELECT set_config('agentledger.user_id', $1, true)", small_user
+            )
+            await connection.fetch(f"EXECUTE tail('{small_sid}', '{small_user}', 20)")
+        async with connection.transaction():
+            await connection.execute("SELECT set_config('agentledger.user_id', 'big', true)")
+            (plan,) = await connection.fetchrow(
+                f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE tail('{big_sid}', 'big', 20)",
+            )
+    finally:
+        await connection.close()
+    root = json.loads(plan)[0]["Plan"]
+    session_rows = max(
+        (
+            node["Actual Rows"] * node.get("Actual Loops", 1)
+            for node in _nodes(root)
+            if node.get("Relation Name") == "agent_sessions"
+        ),
+        default=0,
+    )
+    assert session_rows <= 100, f"get_items(20) read {session_rows} agent_sessions rows"
 
 
 # -- SQLite: nothing to switch, for_user is harmless --------------------------------------------

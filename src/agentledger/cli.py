@@ -544,6 +544,7 @@ async def _erase_user(ledger: Ledger, args: argparse.Namespace, out: TextIO) -> 
 
 
 async def _cleanup(ledger: Ledger, args: argparse.Namespace, out: TextIO) -> int:
+    await _require_every_tenant(ledger, "cleanup")
     if args.older_than is None:
         return await cli_lifecycle.cleanup_by_policy(ledger, args, out)
     if args.policy is not None:
@@ -580,6 +581,20 @@ async def _cleanup(ledger: Ledger, args: argparse.Namespace, out: TextIO) -> int
         {"dry_run": False, "sessions": deleted, "older_than": format_duration(args.older_than)},
     )
     return EXIT_OK
+
+
+async def _require_every_tenant(ledger: Ledger, command: str) -> None:
+    """Refuse maintenance across tenants from a role that row-level security confines: it
+    would see no session at all and report success while doing nothing."""
+    if ledger.engine.dialect.name != "postgresql":
+        return
+    status = await ledger.row_level_security()
+    if status.protects_role:
+        raise LedgerError(
+            f"`{command}` acts on every tenant's sessions, but row-level security confines role "
+            f"{status.role} to one tenant's, so it would find none; run it as the tables' owner "
+            "(the role that runs `agentledger db upgrade`) or a role with BYPASSRLS"
+        )
 
 
 async def _import(ledger: Ledger, args: argparse.Namespace, out: TextIO) -> int:

@@ -213,7 +213,7 @@ class Ledger:
         The policies come with revision ``agentledger_0003``; this is the opt-in that makes
         them bind. It needs the tables' owner (the role that runs migrations), and binds only
         roles that are neither the owner, a superuser nor BYPASSRLS: see the returned
-        status's ``exempt_because`` and ``docs/reliability.md``.
+        status's ``exempt_because`` and ``docs/security.md``.
         """
         await self.ensure_schema()
         try:

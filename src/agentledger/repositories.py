@@ -38,6 +38,7 @@ from sqlalchemy import (
     type_coerce,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -369,23 +370,30 @@ class SessionRepository(_Repository):
         created_at: datetime | None = None,
         archived_at: datetime | None = None,
         start_seq: int = 0,
+        if_missing: bool = False,
     ) -> None:
         """Insert a session row. An imported session keeps its ``created_at``/``archived_at``
-        and starts after ``start_seq`` (its first messages were trimmed at the source)."""
-        await self._session.execute(
-            insert(_sessions).values(
-                id=session_id,
-                user_id=user_id,
-                agent_name=agent_name,
-                metadata=metadata,
-                title=title,
-                created_at=now if created_at is None else created_at,
-                updated_at=now,
-                archived_at=archived_at,
-                last_seq=start_seq,
-                trimmed_seq=start_seq,
-            )
-        )
+        and starts after ``start_seq`` (its first messages were trimmed at the source).
+        ``if_missing``: do nothing when the id is taken (by a concurrent creator, or by a row
+        that row-level security hides), rather than fail; the caller looks again."""
+        values = {
+            "id": session_id,
+            "user_id": user_id,
+            "agent_name": agent_name,
+            "metadata": metadata,
+            "title": title,
+            "created_at": now if created_at is None else created_at,
+            "updated_at": now,
+            "archived_at": archived_at,
+            "last_seq": start_seq,
+            "trimmed_seq": start_seq,
+        }
+        if not if_missing:
+            await self._session.execute(insert(_sessions).values(values))
+            return
+        postgres = self._session.get_bind().dialect.name == "postgresql"
+        upsert = (pg_insert if postgres else sqlite_insert)(_sessions).values(values)
+        await self._session.execute(upsert.on_conflict_do_nothing(index_elements=[_sessions.c.id]))
 
     async def owner_of(self, session_id: uuid.UUID) -> str | None:
         """The ``user_id`` owning the session, or ``None`` when it does not exist."""

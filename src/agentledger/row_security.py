@@ -4,7 +4,7 @@ Revision ``agentledger_0003`` puts one policy on each table (a row belongs to th
 the transaction-local setting :data:`TENANT_SETTING`); this module switches the tables'
 row-level security on and off and says whether it protects the role the application connects
 as. Policies never apply to superusers, to roles with BYPASSRLS, or to a table's owner, so the
-application must connect as a role of its own (see ``docs/reliability.md``).
+application must connect as a role of its own (see ``docs/security.md``).
 
 The setting is made with ``set_config(..., true)``: local to the transaction, so it ends with the
 transaction and never survives in a pooled connection for the next caller to inherit.
@@ -67,11 +67,14 @@ def switch(connection: Connection, enabled: bool) -> None:
 
 
 def status(connection: Connection) -> RowSecurityStatus:
-    """Read the tables' switches and the connected role's exemptions from the catalogs."""
+    """Read the tables' switches from the catalogs, and ask the server whether the policies
+    bind the connected role (``row_security_active``): ownership through role membership, or
+    any other exemption, counts as the server counts it."""
     require_postgresql(connection)
     rows = connection.execute(
         text(
-            "SELECT c.relname, c.relrowsecurity, pg_get_userbyid(c.relowner) = current_user "
+            "SELECT c.relname, c.relrowsecurity, row_security_active(c.oid), "
+            "pg_has_role(current_user, c.relowner, 'USAGE') "
             "FROM pg_class AS c WHERE c.oid = ANY(CAST(:names AS regclass[]))"
         ),
         {"names": list(PROTECTED_TABLES)},
@@ -79,14 +82,19 @@ def status(connection: Connection) -> RowSecurityStatus:
     role, superuser, bypass = connection.execute(
         text("SELECT rolname, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user")
     ).one()
-    owned = sorted(name for name, _on, is_owner in rows if is_owner)
+    owned = sorted(name for name, _on, _active, owner_rights in rows if owner_rights)
+    inactive = sorted(name for name, on, active, _owner in rows if on and not active)
     exempt: str | None = None
     if superuser:
         exempt = f"role {role} is a superuser"
     elif bypass:
         exempt = f"role {role} has BYPASSRLS"
     elif owned:
-        exempt = f"role {role} owns {', '.join(owned)}"
+        exempt = f"role {role} owns (or is a member of the owner of) {', '.join(owned)}"
+    elif inactive:
+        exempt = f"the server does not apply it to role {role} on {', '.join(inactive)}"
     return RowSecurityStatus(
-        tables={name: bool(on) for name, on, _owner in rows}, role=role, exempt_because=exempt
+        tables={name: bool(on) for name, on, _active, _owner in rows},
+        role=role,
+        exempt_because=exempt,
     )

@@ -172,6 +172,8 @@ class SessionService:
         self._tenant: str | None = None
         self._uow = uow_factory
         self._read_uow = read_uow_factory or uow_factory
+        #: The unscoped factories, which every for_user() scopes afresh (never a scoped one).
+        self._unscoped = (self._uow, self._read_uow)
         self._clock = clock
 
     def _now(self) -> datetime:
@@ -204,10 +206,11 @@ class SessionService:
         (``agentledger db rls enable``) the database itself shows and accepts only that
         user's sessions, whatever the call. It costs the hot paths their single round trip
         (a transaction, plus one statement); without row-level security it changes nothing
-        but that, and on SQLite it changes nothing at all.
+        but that, and on SQLite it changes nothing at all. On a scoped service it replaces
+        the tenant; it never stacks.
         """
         scope = check_name(user_id, "user_id")
-        primary, reads = self._uow, self._read_uow
+        primary, reads = self._unscoped
 
         # A scoped service names its own tenant; the factories' argument is the protocol's.
         def scoped(*, autocommit: bool = False, tenant: str | None = None) -> UnitOfWork:
@@ -223,6 +226,7 @@ class SessionService:
             retry_conflicts=self._retry_conflicts,
         )
         service._tenant = scope
+        service._unscoped = self._unscoped
         return service
 
     @property
@@ -1118,13 +1122,19 @@ class SessionService:
             if await uow.sessions.lock(sid, user_id) is None:
                 await self._check_owner(uow, sid, user_id, missing_ok=create is not None)
                 assert create is not None  # _check_owner raised otherwise
+                # A concurrent first write may create it meanwhile, and row-level security
+                # may hide another tenant's row: create only if missing, then look again.
                 await uow.sessions.create(
                     session_id=sid,
                     user_id=create.user_id,
                     agent_name=create.agent_name,
                     metadata={},
                     now=now,
+                    if_missing=True,
                 )
+                if await uow.sessions.lock(sid, user_id) is None:
+                    await self._check_owner(uow, sid, user_id, missing_ok=False)
+                    raise SessionNotFoundError(f"session {sid} is hidden")  # pragma: no cover
             fingerprint = batch_fingerprint(rows)
             earlier = await uow.messages.find_batch(sid, key)
             if earlier is not None:

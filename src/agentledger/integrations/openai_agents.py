@@ -101,7 +101,8 @@ class LedgerSession:
     Build it with :meth:`Ledger.agent_session <agentledger.Ledger.agent_session>`. The session
     row is created, owned by ``user_id`` and named after ``agent_name``, by the first write; an
     existing session owned by someone else raises :class:`~agentledger.SessionNotFoundError` on
-    every operation.
+    every operation. (With PostgreSQL row-level security on, the database hides that session
+    instead: reads find it empty and the first write raises; see ``docs/security.md``.)
 
     ``get_items(limit)`` follows the SDK contract (latest ``limit`` items in order, all of them
     for ``None``; ``session_settings.limit`` is the default limit). With a ``window``

@@ -29,10 +29,13 @@ POLICY = "agentledger_tenant"
 # after a transaction that made it ended: neither equals a user id, so an unscoped caller sees
 # nothing rather than everything.
 OWNER_IS_TENANT = "user_id = current_setting('agentledger.user_id', true)"
-# The subquery is itself filtered by agent_sessions' policy: it finds the session only when the
-# session belongs to the tenant.
+# The owner of the row's session, compared like a session's own user_id (and the subquery is
+# itself filtered by agent_sessions' policy). A correlated scalar subquery is one primary-key
+# lookup per row; an EXISTS could be planned as a hashed set of all the tenant's sessions, a
+# plan that prepared statements then keep for every tenant on the connection.
 SESSION_IS_TENANTS = (
-    "EXISTS (SELECT 1 FROM agent_sessions AS owner WHERE owner.id = {table}.session_id)"
+    "(SELECT owner.user_id FROM agent_sessions AS owner WHERE owner.id = {table}.session_id)"
+    " = current_setting('agentledger.user_id', true)"
 )
 SESSION_TABLES = ("conversation_messages", "conversation_batches", "session_usage")
 TABLES = ("agent_sessions", *SESSION_TABLES)
