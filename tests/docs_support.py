@@ -7,7 +7,10 @@ the syntax of each of its statements is checked, by PostgreSQL's own parser; not
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import NamedTuple
 
@@ -94,3 +97,21 @@ async def check_sql_syntax(url: str, sql: str) -> int:
     finally:
         await connection.close()
     return len(statements)
+
+
+def run_doc_shell(commands: str, database_url: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run a documented shell block as a reader would, from the repository root: strict bash,
+    the ``agentledger`` of the venv running the tests first on ``PATH``, the database named by
+    ``AGENTLEDGER_DATABASE_URL`` (plus ``env``). It must exit 0; its output is returned."""
+    environment = {**os.environ, "AGENTLEDGER_DATABASE_URL": database_url, **env}
+    environment["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environment['PATH']}"
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", commands],
+        cwd=REPO_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, f"{commands!r} failed: {done.stderr}"
+    return done

@@ -21,7 +21,6 @@ import ast
 import asyncio
 import inspect
 import json
-import os
 import re
 import subprocess
 import sys
@@ -37,7 +36,14 @@ from agentledger import Ledger
 from agentledger.demo import OfflineModel
 
 from .conftest import BACKENDS
-from .docs_support import REPO_ROOT, SYNTAX_ONLY, blocks, check_sql_syntax, run_sql_script
+from .docs_support import (
+    REPO_ROOT,
+    SYNTAX_ONLY,
+    blocks,
+    check_sql_syntax,
+    run_doc_shell,
+    run_sql_script,
+)
 
 PAGES = [
     "README.md",
@@ -152,22 +158,12 @@ def test_page_runs(
                     loop.run_until_complete(run_sql_script(database_url, body))
                 ran += 1
             elif kind == "bash" and page != "README.md":
-                env = {
-                    **os.environ,
-                    "AGENTLEDGER_DATABASE_URL": database_url,
-                    "AGENTLEDGER_BENCH_SMOKE": "1",
-                    "TMPDIR": str(tmp_path),
-                }
-                env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-                done = subprocess.run(
-                    ["bash", "-euo", "pipefail", "-c", reader_shell(body)],
-                    cwd=REPO_ROOT,
-                    env=env,
-                    capture_output=True,
-                    text=True,
-                    check=False,
+                done = run_doc_shell(
+                    reader_shell(body),
+                    database_url,
+                    AGENTLEDGER_BENCH_SMOKE="1",
+                    TMPDIR=str(tmp_path),
                 )
-                assert done.returncode == 0, f"{page} block {index}: {done.stderr}"
                 shell.append(done)
                 ran += 1
         assert ran, f"{page} has no runnable block"

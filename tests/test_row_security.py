@@ -10,14 +10,10 @@ the API, so a policy that forgot a table cannot hide behind the service's own ow
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -43,7 +39,7 @@ from agentledger.row_security import PROTECTED_TABLES
 from agentledger.testing import create_pg_database, drop_pg_database, pg_url
 
 from .conftest import run_sync
-from .docs_support import REPO_ROOT, blocks, run_sql_script
+from .docs_support import blocks, run_doc_shell, run_sql_script
 
 DOC = "docs/security.md"
 DOC_ROLE = "agentledger_app"
@@ -334,10 +330,10 @@ async def test_downgrading_past_0003_drops_the_policies_and_switches_it_off(
 def test_the_cli_switches_it_and_reports_it(enabled: RlsDatabase) -> None:
     """The doc's commands, as the owner; status is read back as JSON."""
     (commands,) = _doc_blocks("bash")
-    done = _run_bash(commands, enabled.owner_url)
+    done = run_doc_shell(commands, enabled.owner_url)
     assert '"enabled": true' in done.stdout
     assert '"protects_role": false' in done.stdout
-    off = _run_bash("agentledger db rls disable", enabled.owner_url)
+    off = run_doc_shell("agentledger db rls disable", enabled.owner_url)
     assert "off" in off.stdout
 
 
@@ -350,11 +346,11 @@ def test_cli_user_commands_scope_themselves_under_the_setting(enabled: RlsDataba
 
     sid = run_sync(seed())
     show = f"agentledger sessions show {sid} --user alice --json"
-    unscoped = _run_bash(f"{show} || echo refused", enabled.app_url)
+    unscoped = run_doc_shell(f"{show} || echo refused", enabled.app_url)
     assert "refused" in unscoped.stdout
-    scoped = _run_bash(show, enabled.app_url, AGENTLEDGER_ROW_LEVEL_SECURITY="true")
+    scoped = run_doc_shell(show, enabled.app_url, AGENTLEDGER_ROW_LEVEL_SECURITY="true")
     assert "secret plan" in scoped.stdout
-    other = _run_bash(
+    other = run_doc_shell(
         f"agentledger sessions show {sid} --user mallory || echo refused",
         enabled.app_url,
         AGENTLEDGER_ROW_LEVEL_SECURITY="true",
@@ -373,11 +369,11 @@ def test_cleanup_refuses_a_role_the_policies_confine(enabled: RlsDatabase) -> No
 
     run_sync(seed())
     for command in ("cleanup --older-than 0d", "cleanup --older-than 0d --dry-run", "cleanup"):
-        refused = _run_bash(f"agentledger {command} || echo refused", enabled.app_url)
+        refused = run_doc_shell(f"agentledger {command} || echo refused", enabled.app_url)
         assert "refused" in refused.stdout
         assert "BYPASSRLS" in refused.stderr
     assert run_sync(_counts(enabled.owner_url, None))["agent_sessions"] == 1
-    done = _run_bash("agentledger cleanup --older-than 0d", enabled.owner_url)
+    done = run_doc_shell("agentledger cleanup --older-than 0d", enabled.owner_url)
     assert "deleted 1 sessions" in done.stdout
 
 
@@ -391,21 +387,6 @@ def test_the_python_block_runs_as_the_application_role(enabled: RlsDatabase) -> 
 
 def _indent(block: str) -> str:
     return "".join(f"    {line}\n" for line in block.splitlines())
-
-
-def _run_bash(commands: str, url: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "AGENTLEDGER_DATABASE_URL": url, **extra_env}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    done = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", commands],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return done
 
 
 # -- regressions found in review ---------------------------------------------------------------
