@@ -20,9 +20,10 @@ venv: $(STAMP)
 demo: venv
 	$(BIN)/agentledger demo
 
-## Lint, type-check, build the docs strictly, then run the suite on PostgreSQL and SQLite.
+## Lint, type-check, build the docs strictly, then run the suite on PostgreSQL and SQLite, on
+## up to 4 cores (pytest-xdist; every test has its own databases).
 test: venv postgres lint typecheck docs
-	$(BIN)/pytest
+	$(BIN)/pytest --numprocesses auto --maxprocesses 4
 
 lint: venv
 	$(BIN)/ruff check src tests bench
