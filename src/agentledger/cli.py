@@ -425,19 +425,9 @@ async def _sessions_list(ledger: Ledger, args: argparse.Namespace, out: TextIO) 
 
 
 async def _sessions_show(ledger: Ledger, args: argparse.Namespace, out: TextIO) -> int:
-    session_id: str | uuid.UUID = args.session_id
-    if args.user is not None:
-        from .integrations.openai_agents import resolve_session_uuid
-
-        # With --user, a session *name* (as used with ledger.agent_session / chat) works too.
-        session_id = resolve_session_uuid(args.session_id, args.user)
-    record = await ledger.service_for(args.user).get_session(session_id, user_id=args.user)
+    record = await ledger.service_for(args.user).get_session(_session_ref(args), user_id=args.user)
     if record is None:
-        owner = f" for user {args.user!r}" if args.user else ""
-        raise LedgerError(
-            f"no session {args.session_id}{owner}; list them with "
-            "`agentledger sessions list --user USER`"
-        )
+        raise _no_session(args)
     if args.json:
         print(json.dumps(_record_json(record), ensure_ascii=False), file=out)
         return EXIT_OK
@@ -456,14 +446,17 @@ async def _sessions_show(ledger: Ledger, args: argparse.Namespace, out: TextIO) 
 
 
 def _session_ref(args: argparse.Namespace) -> str | uuid.UUID:
-    """The ID argument; with --user, a session *name* (as used with ledger.agent_session or
-    chat) works too."""
-    if args.user is None:
-        session_id: str = args.session_id
-        return session_id
-    from .integrations.openai_agents import resolve_session_uuid
+    """The ID argument of a session command (see :func:`cli_lifecycle.session_ref`)."""
+    return cli_lifecycle.session_ref(args.session_id, args.user)
 
-    return resolve_session_uuid(args.session_id, args.user)
+
+def _no_session(args: argparse.Namespace) -> LedgerError:
+    """What reading a session that is missing (or another user's) reports: the same text."""
+    owner = f" for user {args.user!r}" if args.user else ""
+    return LedgerError(
+        f"no session {args.session_id}{owner}; list them with "
+        "`agentledger sessions list --user USER`"
+    )
 
 
 async def _sessions_fork(ledger: Ledger, args: argparse.Namespace, out: TextIO) -> int:
@@ -504,11 +497,7 @@ async def _sessions_meta(ledger: Ledger, args: argparse.Namespace, out: TextIO) 
     else:
         record = await service.get_session(session_id, user_id=args.user)
         if record is None:
-            owner = f" for user {args.user!r}" if args.user else ""
-            raise LedgerError(
-                f"no session {args.session_id}{owner}; list them with "
-                "`agentledger sessions list --user USER`"
-            )
+            raise _no_session(args)
     if args.json:
         payload = {"id": str(record.id), "title": record.title, "metadata": record.metadata}
         print(json.dumps(payload, ensure_ascii=False), file=out)

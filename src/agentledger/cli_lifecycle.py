@@ -142,7 +142,9 @@ def _hit_json(hit: SearchHit) -> dict[str, Any]:
 # -- export / import -------------------------------------------------------------------------------
 
 
-def _session_ref(session_id: str, user: str | None) -> str | uuid.UUID:
+def session_ref(session_id: str, user: str | None) -> str | uuid.UUID:
+    """A command's session ID argument; with ``--user``, a session *name* (as used with
+    ``ledger.agent_session`` or ``chat``) works too."""
     if user is None:
         return session_id
     from .integrations.openai_agents import resolve_session_uuid
@@ -169,7 +171,7 @@ async def export_sessions(ledger: Ledger, args: argparse.Namespace, out: TextIO)
     if args.session_id is None:
         raise InvalidInputError("name the session to export (ID), or pass --all --user USER")
     transcript = await service.export_session(
-        _session_ref(args.session_id, args.user), user_id=args.user
+        session_ref(args.session_id, args.user), user_id=args.user
     )
     if args.output is None:
         _write(transcript, args.format, out)
