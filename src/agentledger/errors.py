@@ -9,6 +9,8 @@ never by driver exception class, so the mapping survives driver changes.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import exc as sa_exc
@@ -180,6 +182,18 @@ def translate_db_error(error: BaseException) -> LedgerError:
         "check the server log for details",
         sqlstate=code,
     )
+
+
+@contextmanager
+def translated() -> Iterator[None]:
+    """Let :class:`LedgerError` through and raise any other failure inside the block as the
+    :class:`LedgerError` :func:`translate_db_error` makes of it."""
+    try:
+        yield
+    except LedgerError:
+        raise
+    except Exception as error:
+        raise translate_db_error(error) from error
 
 
 def _is_disconnect(error: BaseException) -> bool:

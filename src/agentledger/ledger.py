@@ -30,7 +30,7 @@ from . import row_security, schema
 from .adopt import ADOPTED_REVISION, AdoptionReport, adopt_seed_schema
 from .config import LedgerSettings, safe_url
 from .encoding import load_stored_json
-from .errors import LedgerError, SchemaNotReadyError, translate_db_error
+from .errors import LedgerError, SchemaNotReadyError, translate_db_error, translated
 from .fastpath import DriverStatements
 from .row_security import RowSecurityStatus
 from .service import SessionService
@@ -216,38 +216,28 @@ class Ledger:
         status's ``exempt_because`` and ``docs/security.md``.
         """
         await self.ensure_schema()
-        try:
+        with translated():
             async with self._engine.begin() as connection:
                 await connection.run_sync(row_security.switch, enabled)
                 return await connection.run_sync(row_security.status)
-        except LedgerError:
-            raise
-        except Exception as error:
-            raise translate_db_error(error) from error
 
     async def row_level_security(self) -> RowSecurityStatus:
         """Whether row-level security is on for each table, and whether it binds this role."""
         await self.ensure_schema()
-        try:
+        with translated():
             async with self._engine.connect() as connection:
                 return await connection.run_sync(row_security.status)
-        except LedgerError:
-            raise
-        except Exception as error:
-            raise translate_db_error(error) from error
 
     async def current_revisions(self) -> tuple[str, ...]:
         """agentledger revisions applied to the database (empty when never migrated)."""
         return await self._revisions(self._engine)
 
     async def _revisions(self, engine: AsyncEngine) -> tuple[str, ...]:
-        try:
+        with translated():
             async with engine.connect() as connection:
                 return await connection.run_sync(
                     schema.current_revisions, self._settings.host_alembic_ini
                 )
-        except Exception as error:
-            raise translate_db_error(error) from error
 
     async def ensure_schema(self) -> None:
         """Fail fast unless the database is at agentledger's head (checked once per Ledger)."""
