@@ -136,24 +136,16 @@ _PG_ALLOCATE = """
     RETURNING last_seq - CAST(:n AS bigint) AS base
 """
 
-_PG_CREATE = """
+_PG_ALLOCATE_OR_CREATE = """
     INSERT INTO agent_sessions (id, user_id, agent_name, metadata, created_at, updated_at, last_seq)
-    VALUES (CAST(:sid AS uuid), :uid, :agent_name, '{{}}', CAST(:now AS timestamptz),
-            CAST(:now AS timestamptz), {last_seq})
-    ON CONFLICT (id) DO"""
-
-_PG_ALLOCATE_OR_CREATE = (
-    _PG_CREATE.format(last_seq="CAST(:n AS bigint)")
-    + """ UPDATE
+    VALUES (CAST(:sid AS uuid), :uid, :agent_name, '{}', CAST(:now AS timestamptz),
+            CAST(:now AS timestamptz), CAST(:n AS bigint))
+    ON CONFLICT (id) DO UPDATE
         SET last_seq = agent_sessions.last_seq + CAST(:n AS bigint),
             updated_at = CAST(:now AS timestamptz)
         WHERE agent_sessions.user_id = :uid
     RETURNING last_seq - CAST(:n AS bigint) AS base
 """
-)
-
-#: A missing session, created on its own (see ``MessageRepository(create_apart=True)``).
-_PG_CREATE_IF_MISSING = text(_PG_CREATE.format(last_seq="0") + " NOTHING")
 
 _PG_OWNER = "AND user_id = :uid"
 
@@ -394,6 +386,17 @@ class SessionRepository(_Repository):
         postgres = self._session.get_bind().dialect.name == "postgresql"
         upsert = (pg_insert if postgres else sqlite_insert)(_sessions).values(values)
         await self._session.execute(upsert.on_conflict_do_nothing(index_elements=[_sessions.c.id]))
+
+    async def create_missing(self, session_id: uuid.UUID, spec: SessionSpec, now: datetime) -> None:
+        """Create the empty session ``spec`` describes unless the id is taken already."""
+        await self.create(
+            session_id=session_id,
+            user_id=spec.user_id,
+            agent_name=spec.agent_name,
+            metadata={},
+            now=now,
+            if_missing=True,
+        )
 
     async def owner_of(self, session_id: uuid.UUID) -> str | None:
         """The ``user_id`` owning the session, or ``None`` when it does not exist."""
@@ -701,21 +704,11 @@ class MessageRepository(_Repository):
     """Message rows: append, tail reads, pop and clear."""
 
     def __init__(
-        self,
-        session: SessionSource,
-        *,
-        postgres: bool,
-        driver: DriverStatements | None = None,
-        create_apart: bool = False,
+        self, session: SessionSource, *, postgres: bool, driver: DriverStatements | None = None
     ) -> None:
-        """``create_apart``: create a missing session in a statement of its own before the
-        append, rather than in the append's own statement. Row-level security needs it: the
-        policy on messages looks the session up, and a statement never sees rows it inserts
-        itself, so a session created in the same statement would fail the messages' check."""
         super().__init__(session)
         self._postgres = postgres
         self._driver = driver
-        self._create_apart = create_apart
 
     def _direct(self) -> DriverStatements | None:
         """The asyncpg fast path, when this unit of work may use it right now."""
@@ -791,17 +784,6 @@ class MessageRepository(_Repository):
             "item_types": [row.item_type for row in rows],
             "items": [row.item_json for row in rows],
         }
-        if create is not None and self._create_apart:
-            await self._session.execute(
-                _PG_CREATE_IF_MISSING,
-                {
-                    "sid": session_id,
-                    "uid": create.user_id,
-                    "agent_name": create.agent_name,
-                    "now": now,
-                },
-            )
-            user_id, create = create.user_id, None
         if create is not None:
             params["uid"] = create.user_id
             params["agent_name"] = create.agent_name

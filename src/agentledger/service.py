@@ -1102,6 +1102,11 @@ class SessionService:
             return AppendResult(sid, 0, 0, now)
         # One statement commits by itself; a batch split over several needs a transaction.
         async with self._uow(autocommit=fits_one_statement(rows)) as uow:
+            if create is not None and self._tenant is not None:
+                # Row-level security checks a message against its session, and a statement
+                # never sees the rows it inserts itself: create the session beforehand.
+                await uow.sessions.create_missing(sid, create, now)
+                create = None
             base = await uow.messages.append(sid, rows, user_id=user_id, now=now, create=create)
             if base is None:
                 await self._check_owner(uow, sid, user_id, missing_ok=False)
@@ -1124,14 +1129,7 @@ class SessionService:
                 assert create is not None  # _check_owner raised otherwise
                 # A concurrent first write may create it meanwhile, and row-level security
                 # may hide another tenant's row: create only if missing, then look again.
-                await uow.sessions.create(
-                    session_id=sid,
-                    user_id=create.user_id,
-                    agent_name=create.agent_name,
-                    metadata={},
-                    now=now,
-                    if_missing=True,
-                )
+                await uow.sessions.create_missing(sid, create, now)
                 if await uow.sessions.lock(sid, user_id) is None:
                     await self._check_owner(uow, sid, user_id, missing_ok=False)
                     raise SessionNotFoundError(f"session {sid} is hidden")  # pragma: no cover

@@ -128,9 +128,7 @@ class UnitOfWork:
                 await self.__aexit__(type(error), error, error.__traceback__)
                 raise
         self.sessions = SessionRepository(self._session)
-        self.messages = MessageRepository(
-            self._session, postgres=postgres, create_apart=self._tenant is not None
-        )
+        self.messages = MessageRepository(self._session, postgres=postgres)
         self.usage = UsageRepository(self._session)
         return self
 
