@@ -109,3 +109,13 @@ async def empty_database_url(backend: str, tmp_path: Path) -> AsyncIterator[str]
 async def ledger(database_url: str) -> AsyncIterator[Ledger]:
     async with Ledger.from_url(database_url) as opened:
         yield opened
+
+
+@pytest.fixture
+async def pg_database_url(pg_template: str) -> AsyncIterator[str]:
+    """URL of a fresh PostgreSQL database at head, for behaviour only PostgreSQL has."""
+    name = await create_pg_database(template=pg_template)
+    try:
+        yield pg_url(name)
+    finally:
+        await drop_pg_database(name)

@@ -6,6 +6,7 @@ the package, a unit-of-work service layer, and OpenAI Agents SDK session memory.
 
 from ._version import __version__
 from .config import LedgerSettings
+from .engine import configure_sqlite
 from .errors import (
     AlreadyExistsError,
     ConflictError,
@@ -21,7 +22,7 @@ from .errors import (
     SessionNotFoundError,
     UnsupportedBackendError,
 )
-from .ledger import Ledger, configure_sqlite
+from .ledger import Ledger
 from .models import AgentSession, ConversationMessage, metadata
 from .records import (
     AppendResult,

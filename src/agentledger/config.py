@@ -15,8 +15,17 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from .errors import LedgerError
+from .errors import ConfigurationError
 from .retention import RetentionPolicy
+from .url_options import check_url_options, safe_url
+
+__all__ = [
+    "DEFAULT_DATABASE_URL",
+    "ConfigurationError",
+    "LedgerSettings",
+    "normalize_url",
+    "safe_url",
+]
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///agentledger.db"
 
@@ -24,21 +33,20 @@ _ASYNC_DRIVERS = {"postgresql": "asyncpg", "sqlite": "aiosqlite"}
 _BACKEND_ALIASES = {"postgres": "postgresql", "postgresql": "postgresql", "sqlite": "sqlite"}
 
 
-class ConfigurationError(LedgerError):
-    """The configuration (usually the database URL) cannot be used as given."""
-
-
 def normalize_url(url: str | URL) -> URL:
-    """Return ``url`` with an async driver: asyncpg for PostgreSQL, aiosqlite for SQLite.
+    """Return ``url`` with an async driver (asyncpg for PostgreSQL, aiosqlite for SQLite) and
+    its query parameters checked (see :mod:`agentledger.url_options`).
 
-    ``sslmode=`` (libpq spelling, common in hosted ``DATABASE_URL`` values) becomes asyncpg's
-    ``ssl=``. Any other backend is refused with the list of supported ones.
+    Any other backend, an unparsable URL and an unknown or malformed query parameter are
+    refused with a :class:`~agentledger.errors.ConfigurationError` that names the problem and
+    never shows the password.
     """
     try:
         parsed = make_url(url) if isinstance(url, str) else url
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         raise ConfigurationError(
-            f"could not parse the database URL {_mask_unparsable(str(url))!r}; expected e.g. "
+            f"could not parse the database URL {safe_url(str(url))!r} (check the port and "
+            "percent-encode special characters of the password, e.g. @ as %40); expected e.g. "
             "postgresql://user:password@host:5432/dbname or sqlite+aiosqlite:///path/to.db"
         ) from None
     backend, _, driver = parsed.drivername.partition("+")
@@ -51,27 +59,8 @@ def normalize_url(url: str | URL) -> URL:
     wanted = _ASYNC_DRIVERS[canonical]
     if driver != wanted:
         parsed = parsed.set(drivername=f"{canonical}+{wanted}")
-    if canonical == "postgresql" and "sslmode" in parsed.query:
-        query = dict(parsed.query)
-        query["ssl"] = query.pop("sslmode")
-        parsed = parsed.set(query=query)
+    check_url_options(parsed)
     return parsed
-
-
-def safe_url(url: str | URL) -> str:
-    """The URL as text with its password replaced by ``***``."""
-    try:
-        parsed = make_url(url) if isinstance(url, str) else url
-    except ArgumentError:
-        return _mask_unparsable(str(url))
-    return parsed.render_as_string(hide_password=True)
-
-
-def _mask_unparsable(text: str) -> str:
-    scheme, sep, rest = text.partition("://")
-    if sep and "@" in rest:
-        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
-    return text if sep else "<unparsable URL>"
 
 
 class LedgerSettings(BaseSettings):
@@ -83,6 +72,8 @@ class LedgerSettings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         populate_by_name=True,
+        # A URL is an input: a validation error must never echo it (it holds the password).
+        hide_input_in_errors=True,
     )
 
     database_url: str = Field(

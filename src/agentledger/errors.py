@@ -9,8 +9,11 @@ never by driver exception class, so the mapping survives driver changes.
 from __future__ import annotations
 
 import asyncio
+import re
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import exc as sa_exc
@@ -78,21 +81,121 @@ class UnsupportedBackendError(LedgerError):
     """The feature needs a database backend other than the one in use (e.g. PostgreSQL)."""
 
 
+class ConfigurationError(LedgerError):
+    """The configuration (usually the database URL or a connection argument) cannot be used as
+    given. Never retryable: the same call fails the same way until the configuration changes."""
+
+
+class SessionReferencedError(LedgerDatabaseError):
+    """The session cannot be deleted: a row of another table (one of the host application's)
+    refers to it, or to one of its messages, through a foreign key without ``ON DELETE``.
+
+    ``table`` and ``constraint`` name that foreign key (``None`` when the database did not
+    say); ``session_ids`` are the sessions it kept.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        table: str | None = None,
+        constraint: str | None = None,
+        session_ids: tuple[uuid.UUID, ...] = (),
+        sqlstate: str | None = None,
+    ) -> None:
+        super().__init__(message, sqlstate=sqlstate)
+        self.table = table
+        self.constraint = constraint
+        self.session_ids = session_ids
+
+
 _UPGRADE_HINT = "run `agentledger db upgrade` (or `await ledger.upgrade()`) against this database"
 
 
-def sqlstate_of(error: BaseException) -> str | None:
-    """Return the SQLSTATE (PostgreSQL) or SQLite error name carried by ``error``, if any."""
+def _causes(error: BaseException) -> Iterator[BaseException]:
+    """``error`` and what it wraps: SQLAlchemy's ``orig``, then each ``__cause__``."""
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
         seen.add(id(current))
+        yield current
+        orig = getattr(current, "orig", None)
+        current = orig if isinstance(orig, BaseException) else current.__cause__
+
+
+def sqlstate_of(error: BaseException) -> str | None:
+    """Return the SQLSTATE (PostgreSQL) or SQLite error name carried by ``error``, if any."""
+    for current in _causes(error):
         for attribute in ("sqlstate", "pgcode", "sqlite_errorname"):
             value: Any = getattr(current, attribute, None)
             if isinstance(value, str) and value:
                 return value
-        orig = getattr(current, "orig", None)
-        current = orig if isinstance(orig, BaseException) else current.__cause__
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class ServerReport:
+    """What the database server (or SQLite) said about a failure, for error messages: never
+    bound parameters, which may hold message content or secrets."""
+
+    message: str | None = None
+    detail: str | None = None
+    hint: str | None = None
+    table: str | None = None
+    constraint: str | None = None
+
+    def describe(self) -> str:
+        """``message (detail; hint)``, or an empty string when the server said nothing."""
+        parts = [part for part in (self.detail, self.hint) if part]
+        if not self.message:
+            return "; ".join(parts)
+        return f"{self.message} ({'; '.join(parts)})" if parts else self.message
+
+
+def server_report(error: BaseException) -> ServerReport:
+    """The server's own words about ``error``: asyncpg's message, detail, hint and the table
+    and constraint it names; sqlite3's message."""
+    for cause in _causes(error):
+        if type(cause).__module__.startswith("asyncpg") and hasattr(cause, "sqlstate"):
+            return ServerReport(
+                message=getattr(cause, "message", None) or str(cause) or None,
+                detail=getattr(cause, "detail", None),
+                hint=getattr(cause, "hint", None),
+                table=getattr(cause, "table_name", None),
+                constraint=getattr(cause, "constraint_name", None),
+            )
+        if type(cause).__module__ == "sqlite3":
+            return ServerReport(message=str(cause) or None)
+    return ServerReport()
+
+
+_UNEXPECTED_KEYWORD = re.compile(r"unexpected keyword argument '([^']+)'")
+
+
+def _configuration_problem(error: BaseException) -> ConfigurationError | None:
+    """A connection argument the driver refused before talking to any server (unknown name,
+    malformed value): a configuration mistake, not a lost connection."""
+    for cause in _causes(error):
+        name = type(cause).__name__
+        text = str(cause)
+        if name == "ClientConfigurationError":
+            return ConfigurationError(
+                f"the database driver refused a connection setting: {text}; fix it in the URL "
+                "or in connect_args"
+            )
+        if isinstance(cause, TypeError) and "connect()" in text:
+            match = _UNEXPECTED_KEYWORD.search(text)
+            what = f"{match.group(1)!r}" if match else "a connection argument"
+            return ConfigurationError(
+                f"the database driver does not know the connection parameter {what}; remove "
+                "it from the URL or connect_args (server settings such as statement_timeout "
+                "go in connect_args={'server_settings': {...}})"
+            )
+        if isinstance(cause, ValueError) and text.startswith("invalid ") and "value" in text:
+            return ConfigurationError(
+                f"the database driver refused a connection setting: {text}; fix it in the URL "
+                "or in connect_args"
+            )
     return None
 
 
@@ -104,6 +207,9 @@ def translate_db_error(error: BaseException) -> LedgerError:
     """
     if isinstance(error, LedgerError):
         return error
+    configuration = _configuration_problem(error)
+    if configuration is not None:
+        return configuration
     code = sqlstate_of(error)
     if isinstance(error, sa_exc.TimeoutError):
         return LedgerTimeoutError(
@@ -167,6 +273,9 @@ def translate_db_error(error: BaseException) -> LedgerError:
             sqlstate=code,
         )
     if code == "23503" or code == "SQLITE_CONSTRAINT_FOREIGNKEY":
+        report = server_report(error)
+        if report.table is not None and report.table not in OWN_TABLE_NAMES:
+            return referenced_error(report.table, report.constraint, (), sqlstate=code)
         return SessionNotFoundError(
             "the session does not exist (it may have been deleted); create it first"
         )
@@ -177,10 +286,43 @@ def translate_db_error(error: BaseException) -> LedgerError:
             sqlstate=code,
         )
     summary = type(getattr(error, "orig", None) or error).__name__
+    said = server_report(error).describe()
     return LedgerDatabaseError(
-        f"the database refused the operation ({summary}, sqlstate {code or 'unknown'}); "
-        "check the server log for details",
+        f"the database refused the operation ({summary}, sqlstate {code or 'unknown'})"
+        + (f": {said}" if said else "; check the server log for details"),
         sqlstate=code,
+    )
+
+
+#: agentledger's tables (kept here, not imported from the models: errors sit below them).
+OWN_TABLE_NAMES = frozenset(
+    {"agent_sessions", "conversation_messages", "conversation_batches", "session_usage"}
+)
+
+
+def referenced_error(
+    table: str | None,
+    constraint: str | None,
+    session_ids: tuple[uuid.UUID, ...],
+    *,
+    sqlstate: str | None = None,
+) -> SessionReferencedError:
+    """The error for a delete that a foreign key of another table blocked, with the fix."""
+    which = f"table {table!r}" if table else "another table"
+    named = f" (constraint {constraint!r})" if constraint else ""
+    sessions = ""
+    if session_ids:
+        shown = ", ".join(str(session_id) for session_id in session_ids[:3])
+        more = f" and {len(session_ids) - 3} more" if len(session_ids) > 3 else ""
+        sessions = f" session {shown}{more}:"
+    return SessionReferencedError(
+        f"cannot delete{sessions} {which} refers to it through a foreign key{named} without "
+        "ON DELETE; delete or re-point those rows first, or declare the foreign key with "
+        'ondelete="CASCADE" (or "SET NULL") so that deleting a session deals with them',
+        table=table,
+        constraint=constraint,
+        session_ids=session_ids,
+        sqlstate=sqlstate,
     )
 
 

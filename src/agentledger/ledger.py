@@ -11,25 +11,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
     async_sessionmaker,
-    create_async_engine,
 )
 
 from . import row_security, schema
 from .adopt import ADOPTED_REVISION, AdoptionReport, adopt_seed_schema
 from .config import LedgerSettings, safe_url
-from .encoding import load_stored_json
+from .engine import check_pooled_connections, configure_sqlite, create_engine
 from .errors import LedgerError, SchemaNotReadyError, translate_db_error, translated
 from .fastpath import DriverStatements
 from .row_security import RowSecurityStatus
@@ -42,6 +40,9 @@ if TYPE_CHECKING:
     from .integrations.openai_agents import LedgerSession
 
 logger = logging.getLogger("agentledger")
+
+# Kept importable from here (their documented home before agentledger.engine).
+__all__ = ["Ledger", "check_pooled_connections", "configure_sqlite"]
 
 
 class Ledger:
@@ -95,11 +96,9 @@ class Ledger:
 
     @classmethod
     def _create(cls, settings: LedgerSettings, engine_kwargs: dict[str, Any]) -> Ledger:
-        engine = _create_engine(settings, settings.url, engine_kwargs)
+        engine = create_engine(settings.url, settings, engine_kwargs)
         read_url = settings.read_engine_url
-        read_engine = (
-            None if read_url is None else _create_engine(settings, read_url, engine_kwargs)
-        )
+        read_engine = None if read_url is None else create_engine(read_url, settings, engine_kwargs)
         return cls(engine, settings=settings, owns_engine=True, read_engine=read_engine)
 
     # -- what it hands out --------------------------------------------------------------
@@ -341,34 +340,6 @@ def _url_text(url: str | URL | None) -> str | None:
     return url.render_as_string(hide_password=False)
 
 
-def _create_engine(
-    settings: LedgerSettings, url: URL, engine_kwargs: dict[str, Any]
-) -> AsyncEngine:
-    """An engine for ``url`` configured by ``settings`` (``engine_kwargs`` win)."""
-    kwargs = {**settings.engine_kwargs(url), **engine_kwargs}
-    # One place decodes stored JSON, and a damaged row does not raise (see load_stored_json).
-    kwargs.setdefault("json_deserializer", load_stored_json)
-    if kwargs.get("echo"):
-        kwargs.setdefault("hide_parameters", True)
-    # SQLAlchemy's pre-ping costs three round trips per checkout on asyncpg (BEGIN, ping,
-    # ROLLBACK), more than the one statement of a hot path; the same guarantee comes free.
-    # An explicit pool_pre_ping=... from the caller keeps SQLAlchemy's own.
-    check_on_checkout = (
-        url.get_backend_name() == "postgresql"
-        and bool(kwargs.get("pool_pre_ping"))
-        and "pool_pre_ping" not in engine_kwargs
-    )
-    if check_on_checkout:
-        kwargs["pool_pre_ping"] = False
-    engine = create_async_engine(url, **kwargs)
-    if check_on_checkout:
-        check_pooled_connections(engine)
-    if url.get_backend_name() == "sqlite":
-        configure_sqlite(engine, busy_timeout=settings.sqlite_busy_timeout)
-    logger.debug("agentledger engine created for %s", safe_url(url))
-    return engine
-
-
 class _EngineMakers:
     """What units of work on one engine are made from."""
 
@@ -404,68 +375,3 @@ def _migration_error(error: Exception, revision: str) -> LedgerError:
     if isinstance(error, SQLAlchemyError):
         return translate_db_error(error)
     return LedgerError(f"migrating to {revision!r} failed: {error}")
-
-
-#: A pooled connection idle for longer than this (seconds) is pinged before it is handed out.
-PING_AFTER_IDLE = 30.0
-_IDLE_SINCE = "agentledger_idle_since"
-
-
-def check_pooled_connections(
-    engine: AsyncEngine, *, ping_after_idle: float = PING_AFTER_IDLE
-) -> None:
-    """``pool_pre_ping`` without a round trip on the hot path (what ``Ledger.from_url`` uses).
-
-    A connection the server closed (restart, ``pg_terminate_backend``, idle timeout) is seen as
-    closed by the driver as soon as the event loop reads the end of the stream, so checking
-    that costs nothing; such a connection is replaced, never handed out. Only a connection idle
-    for longer than ``ping_after_idle`` seconds, which a silent network drop could have killed
-    without the driver noticing, is pinged first. A busy agent loop therefore pays one round
-    trip per statement, instead of four with SQLAlchemy's pre-ping on asyncpg.
-    """
-    sync_engine = engine.sync_engine
-
-    @event.listens_for(sync_engine, "checkin")
-    def _checked_in(_dbapi_connection: Any, record: Any) -> None:
-        record.info[_IDLE_SINCE] = time.monotonic()
-
-    @event.listens_for(sync_engine, "checkout")
-    def _checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
-        driver_connection = getattr(dbapi_connection, "driver_connection", None)
-        is_closed = getattr(driver_connection, "is_closed", None)
-        if is_closed is not None and is_closed():
-            raise DisconnectionError("the server closed this pooled connection")
-        idle_since = record.info.get(_IDLE_SINCE)
-        if idle_since is None or time.monotonic() - idle_since <= ping_after_idle:
-            return  # new, or in use moments ago
-        try:
-            sync_engine.dialect.do_ping(dbapi_connection)
-        except Exception as error:
-            raise DisconnectionError(f"a pooled connection failed its ping: {error}") from error
-
-
-def configure_sqlite(engine: AsyncEngine, *, busy_timeout: float = 30.0) -> None:
-    """Foreign keys on, WAL, a busy timeout, and transactions SQLAlchemy really controls.
-
-    Applied to the engines agentledger creates; a host passing its own SQLite engine to
-    ``Ledger(engine)`` calls it once, right after ``create_async_engine``. pysqlite's own
-    transaction handling defers BEGIN and breaks SAVEPOINTs; the documented SQLAlchemy recipe
-    turns it off and emits BEGIN from the ``begin`` event instead.
-    """
-    sync_engine = engine.sync_engine
-    in_memory = engine.url.database in (None, "", ":memory:")
-
-    @event.listens_for(sync_engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
-        if not in_memory:
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
-
-    @event.listens_for(sync_engine, "begin")
-    def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN")

@@ -25,8 +25,7 @@ from alembic.script.revision import RevisionError
 from alembic.util import CommandError
 from sqlalchemy import Connection, inspect
 
-from .config import ConfigurationError
-from .errors import SchemaNotReadyError
+from .errors import ConfigurationError, SchemaNotReadyError
 from .models import OWNED_TABLES
 
 #: agentledger's own Alembic version table.

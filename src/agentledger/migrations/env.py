@@ -12,10 +12,9 @@ import asyncio
 
 from alembic import context
 from sqlalchemy import Connection
-from sqlalchemy.ext.asyncio import create_async_engine
 
-from agentledger.config import LedgerSettings, normalize_url
-from agentledger.ledger import configure_sqlite
+from agentledger.config import LedgerSettings
+from agentledger.engine import create_engine
 from agentledger.models import metadata
 from agentledger.schema import VERSION_TABLE, include_object
 
@@ -24,8 +23,7 @@ config = context.config
 
 def _url() -> str:
     configured = config.get_main_option("sqlalchemy.url")
-    url = normalize_url(configured) if configured else LedgerSettings().url
-    return url.render_as_string(hide_password=False)
+    return configured or LedgerSettings().database_url
 
 
 def _configure(connection: Connection) -> None:
@@ -47,10 +45,9 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_with_own_engine() -> None:
-    engine = create_async_engine(_url())
-    if engine.dialect.name == "sqlite":
-        # Let SQLAlchemy own the transaction, so a failed upgrade leaves nothing half-built.
-        configure_sqlite(engine)
+    # Made like every engine of agentledger's; on SQLite that lets SQLAlchemy own the
+    # transaction, so a failed upgrade leaves nothing half-built.
+    engine = create_engine(_url())
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_run)
