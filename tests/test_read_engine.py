@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from agentledger import Ledger, LedgerSettings, SchemaNotReadyError
 from agentledger.records import Usage
 from agentledger.testing import create_pg_database, drop_pg_database, pg_url
+from agentledger.url_options import driver_arguments
 
 
 def count_checkouts(engine: AsyncEngine, counter: Counter[str], name: str) -> None:
@@ -200,7 +201,7 @@ def test_read_url_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     read = settings.read_engine_url
     assert read is not None
     assert read.drivername == "postgresql+asyncpg"
-    assert read.query["ssl"] == "require"
+    assert driver_arguments(read)[1]["ssl"] == "require"  # libpq's sslmode, as asyncpg's ssl
     assert "pw-replica" not in repr(settings)
     assert "pw-primary" not in repr(settings)
     ledger = Ledger.from_settings()

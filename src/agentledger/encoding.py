@@ -190,13 +190,23 @@ def statement_runs(sizes: Sequence[int]) -> list[range]:
     return runs
 
 
-def dump_json(value: Any, what: str, *, jsonb: bool = False) -> str:
+def dump_json(value: Any, what: str, *, jsonb: bool = False, max_depth: int | None = None) -> str:
     """Encode ``value`` as strict JSON text, or raise :class:`InvalidInputError` saying why.
 
-    ``jsonb``: the value goes to a ``jsonb`` column (256 MB at most rather than 1 GB)."""
+    Strict means it decodes back to an equal value: object keys must be strings (``json``
+    would turn ``1`` into ``"1"``, and ``{1: .., "1": ..}`` would lose a value), tuples are
+    refused (they would come back as lists), and so are NaN, Infinity, cycles and anything
+    that is not JSON. ``jsonb``: the value goes to a ``jsonb`` column (256 MB at most rather
+    than 1 GB). ``max_depth`` (default :data:`MAX_JSON_DEPTH`) bounds the nesting.
+    """
+    check_json_structure(value, what)
     try:
         text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     except ValueError as error:
+        if "ircular" in str(error):
+            raise InvalidInputError(
+                f"{what} contains itself (a circular reference), which JSON cannot represent"
+            ) from None
         raise InvalidInputError(
             f"{what} contains NaN or Infinity, which JSON cannot represent; use null or a "
             "string instead"
@@ -211,8 +221,40 @@ def dump_json(value: Any, what: str, *, jsonb: bool = False) -> str:
             f"{what} is nested too deeply to store; flatten it (at most {MAX_JSON_DEPTH} levels)"
         ) from None
     check_text(text, what, limit=MAX_JSONB_BYTES if jsonb else MAX_FIELD_BYTES)
-    _check_depth(text, what)
+    _check_depth(text, what, MAX_JSON_DEPTH if max_depth is None else max_depth)
     return text
+
+
+def check_json_structure(value: Any, what: str) -> None:
+    """Refuse what JSON would store differently from what it was given: a non-string object
+    key, or a tuple. Iterative (no recursion limit) and visits each container once."""
+    pending = [value]
+    seen: set[int] = set()
+    while pending:
+        current = pending.pop()
+        if isinstance(current, dict):
+            if id(current) in seen:
+                continue
+            seen.add(id(current))
+            for key, item in current.items():
+                if not isinstance(key, str):
+                    raise InvalidInputError(
+                        f"{what} has a non-string key {key!r} ({type(key).__name__}); JSON "
+                        "object keys are strings, so it would come back as a different key "
+                        "(and keys like 1 and '1' would collide): use string keys"
+                    )
+                if isinstance(item, (dict, list, tuple)):
+                    pending.append(item)
+        elif isinstance(current, list):
+            if id(current) in seen:
+                continue
+            seen.add(id(current))
+            pending.extend(item for item in current if isinstance(item, (dict, list, tuple)))
+        elif isinstance(current, tuple):
+            raise InvalidInputError(
+                f"{what} contains a tuple, which JSON stores as an array and gives back as a "
+                "list; pass a list instead"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,9 +290,9 @@ def load_json(text: str | bytes | None) -> Any:
     return json.loads(text)
 
 
-def _check_depth(text: str, what: str) -> None:
-    """Refuse JSON nested deeper than :data:`MAX_JSON_DEPTH` (cheap scan, strings skipped)."""
-    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+def _check_depth(text: str, what: str, max_depth: int = MAX_JSON_DEPTH) -> None:
+    """Refuse JSON nested deeper than ``max_depth`` (cheap scan, strings skipped)."""
+    if text.count("[") + text.count("{") <= max_depth:
         return
     depth = 0
     in_string = False
@@ -267,9 +309,9 @@ def _check_depth(text: str, what: str) -> None:
             in_string = True
         elif char in "[{":
             depth += 1
-            if depth > MAX_JSON_DEPTH:
+            if depth > max_depth:
                 raise InvalidInputError(
-                    f"{what} is nested more than {MAX_JSON_DEPTH} levels deep; flatten it"
+                    f"{what} is nested more than {max_depth} levels deep; flatten it"
                 )
         elif char in "]}":
             depth -= 1

@@ -25,9 +25,12 @@ def create_engine(
     url: str | URL,
     settings: LedgerSettings | None = None,
     engine_kwargs: dict[str, Any] | None = None,
+    *,
+    foreign: bool = False,
 ) -> AsyncEngine:
     """An engine for ``url`` configured by ``settings`` (its pool settings; defaults when
-    ``None``); ``engine_kwargs`` win over both."""
+    ``None``); ``engine_kwargs`` win over both. ``foreign``: a database agentledger only reads
+    and does not own (an import source), whose SQLite file is left exactly as it is."""
     url = normalize_url(url)
     explicit = dict(engine_kwargs or {})
     kwargs = {**(settings or LedgerSettings.model_construct()).engine_kwargs(url), **explicit}
@@ -59,7 +62,7 @@ def create_engine(
     engine = create_async_engine(url, **kwargs)
     if check_on_checkout:
         check_pooled_connections(engine)
-    if url.get_backend_name() == "sqlite":
+    if url.get_backend_name() == "sqlite" and not foreign:
         busy_timeout = settings.sqlite_busy_timeout if settings is not None else 30.0
         configure_sqlite(engine, busy_timeout=busy_timeout)
     logger.debug("agentledger engine created for %s", safe_url(url))

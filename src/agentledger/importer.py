@@ -18,16 +18,19 @@ import json
 import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+from sqlalchemy import inspect, text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from .config import normalize_url
+from .engine import create_engine
 from .errors import InvalidInputError, LedgerError, translate_db_error
 from .integrations.openai_agents import resolve_session_uuid
 from .repositories import SessionSpec
 from .service import SessionService
+from .validation import prepare_item
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _KEY_PREFIX = "sdk-import"
@@ -43,10 +46,17 @@ class ImportReport:
 
 
 def source_url(source: str) -> str:
-    """A SQLAlchemy URL for ``source``: a URL as given, or a path to an SDK SQLite file."""
+    """A SQLAlchemy URL for ``source``: a URL as given, or a path to an SDK SQLite file, which
+    must exist and is opened read-only (an import never changes its source)."""
     if "://" in source:
         return source
-    return f"sqlite+aiosqlite:///{source}"
+    path = Path(source)
+    if not path.is_file():
+        raise InvalidInputError(
+            f"no SQLite file at {source!r}; pass the path of an Agents SDK SQLiteSession "
+            "database, or a database URL"
+        )
+    return f"sqlite+aiosqlite:///file:{quote(str(path.resolve()))}?mode=ro&uri=true"
 
 
 def _identifier(name: str, what: str) -> str:
@@ -82,10 +92,17 @@ async def import_sdk_store(
     ``ImportReport.unreadable`` and left out; everything else is copied in source order.
     """
     table = _identifier(messages_table, "messages table")
-    engine = create_async_engine(normalize_url(source_url(source)))
+    engine = create_engine(source_url(source), foreign=True)
     sessions = items = unreadable = done = 0
     try:
         async with engine.connect() as connection:
+            if not await connection.run_sync(
+                lambda sync: inspect(sync).has_table(messages_table)
+            ):
+                raise InvalidInputError(
+                    f"the source has no table {messages_table!r}; pass the Agents SDK's "
+                    "messages table with --messages-table (messages_table=)"
+                )
             total = int(await connection.scalar(text(f"SELECT count(*) FROM {table}")) or 0)
             names = (
                 (
@@ -128,6 +145,20 @@ async def import_sdk_store(
     return ImportReport(sessions=sessions, items=items, unreadable=unreadable)
 
 
+_UNREADABLE = object()
+
+
+def _readable_item(data: Any) -> Any:
+    """The item a source row holds, or ``_UNREADABLE`` when agentledger could not store it
+    (not JSON, too deep, NaN, not an item, ...): one bad row is counted, never fatal."""
+    try:
+        item = json.loads(data)
+        prepare_item(item)
+    except (TypeError, ValueError, RecursionError):  # InvalidInputError is a ValueError
+        return _UNREADABLE
+    return item
+
+
 async def _chunks(
     connection: AsyncConnection, table: str, session: str, after: int, size: int
 ) -> AsyncIterator[tuple[int, int, list[Any], int]]:
@@ -147,10 +178,11 @@ async def _chunks(
         chunk: list[Any] = []
         bad = 0
         for _row_id, data in rows:
-            try:
-                chunk.append(json.loads(data))
-            except (TypeError, ValueError):
+            item = _readable_item(data)
+            if item is _UNREADABLE:
                 bad += 1
+            else:
+                chunk.append(item)
         first, last = int(rows[0][0]), int(rows[-1][0])
         yield first, last, chunk, bad
         after = last

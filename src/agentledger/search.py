@@ -27,6 +27,7 @@ import base64
 import binascii
 import hashlib
 import json
+import math
 import re
 import uuid
 from dataclasses import dataclass
@@ -168,17 +169,19 @@ def encode_cursor(rank: float, session_id: uuid.UUID, seq: int, fingerprint: str
 
 def decode_cursor(cursor: object, fingerprint: str) -> tuple[float, uuid.UUID, int]:
     """``(rank, session_id, seq)`` of the last hit of the previous page."""
-    if not isinstance(cursor, str):
+    if not isinstance(cursor, str) or len(cursor) > 1000:
         raise InvalidInputError("the search cursor must be the next_cursor string of a page")
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         rank, session_id, seq, made_for = json.loads(raw)
         if not isinstance(rank, (int, float)) or isinstance(rank, bool):
             raise ValueError("rank is not a number")
-        if not isinstance(seq, int) or isinstance(seq, bool):
-            raise ValueError("seq is not an integer")
+        if not math.isfinite(rank):
+            raise ValueError("rank is not finite")
+        if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq < 2**63:
+            raise ValueError("seq is not a sequence number")
         parsed = (float(rank), uuid.UUID(session_id), seq)
-    except (binascii.Error, ValueError, TypeError, AttributeError) as error:
+    except (binascii.Error, ValueError, TypeError, AttributeError, OverflowError) as error:
         raise InvalidInputError(
             "malformed search cursor; pass the next_cursor of a previous page unchanged"
         ) from error

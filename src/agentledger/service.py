@@ -57,17 +57,19 @@ from .search import encode_cursor as encode_search_cursor
 from .search import parse_query, query_fingerprint
 from .search import snippet as make_snippet
 from .transcripts import SessionTranscript, TranscriptMessage
-from .types import utcnow
+from .types import cutoff_before, utcnow
 from .uow import UnitOfWork, UnitOfWorkFactory
 from .validation import (
+    MAX_INT64,
     MAX_PAGE_SIZE,
     batch_fingerprint,
+    check_count,
     check_in_history,
-    check_keys_are_strings,
     check_limit,
     check_metadata_changes,
     check_metadata_filter,
     check_name,
+    check_owner,
     check_seq,
     check_title,
     decode_listing_cursor,
@@ -264,6 +266,7 @@ class SessionService:
     ) -> SessionRecord | None:
         """The session with its whole history, or ``None`` when missing or not ``user_id``'s."""
         sid = parse_session_id(session_id)
+        user_id = check_owner(user_id)
         # Two statements, no transaction needed: messages are read up to the last_seq seen with
         # the session row, and sequences commit in order, so the result is always a prefix.
         async with self._read_uow(autocommit=True) as uow:
@@ -312,6 +315,7 @@ class SessionService:
     async def delete_session(self, session_id: SessionId, *, user_id: str | None = None) -> bool:
         """Delete the session and (by cascade) its history; ``False`` when there was none."""
         sid = parse_session_id(session_id)
+        user_id = check_owner(user_id)
         async with self._uow(autocommit=True) as uow:
             deleted = await uow.sessions.delete(sid, user_id)
             await uow.commit()
@@ -336,14 +340,12 @@ class SessionService:
         """
         if not isinstance(older_than, timedelta) or older_than < timedelta(0):
             raise ValueError("older_than must be a non-negative datetime.timedelta")
-        if batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
-        if max_batch_messages < 1:
-            raise ValueError("max_batch_messages must be at least 1")
+        check_count(batch_size, "batch_size", maximum=MAX_ERASE_BATCH)
+        check_count(max_batch_messages, "max_batch_messages")
         if dry_run:
             sessions, _messages = await self.count_idle_sessions(older_than)
             return sessions
-        cutoff = self._now() - older_than
+        cutoff = cutoff_before(self._now(), older_than)
         total = 0
         while True:
             async with self._uow() as uow:
@@ -360,7 +362,9 @@ class SessionService:
     @_translating
     async def count_idle_sessions(self, older_than: timedelta) -> tuple[int, int]:
         """``(sessions, messages)`` a cleanup with ``older_than`` would delete now."""
-        cutoff = self._now() - older_than
+        if not isinstance(older_than, timedelta) or older_than < timedelta(0):
+            raise ValueError("older_than must be a non-negative datetime.timedelta")
+        cutoff = cutoff_before(self._now(), older_than)
         async with self._uow(autocommit=True) as uow:
             return await uow.sessions.count_idle(cutoff)
 
@@ -385,7 +389,7 @@ class SessionService:
         """
         sid = parse_session_id(session_id)
         at = None if at_seq is None else check_seq(at_seq, "at_seq")
-        user = None if user_id is None else check_name(user_id, "user_id")
+        user = check_owner(user_id)
         new_title = None if title is None else check_title(title)
         new_id = uuid.uuid4()
         now = self._now()
@@ -422,7 +426,7 @@ class SessionService:
         """
         sid = parse_session_id(session_id)
         to = check_seq(to_seq, "to_seq")
-        user = None if user_id is None else check_name(user_id, "user_id")
+        user = check_owner(user_id)
         now = self._now()
         async with self._uow() as uow:
             session = await self._lock(uow, sid, user)
@@ -444,7 +448,7 @@ class SessionService:
         """
         sid = parse_session_id(session_id)
         checked = check_metadata_changes(changes)
-        user = None if user_id is None else check_name(user_id, "user_id")
+        user = check_owner(user_id)
         now = self._now()
         async with self._uow() as uow:
             session = await self._lock(uow, sid, user)
@@ -469,7 +473,7 @@ class SessionService:
         first user message). Returns the session as :meth:`get_session` would."""
         sid = parse_session_id(session_id)
         new_title = None if title is None else check_title(title)
-        user = None if user_id is None else check_name(user_id, "user_id")
+        user = check_owner(user_id)
         now = self._now()
         async with self._uow() as uow:
             session = await self._lock(uow, sid, user)
@@ -498,12 +502,7 @@ class SessionService:
         while the erasure runs may survive it.
         """
         user_id = check_name(user_id, "user_id")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int):
-            raise TypeError(f"batch_size must be an int, not {type(batch_size).__name__}")
-        if not 1 <= batch_size <= MAX_ERASE_BATCH:
-            raise ValueError(
-                f"batch_size must be between 1 and {MAX_ERASE_BATCH}, got {batch_size}"
-            )
+        check_count(batch_size, "batch_size", maximum=MAX_ERASE_BATCH)
         if dry_run:
             async with self._uow(autocommit=True) as uow:
                 return await uow.sessions.count_for_user(user_id)
@@ -596,7 +595,7 @@ class SessionService:
         so the transcript is a consistent snapshot.
         """
         sid = parse_session_id(session_id)
-        user = None if user_id is None else check_name(user_id, "user_id")
+        user = check_owner(user_id)
         async with self._uow() as uow:
             lifecycle = self._lifecycle(uow)
             state = await lifecycle.session_state(sid, user, share_lock=True)
@@ -646,8 +645,7 @@ class SessionService:
         if not isinstance(transcript, SessionTranscript):
             raise TypeError("import_session takes a SessionTranscript (see transcripts.read_jsonl)")
         user = check_name(user_id, "user_id")
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-            raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+        check_count(chunk_size, "chunk_size", maximum=MAX_ERASE_BATCH)
         target = transcript.id if session_id is None else parse_session_id(session_id)
         agent = check_name(transcript.agent_name, "agent_name")
         title = None if transcript.title is None else check_title(transcript.title)
@@ -782,8 +780,7 @@ class SessionService:
         running report after every batch.
         """
         checked = parse_policies(policies)
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        check_count(batch_size, "batch_size", maximum=MAX_ERASE_BATCH)
         now = self._now()
         named = frozenset(name for name in checked if name != DEFAULT_POLICY_KEY)
         counts: dict[str, RetentionCounts] = {name: RetentionCounts() for name in checked}
@@ -799,7 +796,7 @@ class SessionService:
         }
         for name, policy in checked.items():
             if policy.days is not None:
-                cutoff = now - timedelta(days=policy.days)
+                cutoff = cutoff_before(now, policy.days)
                 await self._retire_idle(
                     scopes[name],
                     cutoff,
@@ -813,7 +810,7 @@ class SessionService:
             if policy.max_messages is not None:
                 deleting = None
                 if policy.days is not None and not policy.archive:
-                    deleting = now - timedelta(days=policy.days)
+                    deleting = cutoff_before(now, policy.days)
                 await self._trim_sessions(
                     scopes[name],
                     policy.max_messages,
@@ -996,7 +993,9 @@ class SessionService:
         :class:`SessionNotFoundError`, as :meth:`get_items` does.
         """
         sid = parse_session_id(session_id)
-        user = None if user_id is None else check_name(user_id, "user_id")
+        user = check_owner(user_id)
+        if not isinstance(prefix, str) or "\x00" in prefix or len(prefix) > 255:
+            raise InvalidInputError("prefix must be a string of at most 255 characters, no NUL")
         async with self._uow(autocommit=True) as uow:
             if user is not None:
                 await self._check_owner(uow, sid, user, missing_ok=True)
@@ -1008,6 +1007,7 @@ class SessionService:
     ) -> list[Any]:
         """Stored items in order; with ``limit`` the latest ``limit`` of them (one query)."""
         sid = parse_session_id(session_id)
+        user_id = check_owner(user_id)
         checked = check_limit(limit)
         if checked == 0:
             return []
@@ -1021,6 +1021,7 @@ class SessionService:
     async def pop_item(self, session_id: SessionId, *, user_id: str | None = None) -> Any:
         """Remove and return the newest item (``None`` when empty); exactly once per item."""
         sid = parse_session_id(session_id)
+        user_id = check_owner(user_id)
         async with self._uow() as uow:  # two statements: see MessageRepository.pop
             item = await uow.messages.pop(sid, user_id, self._now())
             await uow.commit()
@@ -1032,6 +1033,7 @@ class SessionService:
     async def clear_session(self, session_id: SessionId, *, user_id: str | None = None) -> None:
         """Delete every message of the session (the session itself stays)."""
         sid = parse_session_id(session_id)
+        user_id = check_owner(user_id)
         async with self._uow() as uow:
             if await uow.sessions.lock(sid, user_id) is None:
                 await self._check_owner(uow, sid, user_id, missing_ok=True)
@@ -1047,10 +1049,15 @@ class SessionService:
     ) -> None:
         """Record the token usage of one agent run (turn) in the session."""
         sid = parse_session_id(session_id)
+        user_id = check_owner(user_id)
+        if not isinstance(usage, Usage):
+            raise TypeError(f"usage must be an agentledger.Usage, not {type(usage).__name__}")
         for name in ("requests", "input_tokens", "output_tokens", "total_tokens"):
             value = getattr(usage, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise InvalidInputError(f"usage.{name} must be a non-negative int, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_INT64:
+                raise InvalidInputError(
+                    f"usage.{name} must be an int from 0 to {MAX_INT64}, got {value!r}"
+                )
         if user_id is not None or self._tenant is not None:
             # A separate read: on SQLite a transaction that reads before it writes may fail
             # at once under concurrent writers instead of waiting for the lock. Under
@@ -1066,6 +1073,7 @@ class SessionService:
     async def get_usage(self, session_id: SessionId, *, user_id: str | None = None) -> Usage:
         """Token usage totals of the session."""
         sid = parse_session_id(session_id)
+        user_id = check_owner(user_id)
         async with self._read_uow(autocommit=True) as uow:
             if user_id is not None:
                 await self._check_owner(uow, sid, user_id, missing_ok=True)
@@ -1089,8 +1097,7 @@ class SessionService:
         key: str | None = None,
         create: SessionSpec | None = None,
     ) -> AppendResult:
-        if user_id is not None:
-            user_id = check_name(user_id, "user_id")
+        user_id = check_owner(user_id)
         if create is not None:
             user_id = create.user_id
         now = self._now()
@@ -1184,7 +1191,5 @@ class SessionService:
             raise InvalidInputError(
                 f"metadata must be a JSON object (a dict), got {type(metadata).__name__}"
             )
-        as_dict = dict(metadata)
-        encoded = dump_json(as_dict, "metadata", jsonb=True)
-        check_keys_are_strings(as_dict, "metadata")
+        encoded = dump_json(dict(metadata), "metadata", jsonb=True)
         return json.loads(encoded)  # type: ignore[no-any-return]

@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import JSON, Computed, DateTime, Dialect, String, Text
@@ -27,6 +27,19 @@ from .encoding import escape_nul, map_strings, unescape_nul
 def utcnow() -> datetime:
     """The current time as an aware UTC datetime (never ``datetime.utcnow()``)."""
     return datetime.now(UTC)
+
+
+#: The earliest aware UTC time: a cutoff further back than this keeps everything.
+EARLIEST = datetime.min.replace(tzinfo=UTC)
+
+
+def cutoff_before(now: datetime, age: timedelta | float) -> datetime:
+    """``now`` minus ``age`` (a timedelta, or days), or :data:`EARLIEST` when that lies before
+    the first representable time: an age of a million days means "nothing is that old"."""
+    try:
+        return now - (age if isinstance(age, timedelta) else timedelta(days=age))
+    except OverflowError:
+        return EARLIEST
 
 
 def as_utc(value: datetime) -> datetime:

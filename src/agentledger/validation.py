@@ -14,7 +14,7 @@ import json
 import math
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from .encoding import (
@@ -39,6 +39,8 @@ MAX_NAME_LENGTH = 255
 MAX_PAGE_SIZE = 1000
 MESSAGE_KEYS = frozenset({"role", "content", "tool_calls", "tool_call_id"})
 INT64 = range(-(2**63), 2**63)
+#: The largest value of a BIGINT column (sequence numbers, counters) and of a SQL LIMIT.
+MAX_INT64 = 2**63 - 1
 
 
 def parse_session_id(value: object) -> uuid.UUID:
@@ -66,6 +68,11 @@ def check_name(value: object, what: str) -> str:
     return text
 
 
+def check_owner(value: object) -> str | None:
+    """An optional ``user_id=`` argument (the owner a call must match): ``None`` or a name."""
+    return None if value is None else check_name(value, "user_id")
+
+
 def check_tool_call_id(value: object, what: str) -> str:
     """A tool call id: any text (U+0000 included, tool ids come from outside) that fits the
     varchar(255) column, where PostgreSQL stores U+0000 and U+E000 escaped as two characters."""
@@ -81,20 +88,25 @@ def check_tool_call_id(value: object, what: str) -> str:
 def check_limit(limit: int | None, what: str = "limit") -> int | None:
     if limit is None:
         return None
-    if isinstance(limit, bool) or not isinstance(limit, int):
-        raise TypeError(f"{what} must be an int or None, not {type(limit).__name__}")
-    if limit < 0:
-        raise ValueError(f"{what} must be zero or positive, got {limit}")
-    return limit
+    return check_count(limit, what, minimum=0)
+
+
+def check_count(value: object, what: str, *, minimum: int = 1, maximum: int = MAX_INT64) -> int:
+    """An int argument from ``minimum`` to ``maximum`` (by default what a BIGINT or a SQL LIMIT
+    holds): :class:`TypeError` for another type, :class:`InvalidInputError` out of range."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    if value < minimum:
+        floor = "zero or positive" if minimum == 0 else f"at least {minimum}"
+        raise InvalidInputError(f"{what} must be {floor}, got {value}")
+    if value > maximum:
+        raise InvalidInputError(f"{what} must be at most {maximum}, got {value}")
+    return value
 
 
 def check_seq(value: object, what: str) -> int:
     """A sequence number argument: a non-negative int (0 is "before the first message")."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
-    if value < 0:
-        raise InvalidInputError(f"{what} must be zero or positive, got {value}")
-    return value
+    return check_count(value, what, minimum=0)
 
 
 def check_in_history(seq: int, session: LockedSession, what: str, sid: uuid.UUID) -> None:
@@ -117,20 +129,6 @@ def check_title(value: object) -> str:
     return text
 
 
-def check_keys_are_strings(value: Any, what: str) -> None:
-    """JSON object keys are strings; ``json.dumps`` would silently turn ``1`` into ``"1"``."""
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise InvalidInputError(
-                    f"{what} has a non-string key {key!r}; JSON object keys are strings"
-                )
-            check_keys_are_strings(item, what)
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            check_keys_are_strings(item, what)
-
-
 def check_metadata_changes(changes: object) -> dict[str, Any]:
     """Metadata changes as strict JSON: a mapping of string keys to JSON values (None: remove)."""
     if not isinstance(changes, Mapping):
@@ -139,7 +137,6 @@ def check_metadata_changes(changes: object) -> dict[str, Any]:
             f"got {type(changes).__name__}"
         )
     encoded = dump_json(dict(changes), "metadata changes", jsonb=True)
-    check_keys_are_strings(changes, "metadata changes")
     decoded: dict[str, Any] = json.loads(encoded)
     return decoded
 
@@ -260,15 +257,23 @@ def encode_listing_cursor(updated_at: datetime, session_id: uuid.UUID) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_listing_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+def decode_listing_cursor(cursor: object) -> tuple[datetime, uuid.UUID]:
+    """The ``(updated_at, id)`` a listing page ended at; :class:`InvalidInputError` for anything
+    that is not a ``next_cursor`` this library made."""
     try:
+        if not isinstance(cursor, str) or len(cursor) > MAX_CURSOR_LENGTH:
+            raise ValueError("not a cursor string")
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         stamp, session_id = json.loads(raw)
         updated_at = datetime.fromisoformat(stamp)
         if updated_at.tzinfo is None:
             raise ValueError("cursor timestamp is not timezone-aware")
-        return updated_at, uuid.UUID(session_id)
-    except (binascii.Error, ValueError, TypeError) as error:
+        return updated_at.astimezone(UTC), uuid.UUID(session_id)
+    except (binascii.Error, ValueError, TypeError, AttributeError, OverflowError) as error:
         raise InvalidInputError(
             "malformed cursor; pass the next_cursor of a previous page unchanged"
         ) from error
+
+
+#: Cursors this library makes are well under this; a longer one is refused unread.
+MAX_CURSOR_LENGTH = 1000
