@@ -170,7 +170,8 @@ async def test_one_bad_row_of_an_sdk_store_is_counted_not_fatal(
     source = tmp_path / "sdk.db"
     with sqlite3.connect(source) as db:
         db.execute(
-            "CREATE TABLE agent_messages (id INTEGER PRIMARY KEY, session_id TEXT, message_data TEXT)"
+            "CREATE TABLE agent_messages "
+            "(id INTEGER PRIMARY KEY, session_id TEXT, message_data TEXT)"
         )
         rows = [
             json.dumps({"role": "user", "content": "first"}),
