@@ -272,7 +272,13 @@ def test_json_output_for_scripts(
     url = empty_database_url
     code, out, _ = cli(capsys, "--database-url", url, "db", "current", "--json")
     assert code == 0
-    assert json.loads(out) == {"current": [], "head": head_revision(), "at_head": False}
+    state = json.loads(out)
+    assert {key: state[key] for key in ("current", "head", "at_head")} == {
+        "current": [],
+        "head": head_revision(),
+        "at_head": False,
+    }
+    assert "agentledger db upgrade" in state["advice"]
     code, out, _ = cli(capsys, "--database-url", url, "db", "upgrade", "--json")
     assert json.loads(out)["current"] == [head_revision()]
     code, out, _ = cli(

@@ -29,7 +29,7 @@ from agents import SQLiteSession
 from sqlalchemy import text
 
 from agentledger import Ledger, Usage
-from agentledger.cli import _build_parser, main
+from agentledger.cli import build_parser, main
 from agentledger.errors import SessionNotFoundError
 from agentledger.models import metadata
 from agentledger.transcripts import write_jsonl
@@ -232,7 +232,7 @@ def _dests(parser: argparse.ArgumentParser) -> set[str]:
 
 
 def test_every_command_is_classified() -> None:
-    leaves = dict(_leaves(_build_parser()))
+    leaves = dict(_leaves(build_parser()))
     covered = {case.command for case in CASES}
     unclassified = set(leaves) - covered - ADMIN_WIDE
     assert not unclassified, (

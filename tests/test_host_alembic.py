@@ -44,7 +44,6 @@ from agentledger import (
     Ledger,
     LedgerError,
     LedgerSettings,
-    SchemaNotReadyError,
     configure_sqlite,
     host_include_object,
 )
@@ -432,9 +431,11 @@ async def roll_out_in_one_history(
     assert VERSION_TABLE not in await table_names(engine)
     # Alembic keeps only the dependent head: agentledger's revision is implied, not listed...
     assert await version_rows(engine, HOST_VERSION_TABLE) == [host_head]
+    # ...yet without AGENTLEDGER_HOST_ALEMBIC_INI the tables that exist show it is at head.
     unaware = Ledger(engine)
-    with pytest.raises(SchemaNotReadyError, match="AGENTLEDGER_HOST_ALEMBIC_INI"):
-        await unaware.service.get_session("0b0e7c9e-9d1f-4c43-9b2e-8f7d6a5c4b3a")
+    assert await unaware.service.get_session("0b0e7c9e-9d1f-4c43-9b2e-8f7d6a5c4b3a") is None
+    state = await unaware.schema_state()
+    assert (state.current, state.source, state.in_host_history) == ((HEAD,), "tables", True)
     misconfigured = Ledger(
         engine, settings=LedgerSettings(host_alembic_ini=str(project / "missing.ini"))
     )

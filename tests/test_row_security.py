@@ -188,10 +188,17 @@ async def test_an_unscoped_service_sees_nothing_and_may_write_nothing(
         sid = await _alice_everywhere(app)
         assert await app.service.get_session(sid) is None
         assert (await app.service.list_user_sessions("alice")).sessions == ()
-        with pytest.raises(SessionNotFoundError):
-            await app.service.add_message(sid, role="user", content="hi")
-        with pytest.raises(PermissionDeniedError):
-            await app.service.create_session(user_id="alice", agent_name="support")
+        # Writes say what is wrong (no tenant named), as docs/security.md promises.
+        for write in (
+            app.service.add_message(sid, role="user", content="hi"),
+            app.service.add_items(sid, [{"role": "user", "content": "hi"}]),
+            app.service.record_usage(sid, Usage(1, 1, 1, 2)),
+            app.service.rewind_session(sid, 0),
+            app.service.update_metadata(sid, {"k": "v"}),
+            app.service.create_session(user_id="alice", agent_name="support"),
+        ):
+            with pytest.raises(PermissionDeniedError, match="for_user"):
+                await write
 
 
 async def test_the_owner_scope_runs_every_operation_under_the_policies(
@@ -337,8 +344,9 @@ def test_the_cli_switches_it_and_reports_it(enabled: RlsDatabase) -> None:
     assert "off" in off.stdout
 
 
-def test_cli_user_commands_scope_themselves_under_the_setting(enabled: RlsDatabase) -> None:
-    """As the application role, `--user` names the tenant when the setting is on."""
+def test_cli_user_commands_scope_themselves(enabled: RlsDatabase) -> None:
+    """As the application role, `--user` names the tenant (with or without the setting), so
+    erase-user and export --all really act; without --user nothing is visible."""
 
     async def seed() -> uuid.UUID:
         async with Ledger.from_url(enabled.app_url) as app:
@@ -346,10 +354,18 @@ def test_cli_user_commands_scope_themselves_under_the_setting(enabled: RlsDataba
 
     sid = run_sync(seed())
     show = f"agentledger sessions show {sid} --user alice --json"
-    unscoped = run_doc_shell(f"{show} || echo refused", enabled.app_url)
+    for setting in ("false", "true"):
+        scoped = run_doc_shell(show, enabled.app_url, AGENTLEDGER_ROW_LEVEL_SECURITY=setting)
+        assert "secret plan" in scoped.stdout
+    unscoped = run_doc_shell(f"agentledger sessions show {sid} || echo refused", enabled.app_url)
     assert "refused" in unscoped.stdout
-    scoped = run_doc_shell(show, enabled.app_url, AGENTLEDGER_ROW_LEVEL_SECURITY="true")
-    assert "secret plan" in scoped.stdout
+    exported = run_doc_shell(
+        'agentledger sessions export --all --user alice -o "$(mktemp -d)"', enabled.app_url
+    )
+    assert "exported 1 sessions" in exported.stdout
+    erased = run_doc_shell("agentledger erase-user alice --yes", enabled.app_url)
+    assert "erased 1 sessions" in erased.stdout
+    assert run_sync(_counts(enabled.owner_url, None))["agent_sessions"] == 0
     other = run_doc_shell(
         f"agentledger sessions show {sid} --user mallory || echo refused",
         enabled.app_url,
@@ -369,7 +385,11 @@ def test_cleanup_refuses_a_role_the_policies_confine(enabled: RlsDatabase) -> No
 
     run_sync(seed())
     for command in ("cleanup --older-than 0d", "cleanup --older-than 0d --dry-run", "cleanup"):
-        refused = run_doc_shell(f"agentledger {command} || echo refused", enabled.app_url)
+        refused = run_doc_shell(
+            f"agentledger {command} || echo refused",
+            enabled.app_url,
+            AGENTLEDGER_RETENTION='{"*": {"days": 0}}',
+        )
         assert "refused" in refused.stdout
         assert "BYPASSRLS" in refused.stderr
     assert run_sync(_counts(enabled.owner_url, None))["agent_sessions"] == 1

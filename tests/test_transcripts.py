@@ -97,8 +97,9 @@ async def test_export_then_import_elsewhere_is_exact(
     text = dumps_jsonl(transcript)
     assert "\x00" not in text  # JSON escapes it ...
     assert "\\u0000" in text
-    assert "Zürich" in text
-    assert "\u2028" in text
+    assert "Zürich" in text  # other characters are written as they are ...
+    assert "\u2028" not in text  # ... but never one a terminal or a JavaScript reader acts on
+    assert "\\u2028" in text
     parsed = loads_jsonl(text)
     assert parsed == transcript
 
@@ -231,7 +232,7 @@ async def test_markdown_shows_the_conversation_with_tool_calls(ledger: Ledger) -
     assert "## 4 · Tool result for `call_1`" in markdown
     assert "nul\\0 esc" in markdown  # U+0000 made visible
     assert "## 5 · Reasoning" in markdown
-    assert "## 6 · Assistant\n\nSunny ☀" in markdown
+    assert "## 6 · Assistant\n\n```\nSunny ☀\n```" in markdown  # bodies are fenced
     assert "Tool call `f` (call id `c2`)" in markdown
     assert "## 8 · Tool result for `c2`" in markdown
     assert "\x00" not in markdown

@@ -123,7 +123,13 @@ class LedgerSettings(BaseSettings):
         "(service.for_user) so PostgreSQL row-level security policies see the tenant; "
         "switch the policies on with `agentledger db rls enable`.",
     )
-    default_user_id: str = Field(default="default", min_length=1, max_length=255)
+    default_user_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=255,
+        description="The owner of sessions opened without a user_id (ledger.agent_session, "
+        "SessionAgent.run), for single-user applications; unset, user_id is required.",
+    )
     default_agent_name: str = Field(default="agent", min_length=1, max_length=255)
 
     @field_validator("database_url")

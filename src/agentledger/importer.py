@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .engine import create_engine
 from .errors import InvalidInputError, LedgerError, translate_db_error
-from .integrations.openai_agents import resolve_session_uuid
+from .naming import resolve_session_uuid, session_name
 from .repositories import SessionSpec
 from .service import SessionService
 from .validation import prepare_item
@@ -96,9 +96,7 @@ async def import_sdk_store(
     sessions = items = unreadable = done = 0
     try:
         async with engine.connect() as connection:
-            if not await connection.run_sync(
-                lambda sync: inspect(sync).has_table(messages_table)
-            ):
+            if not await connection.run_sync(lambda sync: inspect(sync).has_table(messages_table)):
                 raise InvalidInputError(
                     f"the source has no table {messages_table!r}; pass the Agents SDK's "
                     "messages table with --messages-table (messages_table=)"
@@ -114,7 +112,13 @@ async def import_sdk_store(
                 .all()
             )
             for name in names:
-                target = resolve_session_uuid(str(name), user_id)
+                spec = SessionSpec(user_id, agent_name, session_name(str(name)))
+                target = (
+                    resolve_session_uuid(str(name), user_id)
+                    if spec.name is None
+                    else await service.resolve_name(spec.name, user_id=user_id, create_as=spec)
+                )
+                assert target is not None  # created when missing
                 prefix = _prefix(str(name))
                 after = _last_imported_id(
                     await service.batch_keys(target, prefix=prefix, user_id=user_id)
@@ -128,7 +132,7 @@ async def import_sdk_store(
                         target,
                         chunk,
                         user_id=user_id,
-                        create_as=SessionSpec(user_id, agent_name),
+                        create_as=spec,
                         idempotency_key=f"{prefix}{first}-{last}",
                     )
                     if result.created:

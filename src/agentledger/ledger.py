@@ -130,6 +130,20 @@ class Ledger:
             return self._service.for_user(user_id)
         return self._service
 
+    def owner(self, user_id: str | None) -> str:
+        """The owner of a session opened on someone's behalf: ``user_id``, else the
+        ``default_user_id`` setting when the application set one (a single-user application);
+        never a silent default that would file every session under one shared user."""
+        if user_id is not None:
+            return user_id
+        if self._settings.default_user_id is not None:
+            return self._settings.default_user_id
+        raise TypeError(
+            "pass user_id=... (the user who owns the session): sessions are never filed under "
+            "a shared default user; a single-user application may set "
+            "AGENTLEDGER_DEFAULT_USER_ID instead"
+        )
+
     def unit_of_work(self, *, autocommit: bool = False, tenant: str | None = None) -> UnitOfWork:
         """A new unit of work on this ledger's engine (see :class:`UnitOfWork`)."""
         return self._makers.unit_of_work(autocommit, self.ensure_schema, tenant)
@@ -153,7 +167,7 @@ class Ledger:
         """An OpenAI Agents SDK session (``Runner.run(..., session=...)``) over this ledger."""
         from .integrations.openai_agents import LedgerSession
 
-        user_id = user_id or self._settings.default_user_id
+        user_id = self.owner(user_id)
         return LedgerSession(
             session_id,
             service=self.service_for(user_id),
@@ -229,17 +243,25 @@ class Ledger:
 
     async def current_revisions(self) -> tuple[str, ...]:
         """agentledger revisions applied to the database (empty when never migrated)."""
-        return await self._revisions(self._engine)
+        return (await self.schema_state()).current
 
-    async def _revisions(self, engine: AsyncEngine) -> tuple[str, ...]:
+    async def schema_state(self) -> schema.SchemaState:
+        """Which agentledger revision the database is at, how that is known, and what to run
+        to reach head (see :class:`agentledger.schema.SchemaState`)."""
+        return await self._schema_state(self._engine)
+
+    async def _schema_state(self, engine: AsyncEngine) -> schema.SchemaState:
         with translated():
             async with engine.connect() as connection:
                 return await connection.run_sync(
-                    schema.current_revisions, self._settings.host_alembic_ini
+                    schema.schema_state, self._settings.host_alembic_ini
                 )
 
     async def ensure_schema(self) -> None:
-        """Fail fast unless the database is at agentledger's head (checked once per Ledger)."""
+        """Fail fast unless the database is at agentledger's head (checked once per Ledger).
+
+        Call it at application startup to fail there, with the fix in the message, rather than
+        at the first request."""
         if self._schema_ready:
             return
         async with self._schema_lock:
@@ -247,19 +269,15 @@ class Ledger:
                 return
             if self._settings.migrate_on_start:
                 await self.upgrade()
-            current = await self.current_revisions()
-            head = schema.head_revision()
-            if head not in current:
-                state = ", ".join(current) if current else "no agentledger tables"
+            state = await self.schema_state()
+            if not state.at_head:
+                found = ", ".join(state.current) if state.current else "no agentledger tables"
                 raise SchemaNotReadyError(
                     f"the database at {safe_url(self._engine.url)} is not at agentledger's "
-                    f"schema revision {head} (found: {state}); run `agentledger db upgrade` "
-                    "(or `await ledger.upgrade()`, or set AGENTLEDGER_MIGRATE_ON_START=true); "
-                    "when its revisions are in your own Alembic history, run `alembic upgrade "
-                    "heads` and set AGENTLEDGER_HOST_ALEMBIC_INI to your alembic.ini"
+                    f"schema revision {state.head} (found: {found}); {state.advice()}"
                 )
             if self._read_engine is not None:
-                await self._check_read_engine(head)
+                await self._check_read_engine(state.head)
             if self._engine.dialect.name == "sqlite":
                 await self._check_sqlite_foreign_keys()
             self._schema_ready = True
@@ -267,7 +285,7 @@ class Ledger:
     async def _check_read_engine(self, head: str) -> None:
         """The read engine must serve the same schema (a replica of the primary does)."""
         assert self._read_engine is not None
-        current = await self._revisions(self._read_engine)
+        current = (await self._schema_state(self._read_engine)).current
         if head not in current:
             state = ", ".join(current) if current else "no agentledger tables"
             raise SchemaNotReadyError(

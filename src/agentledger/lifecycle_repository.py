@@ -199,8 +199,9 @@ class LifecycleRepository:
 
     async def history(
         self, session_id: uuid.UUID, *, after_seq: int, upto_seq: int
-    ) -> list[tuple[int, Any, datetime]]:
-        """``(seq, item, created_at)`` of the messages ``after_seq < seq <= upto_seq``, in order."""
+    ) -> tuple[list[tuple[int, Any, datetime]], list[int]]:
+        """``(seq, item, created_at)`` of the messages ``after_seq < seq <= upto_seq``, in
+        order, and the seqs of the damaged ones among them (left out, logged)."""
         rows = await self._session.execute(
             select(_messages.c.seq, _messages.c.item, _messages.c.created_at)
             .where(
@@ -211,12 +212,14 @@ class LifecycleRepository:
             .order_by(_messages.c.seq)
         )
         history = []
+        damaged = []
         for seq, item, created_at in rows:
             if isinstance(item, DamagedJSON):
                 warn_damaged(session_id, seq, item)  # left out, as in every read
+                damaged.append(int(seq))
             else:
                 history.append((int(seq), item, created_at))
-        return history
+        return history, damaged
 
     async def move_empty_start(self, session_id: uuid.UUID, start_seq: int) -> bool:
         """Let an empty session's next message get ``start_seq + 1``; False unless empty."""

@@ -41,6 +41,8 @@ class SessionRecord:
     messages: tuple[MessageRecord, ...] = ()
     #: The explicit title set with ``set_title`` (``None`` when unset).
     title: str | None = None
+    #: The name the session was opened by (``ledger.agent_session(name, ...)``), if any.
+    name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +61,8 @@ class SessionSummary:
     title: str | None = None
     #: When retention archived the session (listed only with ``include_archived=True``).
     archived_at: datetime | None = None
+    #: The name the session was opened by (``ledger.agent_session(name, ...)``), if any.
+    name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -106,10 +106,12 @@ class NewRow:
 
 @dataclass(frozen=True, slots=True)
 class SessionSpec:
-    """What a session is created with when an append finds it missing (SDK first write)."""
+    """What a session is created with when an append finds it missing (SDK first write);
+    ``name``: the name it is opened by (see :mod:`agentledger.naming`)."""
 
     user_id: str
     agent_name: str
+    name: str | None = None
 
 
 # One statement: lock + allocate (UPDATE ... RETURNING) and insert all rows from arrays.
@@ -137,8 +139,9 @@ _PG_ALLOCATE = """
 """
 
 _PG_ALLOCATE_OR_CREATE = """
-    INSERT INTO agent_sessions (id, user_id, agent_name, metadata, created_at, updated_at, last_seq)
-    VALUES (CAST(:sid AS uuid), :uid, :agent_name, '{}', CAST(:now AS timestamptz),
+    INSERT INTO agent_sessions
+        (id, user_id, agent_name, name, metadata, created_at, updated_at, last_seq)
+    VALUES (CAST(:sid AS uuid), :uid, :agent_name, :name, '{}', CAST(:now AS timestamptz),
             CAST(:now AS timestamptz), CAST(:n AS bigint))
     ON CONFLICT (id) DO UPDATE
         SET last_seq = agent_sessions.last_seq + CAST(:n AS bigint),
@@ -363,11 +366,13 @@ class SessionRepository(_Repository):
         archived_at: datetime | None = None,
         start_seq: int = 0,
         if_missing: bool = False,
-    ) -> None:
+        name: str | None = None,
+    ) -> bool:
         """Insert a session row. An imported session keeps its ``created_at``/``archived_at``
         and starts after ``start_seq`` (its first messages were trimmed at the source).
-        ``if_missing``: do nothing when the id is taken (by a concurrent creator, or by a row
-        that row-level security hides), rather than fail; the caller looks again."""
+        ``if_missing``: do nothing when the id (or the user's ``name``) is taken (by a
+        concurrent creator, or by a row that row-level security hides), rather than fail; the
+        caller looks again. Whether a row was inserted."""
         values = {
             "id": session_id,
             "user_id": user_id,
@@ -379,24 +384,57 @@ class SessionRepository(_Repository):
             "archived_at": archived_at,
             "last_seq": start_seq,
             "trimmed_seq": start_seq,
+            "name": name,
         }
         if not if_missing:
             await self._session.execute(insert(_sessions).values(values))
-            return
+            return True
         postgres = self._session.get_bind().dialect.name == "postgresql"
         upsert = (pg_insert if postgres else sqlite_insert)(_sessions).values(values)
-        await self._session.execute(upsert.on_conflict_do_nothing(index_elements=[_sessions.c.id]))
+        result = await self._session.execute(
+            upsert.on_conflict_do_nothing().returning(_sessions.c.id)
+        )
+        return result.first() is not None
 
-    async def create_missing(self, session_id: uuid.UUID, spec: SessionSpec, now: datetime) -> None:
-        """Create the empty session ``spec`` describes unless the id is taken already."""
-        await self.create(
+    async def create_missing(self, session_id: uuid.UUID, spec: SessionSpec, now: datetime) -> bool:
+        """Create the empty session ``spec`` describes unless the id (or the user's name) is
+        taken already; whether it was created."""
+        return await self.create(
             session_id=session_id,
             user_id=spec.user_id,
             agent_name=spec.agent_name,
             metadata={},
             now=now,
             if_missing=True,
+            name=spec.name,
         )
+
+    async def find_named(
+        self, user_id: str, name: str, preferred_id: uuid.UUID
+    ) -> uuid.UUID | None:
+        """The session of ``user_id`` opened by ``name``: the one recorded with that name, else
+        one of the user's at ``preferred_id`` (named before names were recorded)."""
+        result = await self._session.execute(
+            select(_sessions.c.id)
+            .where(
+                _sessions.c.user_id == user_id,
+                (_sessions.c.name == name) | (_sessions.c.id == preferred_id),
+            )
+            .order_by(case((_sessions.c.name == name, 0), else_=1))
+            .limit(1)
+        )
+        found: uuid.UUID | None = result.scalar_one_or_none()
+        return found
+
+    async def confined(self) -> bool:
+        """Whether row-level security hides other tenants' sessions from this role now
+        (PostgreSQL, policies switched on, a role they bind); always False on SQLite."""
+        if not self._postgres:
+            return False
+        result = await self._session.execute(
+            text("SELECT row_security_active('agent_sessions'::regclass)")
+        )
+        return bool(result.scalar_one())
 
     async def owner_of(self, session_id: uuid.UUID) -> str | None:
         """The ``user_id`` owning the session, or ``None`` when it does not exist."""
@@ -450,6 +488,7 @@ class SessionRepository(_Repository):
             updated_at=row.updated_at,
             messages=messages,
             title=row.title,
+            name=row.name,
         )
 
     async def list_for_user(
@@ -505,6 +544,7 @@ class SessionRepository(_Repository):
                 message_count=row.last_seq - row.trimmed_seq,
                 title=_title_of(row.title, row.first_user_text),
                 archived_at=row.archived_at,
+                name=row.name,
             )
             for row in rows
         ]
@@ -787,6 +827,7 @@ class MessageRepository(_Repository):
         if create is not None:
             params["uid"] = create.user_id
             params["agent_name"] = create.agent_name
+            params["name"] = create.name
         elif user_id is not None:
             params["uid"] = user_id
         statement = pg_append_statement(create=create is not None, owned=user_id is not None)
@@ -813,6 +854,7 @@ class MessageRepository(_Repository):
                 id=session_id,
                 user_id=create.user_id,
                 agent_name=create.agent_name,
+                name=create.name,
                 metadata={},
                 created_at=now,
                 updated_at=now,

@@ -11,13 +11,17 @@ place in ``alembic_version``, so :func:`current_revisions` walks the host's hist
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from alembic import command
+from alembic import context as alembic_context
+from alembic import op as alembic_op
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -64,6 +68,23 @@ def head_revision() -> str:
     return heads[0]
 
 
+@contextmanager
+def _beside_the_callers_alembic() -> Iterator[None]:
+    """Run an Alembic command of ours without disturbing one of the caller's that is under
+    way: a host's ``env.py`` may call :func:`upgrade` (or ``Ledger.upgrade(connection=...)``)
+    before configuring its own migrations. Alembic keeps the running environment and
+    operations in module-level proxies (``alembic.context``, ``alembic.op``), and a finished
+    command clears them, so the host's ``context.configure`` would then fail
+    (``'NoneType' object has no attribute 'configure'``). The caller's proxies are put back."""
+    saved = [(proxy, getattr(proxy, "_proxy", None)) for proxy in (alembic_context, alembic_op)]
+    try:
+        yield
+    finally:
+        for _module, previous in saved:
+            if previous is not None:
+                previous._install_proxy()
+
+
 def upgrade(connection: Connection, revision: str = "head") -> None:
     """Run ``alembic upgrade`` on ``connection`` (the caller owns the transaction).
 
@@ -74,51 +95,200 @@ def upgrade(connection: Connection, revision: str = "head") -> None:
     tables = set(inspect(connection).get_table_names())
     if VERSION_TABLE not in tables and "agent_sessions" in tables:
         raise SchemaNotReadyError(
-            "agent_sessions exists but agentledger_alembic_version does not, so agentledger "
-            "did not create this schema: if agentledger's revisions run in your application's "
-            "Alembic history, upgrade with `alembic upgrade heads` there (and set "
-            "AGENTLEDGER_HOST_ALEMBIC_INI); if it is the seed's schema, run "
-            "`agentledger db adopt`"
+            "agent_sessions exists but agentledger_alembic_version does not, so agentledger's "
+            f"own history did not create this schema; {_foreign_schema_advice(tables)}"
         )
-    config = alembic_config()
-    config.attributes["connection"] = connection
-    command.upgrade(config, revision)
+    _run(command.upgrade, connection, revision)
 
 
 def downgrade(connection: Connection, revision: str) -> None:
     """Run ``alembic downgrade`` on ``connection`` (the caller owns the transaction)."""
-    config = alembic_config()
-    config.attributes["connection"] = connection
-    command.downgrade(config, revision)
+    _run(command.downgrade, connection, revision)
 
 
 def stamp(connection: Connection, revision: str) -> None:
     """Record ``revision`` as applied without running it (the caller owns the transaction)."""
+    _run(command.stamp, connection, revision)
+
+
+def _run(step: Any, connection: Connection, revision: str) -> None:
     config = alembic_config()
     config.attributes["connection"] = connection
-    command.stamp(config, revision)
+    with _beside_the_callers_alembic():
+        step(config, revision)
 
 
-def current_revisions(
-    connection: Connection, host_alembic_ini: str | None = None
-) -> tuple[str, ...]:
-    """agentledger revisions applied to this database, from either version table.
+#: Where :class:`SchemaState` learned the applied revisions.
+OWN_VERSION_TABLE = "own version table"
+HOST_HISTORY = "host history"
+HOST_VERSION_TABLE_LISTED = "host version table"
+TABLES = "tables"
+NOTHING = "nothing"
+
+_UPGRADE = "run `agentledger db upgrade` (or `await ledger.upgrade()`)"
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaState:
+    """Which of agentledger's revisions a database is at, where that was learned, and what
+    to run to reach head.
+
+    ``source``: :data:`OWN_VERSION_TABLE` (``agentledger_alembic_version``, which
+    ``agentledger db upgrade`` keeps), :data:`HOST_HISTORY` (the host's ``alembic_version``,
+    walked through its ``alembic.ini``), :data:`HOST_VERSION_TABLE_LISTED` (our revisions
+    listed in the host's ``alembic_version``), :data:`TABLES` (no version record names our
+    revisions, as when a host revision that depends on ours took its place in
+    ``alembic_version`` without ``AGENTLEDGER_HOST_ALEMBIC_INI``: inferred from the tables and
+    columns that exist) or :data:`NOTHING` (no agentledger tables at all).
+    """
+
+    current: tuple[str, ...]
+    head: str
+    source: str
+    #: The host's ``alembic_version`` exists and agentledger's own version table does not:
+    #: agentledger's revisions run in the host's history.
+    in_host_history: bool = False
+    host_alembic_ini: str | None = None
+
+    @property
+    def at_head(self) -> bool:
+        return self.head in self.current
+
+    def advice(self) -> str | None:
+        """What to run to reach head (``None`` at head)."""
+        if self.at_head:
+            return None
+        if self.in_host_history:
+            advice = (
+                "agentledger's revisions run in your application's Alembic history: run "
+                "`alembic upgrade heads` there (not `agentledger db upgrade`)"
+            )
+            if self.host_alembic_ini is None:
+                advice += (
+                    "; set AGENTLEDGER_HOST_ALEMBIC_INI to your alembic.ini so that agentledger "
+                    "reads the applied revisions from your history"
+                )
+            return advice
+        if self.source == TABLES:
+            return (
+                "agentledger's tables exist but no Alembic version table records them; if your "
+                "application's Alembic history created them, run `alembic upgrade heads` there; "
+                "if it is the seed's schema, run `agentledger db adopt`"
+            )
+        return f"{_UPGRADE}, or set AGENTLEDGER_MIGRATE_ON_START=true"
+
+    def describe(self) -> str:
+        """``agentledger_0004 (head)``, or the state and the advice."""
+        found = ", ".join(self.current) or "base"
+        if self.source == TABLES and self.current:
+            found += " (inferred from the tables: no version table records it)"
+        if self.at_head:
+            return f"{found} (head)"
+        return f"{found} (head is {self.head}; {self.advice()})"
+
+
+def schema_state(connection: Connection, host_alembic_ini: str | None = None) -> SchemaState:
+    """agentledger's revisions applied to this database, from either version table or, when
+    none records them, from the tables that exist (see :class:`SchemaState`).
 
     ``host_alembic_ini`` names the ``alembic.ini`` of a host whose ``version_locations`` hold
     agentledger's revisions. Alembic lists only the heads of that history in ``alembic_version``,
     and a host revision that ``depends_on`` one of agentledger's replaces it there; the host's
     history is then walked from its heads (down revisions and dependencies) to find ours.
     """
-    found: set[str] = set()
+    head = head_revision()
     tables = set(inspect(connection).get_table_names())
     if VERSION_TABLE in tables:
         context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
-        found.update(context.get_current_heads())
+        current = tuple(sorted(context.get_current_heads()))
+        return SchemaState(current, head, OWN_VERSION_TABLE, host_alembic_ini=host_alembic_ini)
+    inferred = _inferred_revision(connection, tables)
     if HOST_VERSION_TABLE in tables:
         heads = MigrationContext.configure(connection).get_current_heads()
-        applied = _host_applied(heads, host_alembic_ini) if host_alembic_ini else set(heads)
-        found.update(_latest(applied & _known_revisions()))
-    return tuple(sorted(found))
+        if host_alembic_ini:
+            applied = _latest(_host_applied(heads, host_alembic_ini) & _known_revisions())
+            source = HOST_HISTORY
+        else:
+            applied = _latest(set(heads) & _known_revisions())
+            source = HOST_VERSION_TABLE_LISTED
+            if inferred is not None and (not applied or _is_later(inferred, applied)):
+                applied, source = {inferred}, TABLES
+        if applied or "agent_sessions" in tables:
+            return SchemaState(
+                tuple(sorted(applied)),
+                head,
+                source,
+                in_host_history=True,
+                host_alembic_ini=host_alembic_ini,
+            )
+    if inferred is not None:
+        return SchemaState((inferred,), head, TABLES, host_alembic_ini=host_alembic_ini)
+    return SchemaState((), head, NOTHING, host_alembic_ini=host_alembic_ini)
+
+
+def current_revisions(
+    connection: Connection, host_alembic_ini: str | None = None
+) -> tuple[str, ...]:
+    """agentledger revisions applied to this database (see :func:`schema_state`)."""
+    return schema_state(connection, host_alembic_ini).current
+
+
+# -- inferring the revision from the schema that exists ------------------------------------------
+
+
+def _has_column(connection: Connection, table: str, column: str) -> bool:
+    return any(found["name"] == column for found in inspect(connection).get_columns(table))
+
+
+def _has_tenant_policy(connection: Connection) -> bool | None:
+    if connection.dialect.name != "postgresql":
+        return None  # the revision changes nothing on SQLite
+    return bool(
+        connection.exec_driver_sql(
+            "SELECT 1 FROM pg_policies WHERE tablename = 'agent_sessions' "
+            "AND policyname = 'agentledger_tenant'"
+        ).first()
+    )
+
+
+#: What each revision leaves behind, checked in order. ``None``: the revision changes nothing
+#: on this backend, so its predecessor's mark stands for it.
+_MARKS: tuple[tuple[str, Callable[[Connection], bool | None]], ...] = (
+    ("agentledger_0001", lambda c: _has_column(c, "conversation_messages", "seq")),
+    ("agentledger_0002", lambda c: _has_column(c, "agent_sessions", "trimmed_seq")),
+    ("agentledger_0003", _has_tenant_policy),
+    ("agentledger_0004", lambda c: _has_column(c, "agent_sessions", "name")),
+)
+
+
+def _inferred_revision(connection: Connection, tables: set[str]) -> str | None:
+    """The latest revision whose schema the tables show, or ``None`` without our tables."""
+    if not {"agent_sessions", "conversation_messages"} <= tables:
+        return None
+    reached: str | None = None
+    for revision, mark in _MARKS:
+        present = mark(connection)
+        if present is False:
+            break
+        reached = revision
+    return reached
+
+
+def _is_later(revision: str, than: set[str]) -> bool:
+    order = [name for name, _mark in _MARKS]
+    return all(order.index(revision) > order.index(other) for other in than if other in order)
+
+
+def _foreign_schema_advice(tables: set[str]) -> str:
+    if HOST_VERSION_TABLE in tables:
+        return (
+            "if agentledger's revisions run in your application's Alembic history, upgrade "
+            "with `alembic upgrade heads` there (and set AGENTLEDGER_HOST_ALEMBIC_INI)"
+        )
+    return (
+        "if it is the seed's schema, run `agentledger db adopt`; if your application created "
+        "it, keep managing it from there"
+    )
 
 
 def _latest(revisions: set[str]) -> set[str]:

@@ -28,10 +28,12 @@ from .errors import (
     ConflictError,
     InvalidInputError,
     LedgerError,
+    PermissionDeniedError,
     SessionNotFoundError,
     translate_db_error,
 )
-from .lifecycle_repository import AgentScope, LifecycleRepository
+from .lifecycle_repository import AgentScope, LifecycleRepository, SessionState
+from .naming import resolve_session_uuid
 from .records import (
     AppendResult,
     ErasureReport,
@@ -56,7 +58,7 @@ from .search import decode_cursor as decode_search_cursor
 from .search import encode_cursor as encode_search_cursor
 from .search import parse_query, query_fingerprint
 from .search import snippet as make_snippet
-from .transcripts import SessionTranscript, TranscriptMessage
+from .transcripts import SessionTranscript, TranscriptMessage, check_transcript, not_after
 from .types import cutoff_before, utcnow
 from .uow import UnitOfWork, UnitOfWorkFactory
 from .validation import (
@@ -86,6 +88,12 @@ T = TypeVar("T")
 SessionId = uuid.UUID | str
 
 logger = logging.getLogger("agentledger")
+
+_UNSCOPED_UNDER_RLS = (
+    "row-level security confines this database role, and this service names no tenant, so "
+    "every session is hidden from it; run tenant work through ledger.service.for_user(user_id) "
+    "(or set AGENTLEDGER_ROW_LEVEL_SECURITY=true for SDK sessions and SessionAgent)"
+)
 
 #: Upper bound for ``batch_size`` of :meth:`SessionService.erase_user` (ids of one batch are
 #: bound parameters; asyncpg allows 32,767 per statement).
@@ -261,6 +269,40 @@ class SessionService:
         return SessionRecord(new_id, user_id, agent_name, meta, now, now, ())
 
     @_translating
+    async def resolve_name(
+        self, name: str, *, user_id: str, create_as: SessionSpec | None = None
+    ) -> uuid.UUID | None:
+        """The id of the session ``user_id`` opened by ``name`` (``None``: there is none).
+
+        A name is its owner's: the session normally lives at the id derived from the user and
+        the name (:func:`agentledger.naming.resolve_session_uuid`), but when another user took
+        that id first, the owner's session gets a random id and is found by its recorded name.
+        With ``create_as`` a missing session is created (owner and agent from it).
+        """
+        user = check_name(user_id, "user_id")
+        name = check_name(name, "session name")
+        preferred = resolve_session_uuid(name, user)
+        if create_as is None:
+            async with self._uow(autocommit=True) as uow:
+                return await uow.sessions.find_named(user, name, preferred)
+        spec = SessionSpec(user, check_name(create_as.agent_name, "agent_name"), name)
+        now = self._now()
+        async with self._uow() as uow:
+            # Insert first: on SQLite a transaction that reads before it writes may fail at
+            # once under concurrent writers. The preferred id may be taken (by this user's
+            # session: found below; by someone else's: a random id is the owner's instead).
+            created = await uow.sessions.create_missing(preferred, spec, now)
+            found = preferred if created else await uow.sessions.find_named(user, name, preferred)
+            if found is None:
+                fresh = uuid.uuid4()
+                created = await uow.sessions.create_missing(fresh, spec, now)
+                found = fresh if created else await uow.sessions.find_named(user, name, preferred)
+            await uow.commit()
+        if found is None:  # pragma: no cover - a concurrent creator made it, and it is not found
+            raise SessionNotFoundError(f"session {name!r} of user {user!r} could not be opened")
+        return found
+
+    @_translating
     async def get_session(
         self, session_id: SessionId, user_id: str | None = None
     ) -> SessionRecord | None:
@@ -342,6 +384,7 @@ class SessionService:
             raise ValueError("older_than must be a non-negative datetime.timedelta")
         check_count(batch_size, "batch_size", maximum=MAX_ERASE_BATCH)
         check_count(max_batch_messages, "max_batch_messages")
+        await self._require_every_tenant("cleanup")
         if dry_run:
             sessions, _messages = await self.count_idle_sessions(older_than)
             return sessions
@@ -365,6 +408,7 @@ class SessionService:
         if not isinstance(older_than, timedelta) or older_than < timedelta(0):
             raise ValueError("older_than must be a non-negative datetime.timedelta")
         cutoff = cutoff_before(self._now(), older_than)
+        await self._require_every_tenant("cleanup")
         async with self._uow(autocommit=True) as uow:
             return await uow.sessions.count_idle(cutoff)
 
@@ -499,16 +543,18 @@ class SessionService:
         a user with a large history never holds locks for long; an interrupted erasure is
         finished by calling it again. ``dry_run`` only counts. ``on_progress`` receives the
         running totals after each batch. Stop the user's traffic first: a session created
-        while the erasure runs may survive it.
+        while the erasure runs may survive it. Its transactions name ``user_id`` to PostgreSQL
+        row-level security (as :meth:`for_user` does), so it erases from the application's
+        role too, where an unscoped service would find nothing.
         """
         user_id = check_name(user_id, "user_id")
         check_count(batch_size, "batch_size", maximum=MAX_ERASE_BATCH)
         if dry_run:
-            async with self._uow(autocommit=True) as uow:
+            async with self._uow(autocommit=True, tenant=user_id) as uow:
                 return await uow.sessions.count_for_user(user_id)
         total = ErasureReport()
         while True:
-            async with self._uow() as uow:
+            async with self._uow(tenant=user_id) as uow:
                 locked = await uow.sessions.lock_user_batch(user_id, batch_size)
                 if not locked:
                     return total
@@ -605,7 +651,7 @@ class SessionService:
                     f"session {sid} does not exist{suffix}; check the id (list them with "
                     "`agentledger sessions list --user USER`)"
                 )
-            rows = await lifecycle.history(
+            rows, damaged = await lifecycle.history(
                 sid, after_seq=state.trimmed_seq, upto_seq=state.last_seq
             )
         messages = tuple(
@@ -622,7 +668,8 @@ class SessionService:
             messages=messages,
             title=state.title,
             archived_at=state.archived_at,
-            trimmed_seq=messages[0].seq - 1 if messages else state.last_seq,
+            trimmed_seq=state.trimmed_seq,
+            damaged_seqs=tuple(damaged),
         )
 
     @_translating
@@ -640,10 +687,12 @@ class SessionService:
         and archive times, and each message keeps its ``seq``. Importing again adds nothing:
         messages the session already holds are compared, not copied, and the rest is appended
         in chunks stored under idempotency keys (``transcript:FIRST-LAST``), so an interrupted
-        import resumes where it stopped. Everything is validated before anything is written.
+        import resumes where it stopped. Everything is validated before anything is written,
+        and a new session is created in the same transaction as its first chunk, so a failed
+        import leaves no empty session behind. Times from the future (beyond this clock) are
+        stored as now.
         """
-        if not isinstance(transcript, SessionTranscript):
-            raise TypeError("import_session takes a SessionTranscript (see transcripts.read_jsonl)")
+        check_transcript(transcript)
         user = check_name(user_id, "user_id")
         check_count(chunk_size, "chunk_size", maximum=MAX_ERASE_BATCH)
         target = transcript.id if session_id is None else parse_session_id(session_id)
@@ -651,12 +700,20 @@ class SessionService:
         title = None if transcript.title is None else check_title(transcript.title)
         meta = self._check_metadata(transcript.metadata)
         rows = [prepare_item(m.item, m.seq) for m in transcript.messages]
-        by_seq = {m.seq: (m, row) for m, row in zip(transcript.messages, rows, strict=True)}
-        if transcript.messages and transcript.messages[0].seq != transcript.trimmed_seq + 1:
-            raise InvalidInputError("the transcript's messages must start at trimmed_seq + 1")
-        start = transcript.trimmed_seq
         now = self._now()
-
+        stamps = {
+            m.seq: not_after(m.created_at, now)
+            for m in transcript.messages
+            if m.created_at is not None
+        }
+        by_seq = {m.seq: row for m, row in zip(transcript.messages, rows, strict=True)}
+        start = transcript.trimmed_seq
+        created_at = not_after(transcript.created_at, now)
+        archived_at = (
+            None if transcript.archived_at is None else not_after(transcript.archived_at, now)
+        )
+        pending = sorted(by_seq)
+        added = 0
         created = False
         async with self._uow() as uow:
             lifecycle = self._lifecycle(uow)
@@ -669,96 +726,120 @@ class SessionService:
                     metadata=meta,
                     now=now,
                     title=title,
-                    created_at=transcript.created_at,
-                    archived_at=transcript.archived_at,
+                    created_at=created_at,
+                    archived_at=archived_at,
                     start_seq=start,
                 )
-                state_last = state_trimmed = start
                 created = True
+                state_last = start
             elif state.user_id != user:
                 raise AlreadyExistsError(
                     f"session id {target} is taken by another user; import the transcript "
                     "under a new id with session_id= (CLI: --session-id NEW_UUID)"
                 )
             else:
-                state_last, state_trimmed = state.last_seq, state.trimmed_seq
-                if state_last == state_trimmed and state_last < start:
-                    await lifecycle.move_empty_start(target, start)
-                    state_last = state_trimmed = start
-            if state_last < start:
-                raise InvalidInputError(
-                    f"session {target} ends at seq {state_last} but the transcript starts at "
-                    f"seq {start + 1}; import it under a new id with session_id="
+                state_last = await self._check_import_target(
+                    lifecycle, target, state, start, by_seq
                 )
-            # Messages the session holds already must be the transcript's.
-            stored = await lifecycle.history(
-                target, after_seq=max(state_trimmed, start), upto_seq=state_last
-            )
-            for seq, item, _created_at in stored:
-                if seq in by_seq and dump_json(item, "item") != by_seq[seq][1].item_json:
-                    raise InvalidInputError(
-                        f"session {target} holds a different message at seq {seq} than the "
-                        "transcript; import it under a new id with session_id="
-                    )
+            pending = [seq for seq in pending if seq > state_last]
+            if created and pending:
+                # The first chunk in the creating transaction: nothing is left half-imported.
+                first = pending[:chunk_size]
+                appended = await self._append_chunk(uow, target, user, by_seq, first, stamps, now)
+                added += appended or 0
+                pending = pending[len(first) :]
             await uow.commit()
-
-        added = 0
-        pending = [seq for seq in sorted(by_seq) if seq > state_last]
         for index in range(0, len(pending), chunk_size):
             seqs = pending[index : index + chunk_size]
-            result = await self._import_chunk(
-                target,
-                user,
-                [by_seq[seq][1] for seq in seqs],
-                seqs[0],
-                [(seq, stamp) for seq in seqs if (stamp := by_seq[seq][0].created_at) is not None],
-                now,
-            )
+            async with self._uow() as uow:
+                result = await self._append_chunk(uow, target, user, by_seq, seqs, stamps, now)
+                await uow.commit()
             if result is None:  # imported before, then removed (popped or rewound): keep it so
                 break
             added += result
         if created or added:
             async with self._uow() as uow:
                 # A restored session keeps its place in "most recently updated first".
-                await self._lifecycle(uow).set_updated_at(target, transcript.updated_at)
+                await self._lifecycle(uow).set_updated_at(
+                    target, not_after(transcript.updated_at, now)
+                )
                 await uow.commit()
         return TranscriptImport(target, added, created)
 
-    async def _import_chunk(
+    async def _check_import_target(
         self,
+        lifecycle: LifecycleRepository,
+        target: uuid.UUID,
+        state: SessionState,
+        start: int,
+        by_seq: Mapping[int, NewRow],
+    ) -> int:
+        """An existing session of the importing user: move an empty one's start to the
+        transcript's, check that the messages it holds are the transcript's; its last seq."""
+        state_last, state_trimmed = state.last_seq, state.trimmed_seq
+        if state_last == state_trimmed and state_last < start:
+            await lifecycle.move_empty_start(target, start)
+            state_last = state_trimmed = start
+        if state_last < start:
+            raise InvalidInputError(
+                f"session {target} ends at seq {state_last} but the transcript starts at "
+                f"seq {start + 1}; import it under a new id with session_id="
+            )
+        stored, damaged = await lifecycle.history(
+            target, after_seq=max(state_trimmed, start), upto_seq=state_last
+        )
+        different = [seq for seq in damaged if seq in by_seq]
+        different += [
+            seq
+            for seq, item, _created_at in stored
+            if seq in by_seq and dump_json(item, "item") != by_seq[seq].item_json
+        ]
+        if different:
+            raise InvalidInputError(
+                f"session {target} holds a different message at seq {min(different)} than the "
+                "transcript; import it under a new id with session_id="
+            )
+        return state_last
+
+    async def _append_chunk(
+        self,
+        uow: UnitOfWork,
         sid: uuid.UUID,
         user_id: str,
-        rows: list[NewRow],
-        first_seq: int,
-        stamps: list[tuple[int, datetime]],
+        by_seq: Mapping[int, NewRow],
+        seqs: list[int],
+        stamps: Mapping[int, datetime],
         now: datetime,
     ) -> int | None:
-        """Append ``rows`` so they land at ``first_seq...``; how many were added (``None``
-        when this chunk was imported before and has since been removed)."""
+        """Append the messages ``seqs`` (consecutive) so they land at those seqs, in ``uow``;
+        how many were added (``None`` when this chunk was imported before and has since been
+        removed). The caller commits."""
+        rows = [by_seq[seq] for seq in seqs]
+        first_seq = seqs[0]
         key = f"transcript:{first_seq}-{first_seq + len(rows) - 1}"
         fingerprint = batch_fingerprint(rows)
-        async with self._uow() as uow:
-            last_seq = await uow.sessions.lock(sid, user_id)
-            if last_seq is None:
-                await self._check_owner(uow, sid, user_id, missing_ok=False)
-                raise SessionNotFoundError(f"session {sid} does not exist")  # pragma: no cover
-            earlier = await uow.messages.find_batch(sid, key)
-            if earlier is not None:
-                if earlier[3] != fingerprint:
-                    raise InvalidInputError(
-                        f"session {sid} already imported a different chunk as {key!r}; import "
-                        "the transcript under a new id with session_id="
-                    )
-                return None if last_seq < first_seq + len(rows) - 1 else 0
-            if last_seq != first_seq - 1:
-                raise ConflictError(
-                    f"session {sid} changed during the import (it now ends at seq {last_seq}, "
-                    f"expected {first_seq - 1}); run the import again"
+        last_seq = await uow.sessions.lock(sid, user_id)
+        if last_seq is None:
+            await self._check_owner(uow, sid, user_id, missing_ok=False)
+            raise SessionNotFoundError(f"session {sid} does not exist")  # pragma: no cover
+        earlier = await uow.messages.find_batch(sid, key)
+        if earlier is not None:
+            if earlier[3] != fingerprint:
+                raise InvalidInputError(
+                    f"session {sid} already imported a different chunk as {key!r}; import "
+                    "the transcript under a new id with session_id="
                 )
-            await uow.messages.append(sid, rows, user_id=user_id, now=now)
-            await self._lifecycle(uow).set_created_at(sid, stamps)
-            await uow.messages.remember_batch(sid, key, first_seq, len(rows), fingerprint, now)
-            await uow.commit()
+            return None if last_seq < first_seq + len(rows) - 1 else 0
+        if last_seq != first_seq - 1:
+            raise ConflictError(
+                f"session {sid} changed during the import (it now ends at seq {last_seq}, "
+                f"expected {first_seq - 1}); run the import again"
+            )
+        await uow.messages.append(sid, rows, user_id=user_id, now=now)
+        await self._lifecycle(uow).set_created_at(
+            sid, [(seq, stamps[seq]) for seq in seqs if seq in stamps]
+        )
+        await uow.messages.remember_batch(sid, key, first_seq, len(rows), fingerprint, now)
         return len(rows)
 
     @_once
@@ -781,6 +862,7 @@ class SessionService:
         """
         checked = parse_policies(policies)
         check_count(batch_size, "batch_size", maximum=MAX_ERASE_BATCH)
+        await self._require_every_tenant("retention")
         now = self._now()
         named = frozenset(name for name in checked if name != DEFAULT_POLICY_KEY)
         counts: dict[str, RetentionCounts] = {name: RetentionCounts() for name in checked}
@@ -1167,20 +1249,43 @@ class SessionService:
             raise SessionNotFoundError(f"session {sid} does not exist")  # pragma: no cover
         return session
 
-    @staticmethod
     async def _check_owner(
-        uow: UnitOfWork, sid: uuid.UUID, user_id: str | None, *, missing_ok: bool
+        self, uow: UnitOfWork, sid: uuid.UUID, user_id: str | None, *, missing_ok: bool
     ) -> None:
         """Raise SessionNotFoundError unless the session exists (or may be missing) and
-        belongs to ``user_id``. Another user's session reads exactly like a missing one."""
+        belongs to ``user_id``. Another user's session reads exactly like a missing one.
+
+        A write that needs the session, from a service that names no tenant while PostgreSQL
+        row-level security confines the role, raises PermissionDeniedError instead: every
+        session is hidden from it, and "not found" would hide the real mistake."""
         owner = await uow.sessions.owner_of(sid)
         if owner is None and missing_ok:
             return
+        if owner is None and self._tenant is None and await uow.sessions.confined():
+            raise PermissionDeniedError(_UNSCOPED_UNDER_RLS)
         if owner is None or (user_id is not None and owner != user_id):
             suffix = "" if user_id is None else f" for user {user_id!r}"
             raise SessionNotFoundError(
                 f"session {sid} does not exist{suffix}; create it with "
                 "create_session() or check the id and user_id"
+            )
+
+    async def _require_every_tenant(self, operation: str) -> None:
+        """Refuse maintenance across tenants from a role that row-level security confines: it
+        would see no session at all and report success while doing nothing."""
+        if self._tenant is not None:
+            raise PermissionDeniedError(
+                f"{operation} acts on every tenant's sessions; run it on the unscoped service "
+                "(ledger.service), not one made with for_user()"
+            )
+        async with self._uow(autocommit=True) as uow:
+            confined = await uow.sessions.confined()
+        if confined:
+            raise PermissionDeniedError(
+                f"{operation} acts on every tenant's sessions, but row-level security confines "
+                "this database role to one tenant's, so it would find none; run it as the "
+                "tables' owner (the role that runs `agentledger db upgrade`) or a role with "
+                "BYPASSRLS"
             )
 
     @staticmethod

@@ -9,9 +9,12 @@ JSONL (``agentledger.transcript`` version 1), one JSON object per line, UTF-8:
 * then one line per message, in order: ``{"seq": n, "created_at": "...", "item": {...}}`` where
   ``item`` is the stored item exactly (what ``get_items`` returns).
 
-It is lossless: JSON escapes U+0000 as ``\\u0000`` and keeps every other character (written
-raw, not ``\\u`` escaped); only ``\\n`` separates lines (U+2028 and friends may appear raw inside
-a line). ``message_count`` lets a reader tell a complete file from a truncated one.
+It is lossless: every stored item and every character comes back exactly. Text is written as
+UTF-8; control characters, bidirectional-formatting characters and U+2028/U+2029 are written
+as ``\\u`` escapes (the same JSON value, safe to print to a terminal). Only ``\\n`` separates
+lines. ``message_count`` lets a reader tell a complete file from a truncated one. An item at
+the deepest nesting agentledger stores (:data:`~agentledger.encoding.MAX_JSON_DEPTH`) still
+exports and imports: the line around it may be that much deeper.
 
 This module is pure: no database. The service builds a :class:`SessionTranscript`
 (``export_session``) and stores one (``import_session``).
@@ -19,17 +22,23 @@ This module is pure: no database. The service builds a :class:`SessionTranscript
 
 from __future__ import annotations
 
+import html
 import json
+import re
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TextIO
 
-from .encoding import dump_json
-from .errors import InvalidInputError
+from .display import json_text, terminal_text
+from .encoding import MAX_JSON_DEPTH, dump_json
+from .errors import InvalidInputError, LedgerDatabaseError
 from .projection import chat_view
 from .types import as_utc
+
+#: The highest sequence number a session can reach (the column is a BIGINT).
+MAX_SEQ = 2**63 - 1
 
 FORMAT = "agentledger.transcript"
 VERSION = 1
@@ -58,6 +67,9 @@ class SessionTranscript:
     title: str | None = None
     archived_at: datetime | None = None
     trimmed_seq: int = 0
+    #: Seqs whose stored JSON is damaged (see docs/reliability.md): left out of ``messages``.
+    #: A transcript with damaged messages renders as Markdown but does not export as JSONL.
+    damaged_seqs: tuple[int, ...] = ()
 
     @property
     def items(self) -> list[Any]:
@@ -76,12 +88,24 @@ def _stamp(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
 
-def _line(value: Any, what: str) -> str:
-    return dump_json(value, what)
+def _line(value: Any, what: str, wrapping: int) -> str:
+    """One JSONL line; ``wrapping`` is how many levels the line adds around stored values."""
+    return json_text(dump_json(value, what, max_depth=MAX_JSON_DEPTH + wrapping))
 
 
 def jsonl_lines(transcript: SessionTranscript) -> Iterator[str]:
-    """The transcript's JSONL lines, without line ends."""
+    """The transcript's JSONL lines, without line ends.
+
+    Refuses (before the first line) a transcript with damaged messages: a JSONL export is a
+    complete copy or nothing."""
+    if transcript.damaged_seqs:
+        shown = ", ".join(map(str, transcript.damaged_seqs[:10]))
+        raise LedgerDatabaseError(
+            f"session {transcript.id} cannot be exported losslessly: the stored JSON of "
+            f"message(s) {shown} is damaged (changed outside agentledger); repair or delete "
+            "those rows (docs/reliability.md, 'Damaged rows'), or export it as Markdown, "
+            "which shows the rest"
+        )
     header = {
         "format": FORMAT,
         "version": VERSION,
@@ -98,11 +122,12 @@ def jsonl_lines(transcript: SessionTranscript) -> Iterator[str]:
         },
         "message_count": len(transcript.messages),
     }
-    yield _line(header, "session header")
+    yield _line(header, "session header", 2)
     for message in transcript.messages:
         yield _line(
             {"seq": message.seq, "created_at": _stamp(message.created_at), "item": message.item},
             f"message {message.seq}",
+            1,
         )
 
 
@@ -138,6 +163,11 @@ def read_jsonl(lines: Iterable[str], *, source: str = "transcript") -> SessionTr
             raise InvalidInputError(
                 f"{source}, line {number}: not valid JSON ({error}); export the session "
                 "again with `agentledger sessions export`"
+            ) from None
+        except RecursionError:
+            raise InvalidInputError(
+                f"{source}, line {number}: nested too deeply to read (agentledger stores at "
+                f"most {MAX_JSON_DEPTH} levels)"
             ) from None
         if header is None:
             header = _check_header(value, source, number)
@@ -206,8 +236,15 @@ def _check_header(value: Any, source: str, number: int) -> dict[str, Any]:
     if not isinstance(metadata, dict):
         raise _problem(source, number, 'session "metadata" must be an object')
     trimmed = session.get("trimmed_seq", 0)
-    if not isinstance(trimmed, int) or isinstance(trimmed, bool) or trimmed < 0:
+    if not isinstance(trimmed, int) or isinstance(trimmed, bool) or not trimmed >= 0:
         raise _problem(source, number, 'session "trimmed_seq" must be a non-negative integer')
+    if trimmed + count > MAX_SEQ:
+        raise _problem(
+            source,
+            number,
+            f'session "trimmed_seq" {trimmed} plus {count} messages passes the highest '
+            f"sequence number a session can hold ({MAX_SEQ})",
+        )
     return {
         "id": session_id,
         "user_id": session["user_id"],
@@ -233,7 +270,12 @@ def _parse_stamp(value: Any, what: str, source: str, number: int, *, optional: b
         raise _problem(source, number, f"{what} must be an ISO 8601 timestamp") from None
     if parsed.tzinfo is None:
         raise _problem(source, number, f"{what} must carry a UTC offset")
-    return as_utc(parsed)
+    try:
+        return as_utc(parsed)
+    except OverflowError:
+        raise _problem(
+            source, number, f"{what} {value!r} lies outside the years 1 to 9999 in UTC"
+        ) from None
 
 
 def _check_message(value: Any, source: str, number: int, expected: int) -> TranscriptMessage:
@@ -252,6 +294,65 @@ def _check_message(value: Any, source: str, number: int, expected: int) -> Trans
     return TranscriptMessage(seq=expected, item=value["item"], created_at=stamp)
 
 
+def check_transcript(transcript: SessionTranscript) -> None:
+    """Refuse a transcript that would not be stored exactly as it says (one built in Python
+    skips :func:`read_jsonl`'s checks): wrong types, naive or out-of-range times, and seqs
+    that are not ``trimmed_seq + 1, + 2, ...`` (a duplicate or a gap would renumber or lose
+    messages). Items are checked when they are prepared for storing."""
+    if not isinstance(transcript, SessionTranscript):
+        raise TypeError("expected a SessionTranscript (see transcripts.read_jsonl)")
+    if not isinstance(transcript.id, uuid.UUID):
+        raise InvalidInputError("the transcript's id must be a uuid.UUID")
+    for name in ("user_id", "agent_name"):
+        if not isinstance(getattr(transcript, name), str):
+            raise InvalidInputError(f"the transcript's {name} must be a string")
+    if transcript.title is not None and not isinstance(transcript.title, str):
+        raise InvalidInputError("the transcript's title must be a string or None")
+    if not isinstance(transcript.metadata, dict):
+        raise InvalidInputError("the transcript's metadata must be a dict")
+    for name in ("created_at", "updated_at", "archived_at"):
+        _check_time(getattr(transcript, name), name, optional=name == "archived_at")
+    start = transcript.trimmed_seq
+    if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+        raise InvalidInputError("the transcript's trimmed_seq must be an int, 0 or more")
+    if not isinstance(transcript.messages, (tuple, list)):
+        raise InvalidInputError("the transcript's messages must be a tuple of TranscriptMessage")
+    if start + len(transcript.messages) > MAX_SEQ:
+        raise InvalidInputError(
+            f"trimmed_seq {start} plus {len(transcript.messages)} messages passes the highest "
+            f"sequence number a session can hold ({MAX_SEQ})"
+        )
+    for index, message in enumerate(transcript.messages):
+        if not isinstance(message, TranscriptMessage):
+            raise InvalidInputError(f"message {index} of the transcript is not a TranscriptMessage")
+        expected = start + 1 + index
+        if message.seq != expected or isinstance(message.seq, bool):
+            raise InvalidInputError(
+                f"message {index} of the transcript has seq {message.seq!r}, expected "
+                f"{expected}: seqs must run from trimmed_seq + 1 without duplicates or gaps"
+            )
+        _check_time(message.created_at, f"created_at of message {expected}", optional=True)
+
+
+def _check_time(value: object, what: str, *, optional: bool) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        raise InvalidInputError(f"the transcript's {what} must be a timezone-aware datetime")
+    try:
+        as_utc(value)
+    except OverflowError:
+        raise InvalidInputError(
+            f"the transcript's {what} lies outside the years 1 to 9999 in UTC"
+        ) from None
+
+
+def not_after(value: datetime, now: datetime) -> datetime:
+    """``value``, or ``now`` when it lies in the future: an imported time from the future
+    (a skewed clock, or a crafted file) would otherwise keep a session safe from retention."""
+    return min(as_utc(value), now)
+
+
 # -- Markdown ------------------------------------------------------------------------------------
 
 _ROLE_LABELS = {
@@ -266,29 +367,39 @@ _ROLE_LABELS = {
 def render_markdown(transcript: SessionTranscript) -> str:
     """A readable transcript: who said what, tool calls with their arguments, tool results.
 
-    For reading, not for import (use JSONL for that). U+0000 shows as ``\\0``.
+    For reading, not for import (use JSONL for that). Who said what is beyond doubt: every
+    heading is written by agentledger, and every body (message text, tool output, arguments)
+    sits in a code fence longer than any backtick run inside it, so content can neither forge
+    a heading nor inject HTML; names in headings are code spans, the title is escaped.
+    Control and bidi-formatting characters show as escapes (``\\e``, ``\\0``, ``\\u202e``).
     """
-    title = transcript.title or f"Session {transcript.id}"
+    title = _escaped(transcript.title) if transcript.title else f"Session {transcript.id}"
     lines = [
-        f"# {_inline(title)}",
+        f"# {title}",
         "",
-        f"- session: `{transcript.id}`",
-        f"- user: `{_inline(transcript.user_id)}`",
-        f"- agent: `{_inline(transcript.agent_name)}`",
+        f"- session: {_code(str(transcript.id))}",
+        f"- user: {_code(transcript.user_id)}",
+        f"- agent: {_code(transcript.agent_name)}",
         f"- created: {transcript.created_at.isoformat()}",
         f"- updated: {transcript.updated_at.isoformat()}",
     ]
     if transcript.archived_at is not None:
         lines.append(f"- archived: {transcript.archived_at.isoformat()}")
     if transcript.metadata:
-        lines.append(
-            f"- metadata: `{_inline(json.dumps(transcript.metadata, ensure_ascii=False))}`"
-        )
+        lines.append(f"- metadata: {_code(json.dumps(transcript.metadata, ensure_ascii=False))}")
     if transcript.trimmed_seq:
         lines.append(f"- messages 1 to {transcript.trimmed_seq} were trimmed by retention")
-    for message in transcript.messages:
+    damaged = set(transcript.damaged_seqs)
+    last = transcript.last_seq + len(damaged)
+    messages = {message.seq: message for message in transcript.messages}
+    for seq in range(transcript.trimmed_seq + 1, last + 1):
         lines.append("")
-        lines.extend(_render_message(message))
+        if seq in damaged:
+            lines.extend(
+                [f"## {seq} · (damaged)", "", "The stored JSON of this message is damaged."]
+            )
+        elif seq in messages:
+            lines.extend(_render_message(messages[seq]))
     return "\n".join(lines) + "\n"
 
 
@@ -300,21 +411,20 @@ def _render_message(message: TranscriptMessage) -> list[str]:
         return [f"## {message.seq} · item", "", *_fenced(_pretty(item), "json")]
     item_type = view.item_type
     if item_type == "function_call" and isinstance(item, dict):
-        name = item.get("name")
-        heading = f"## {message.seq} · Tool call `{_inline(str(name))}`"
-        body = [f"call id: `{_inline(str(item.get('call_id')))}`", ""]
+        heading = f"## {message.seq} · Tool call {_code(str(item.get('name')))}"
+        body = [f"call id: {_code(str(item.get('call_id')))}", ""]
         return [heading, "", *body, *_fenced(_arguments(item.get("arguments")), "json")]
     if item_type.endswith("_output") or view.role == "tool":
-        call = f" for `{_inline(view.tool_call_id)}`" if view.tool_call_id else ""
-        return [f"## {message.seq} · Tool result{call}", "", *_fenced(_visible(view.content))]
+        call = f" for {_code(view.tool_call_id)}" if view.tool_call_id else ""
+        return [f"## {message.seq} · Tool result{call}", "", *_fenced(view.content)]
     if item_type == "reasoning":
-        return [f"## {message.seq} · Reasoning", "", *_quoted(view.content)]
+        return [f"## {message.seq} · Reasoning", "", *_fenced(view.content)]
     if item_type != "message":
-        return [f"## {message.seq} · {_inline(item_type)}", "", *_fenced(_pretty(item), "json")]
-    label = _ROLE_LABELS.get(view.role, view.role.title())
-    out = [f"## {message.seq} · {label}", ""]
+        return [f"## {message.seq} · {_code(item_type)}", "", *_fenced(_pretty(item), "json")]
+    label = _ROLE_LABELS.get(view.role) or _code(view.role)
+    out = [f"## {message.seq} · {label}"]
     if view.content:
-        out.extend(_visible(view.content).split("\n"))
+        out.extend(["", *_fenced(view.content)])
     for tool_call in view.tool_calls or []:
         function = tool_call.get("function") if isinstance(tool_call, dict) else None
         name = function.get("name") if isinstance(function, dict) else None
@@ -323,22 +433,36 @@ def _render_message(message: TranscriptMessage) -> list[str]:
         out.extend(
             [
                 "",
-                f"Tool call `{_inline(str(name))}` (call id `{_inline(str(call_id))}`):",
+                f"Tool call {_code(str(name))} (call id {_code(str(call_id))}):",
                 "",
                 *_fenced(_arguments(arguments), "json"),
             ]
         )
     if view.tool_call_id and view.role != "tool":
-        out.extend(["", f"(answers call `{_inline(view.tool_call_id)}`)"])
+        out.extend(["", f"(answers call {_code(view.tool_call_id)})"])
     return out
 
 
-def _visible(text: str) -> str:
-    return text.replace("\x00", "\\0")
+def _one_line(text: str) -> str:
+    return " ".join(terminal_text(text).split())
 
 
-def _inline(text: str) -> str:
-    return " ".join(_visible(text).replace("`", "'").split())
+def _code(text: str) -> str:
+    """``text`` on one line as a code span (inert: no Markdown, no HTML inside)."""
+    visible = _one_line(text)
+    fence = "`" * (_longest_backtick_run(visible) + 1)
+    pad = " " if visible.startswith("`") or visible.endswith("`") else ""
+    return f"{fence}{pad}{visible}{pad}{fence}"
+
+
+_MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_{}\[\]()#+\-.!|~])")
+
+
+def _escaped(text: str) -> str:
+    """``text`` on one line as plain Markdown text: punctuation backslash-escaped, HTML's
+    special characters as entities."""
+    visible = _MARKDOWN_PUNCTUATION.sub(r"\\\1", _one_line(text))
+    return html.escape(visible, quote=False)
 
 
 def _pretty(value: Any) -> str:
@@ -350,20 +474,21 @@ def _arguments(arguments: Any) -> str:
     if isinstance(arguments, str):
         try:
             return _pretty(json.loads(arguments))
-        except ValueError:
-            return _visible(arguments)
+        except (ValueError, RecursionError):
+            return arguments
     return _pretty(arguments)
 
 
-def _fenced(text: str, language: str = "") -> list[str]:
-    """A code block whose fence is longer than any backtick run inside ``text``."""
+def _longest_backtick_run(text: str) -> int:
     longest = run = 0
     for char in text:
         run = run + 1 if char == "`" else 0
         longest = max(longest, run)
-    fence = "`" * max(3, longest + 1)
-    return [f"{fence}{language}", *_visible(text).split("\n"), fence]
+    return longest
 
 
-def _quoted(text: str) -> list[str]:
-    return [f"> {line}" if line else ">" for line in _visible(text).split("\n")]
+def _fenced(text: str, language: str = "") -> list[str]:
+    """A code block whose fence is longer than any backtick run inside ``text``."""
+    visible = terminal_text(text, keep_lines=True)
+    fence = "`" * max(3, _longest_backtick_run(visible) + 1)
+    return [f"{fence}{language}", *visible.split("\n"), fence]

@@ -128,11 +128,18 @@ class NulSafeJSON(TypeDecorator[Any]):
 SEARCH_CONFIG = "simple"
 
 
+#: Characters of each message the PostgreSQL search index covers. A ``tsvector`` holds at most
+#: 1 MB of distinct lexemes; even text built to maximise them (hyphenated words of 4-byte
+#: characters) stays near 6 bytes of lexemes per character, so 100,000 characters always fit,
+#: and no message is ever refused for its search document. Storage never depends on search.
+SEARCHED_CHARACTERS = 100_000
+
+
 class SearchDocument(ColumnElement[str]):
     """The search document of a message row, for its generated column.
 
-    PostgreSQL: ``to_tsvector('simple'::regconfig, content)`` (spelled as PostgreSQL reflects
-    it, so autogenerate compares equal). Elsewhere: ``NULL``.
+    PostgreSQL: ``to_tsvector('simple'::regconfig, "left"(content, 100000))`` (spelled as
+    PostgreSQL reflects it, so autogenerate compares equal). Elsewhere: ``NULL``.
     """
 
     inherit_cache = True
@@ -141,7 +148,7 @@ class SearchDocument(ColumnElement[str]):
 
 @compiles(SearchDocument, "postgresql")
 def _search_document_postgresql(element: SearchDocument, compiler: SQLCompiler, **kw: Any) -> str:
-    return f"to_tsvector('{SEARCH_CONFIG}'::regconfig, content)"
+    return f"to_tsvector('{SEARCH_CONFIG}'::regconfig, \"left\"(content, {SEARCHED_CHARACTERS}))"
 
 
 @compiles(SearchDocument)

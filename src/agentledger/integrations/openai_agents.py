@@ -32,8 +32,8 @@ from agents.result import RunResultBase, RunResultStreaming
 from agents.stream_events import StreamEvent
 from agents.usage import Usage as SdkUsage
 
-from ..encoding import check_text
-from ..errors import LedgerError
+from ..errors import LedgerError, SessionNotFoundError
+from ..naming import SESSION_NAME_NAMESPACE, resolve_session_uuid, session_name
 from ..records import Usage
 from ..repositories import SessionSpec
 from ..service import SessionService
@@ -43,10 +43,6 @@ if TYPE_CHECKING:
     from ..ledger import Ledger
 
 logger = logging.getLogger("agentledger")
-
-#: Namespace of the UUIDs that session *names* map to. Fixed forever: changing it would make every
-#: named session open a different (empty) agentledger session.
-SESSION_NAME_NAMESPACE = uuid.UUID("4689be51-cd3f-5e3f-97b3-bf8e7f3da0a1")
 
 __all__ = [
     "SESSION_NAME_NAMESPACE",
@@ -58,31 +54,6 @@ __all__ = [
     "resolve_session_uuid",
     "usage_from_sdk",
 ]
-
-
-def resolve_session_uuid(session_id: str | uuid.UUID, user_id: str) -> uuid.UUID:
-    """The agentledger session UUID that an SDK ``session_id`` string stands for.
-
-    A string that parses as a UUID *is* that session (so ids handed out by ``create_session``
-    work unchanged). Any other string is a name, mapped deterministically with uuid5 over
-    :data:`SESSION_NAME_NAMESPACE` and ``user_id`` plus the name, so the same name used by two
-    users opens two separate sessions, and no user can reach another's session by guessing its
-    name (ownership is still enforced by the service for UUIDs).
-    """
-    if isinstance(session_id, uuid.UUID):
-        return session_id
-    if not isinstance(session_id, str):
-        raise TypeError(f"session_id must be a str or uuid.UUID, not {type(session_id).__name__}")
-    if not isinstance(user_id, str):
-        raise TypeError(f"user_id must be a str, not {type(user_id).__name__}")
-    try:
-        return uuid.UUID(session_id)
-    except ValueError:
-        pass
-    check_text(session_id, "session_id")
-    check_text(user_id, "user_id")
-    # NUL cannot occur in a valid user_id, so the pair is encoded unambiguously.
-    return uuid.uuid5(SESSION_NAME_NAMESPACE, f"{user_id}\x00{session_id}")
 
 
 def usage_from_sdk(usage: SdkUsage) -> Usage:
@@ -99,10 +70,14 @@ class LedgerSession:
     """An Agents SDK session (``agents.memory.Session``) stored by agentledger.
 
     Build it with :meth:`Ledger.agent_session <agentledger.Ledger.agent_session>`. The session
-    row is created, owned by ``user_id`` and named after ``agent_name``, by the first write; an
-    existing session owned by someone else raises :class:`~agentledger.SessionNotFoundError` on
-    every operation. (With PostgreSQL row-level security on, the database hides that session
-    instead: reads find it empty and the first write raises; see ``docs/security.md``.)
+    row is created, owned by ``user_id`` and named after ``agent_name``, by the first write.
+
+    ``session_id`` is a UUID (that session: one owned by someone else raises
+    :class:`~agentledger.SessionNotFoundError` on every operation; with PostgreSQL row-level
+    security on, the database hides it instead: reads find it empty and the first write
+    raises, see ``docs/security.md``) or any other string, a *name*, which stays the user's:
+    it opens the user's session of that name wherever it lives (see
+    :meth:`SessionService.resolve_name`), so nobody can take or block it.
 
     ``get_items(limit)`` follows the SDK contract (latest ``limit`` items in order, all of them
     for ``None``; ``session_settings.limit`` is the default limit). With a ``window``
@@ -128,6 +103,10 @@ class LedgerSession:
     ) -> None:
         self._uuid = resolve_session_uuid(session_id, user_id)
         self.session_id = session_id if isinstance(session_id, str) else str(session_id)
+        #: The name this session was opened by (``None``: opened by its UUID).
+        self._name = session_name(session_id)
+        #: Whether ``_uuid`` is known to be this user's session of that name (always, for UUIDs).
+        self._confirmed = self._name is None
         if settings is None:
             self.session_settings = SessionSettings()
         elif isinstance(settings, SessionSettings):
@@ -150,8 +129,29 @@ class LedgerSession:
 
     @property
     def ledger_session_id(self) -> uuid.UUID:
-        """The agentledger session this SDK session reads and writes."""
+        """The agentledger session this SDK session reads and writes.
+
+        For a name, the id derived from the user and the name until the first operation has
+        found where the user's session of that name lives (it differs only when another user
+        took that id first)."""
         return self._uuid
+
+    @property
+    def name(self) -> str | None:
+        """The name this session was opened by, or ``None`` when opened by its UUID."""
+        return self._name
+
+    async def resolve(self, *, create: bool = False) -> uuid.UUID | None:
+        """The id of the session this SDK session reads and writes, looked up once for a name
+        (``None``: no session of that name yet; ``create`` makes it)."""
+        if self._confirmed:
+            return self._uuid
+        assert self._name is not None
+        spec = SessionSpec(self._user_id, self._agent_name, self._name) if create else None
+        found = await self._service.resolve_name(self._name, user_id=self._user_id, create_as=spec)
+        if found is not None:
+            self._uuid, self._confirmed = found, True
+        return found
 
     @property
     def user_id(self) -> str:
@@ -201,27 +201,57 @@ class LedgerSession:
                 max_tokens=self._window.max_tokens,
                 count_tokens=self._window.count_tokens,
             )
-        return await self._service.get_items(self._uuid, resolved, user_id=self._user_id)
+        return await self._read(resolved)
+
+    async def _read(self, limit: int | None) -> list[Any]:
+        if self._confirmed:
+            return await self._service.get_items(self._uuid, limit, user_id=self._user_id)
+        # A name: one read at the id derived from it, which is where the session lives unless
+        # another user took that id; only when it shows nothing is the name looked up.
+        try:
+            items = await self._service.get_items(self._uuid, limit, user_id=self._user_id)
+        except SessionNotFoundError:
+            items = []
+        if items:
+            self._confirmed = True
+            return items
+        found = await self.resolve(create=False)
+        if found is None:
+            return []
+        return await self._service.get_items(found, limit, user_id=self._user_id)
 
     async def add_items(self, items: list[TResponseInputItem]) -> None:
         """Append ``items`` atomically and in order, creating the session on first write."""
-        await self._service.add_items(
-            self._uuid,
-            items,
-            user_id=self._user_id,
-            create_as=SessionSpec(self._user_id, self._agent_name),
-        )
+        spec = SessionSpec(self._user_id, self._agent_name, self._name)
+        if not self._confirmed:
+            try:
+                await self._service.add_items(
+                    self._uuid, items, user_id=self._user_id, create_as=spec
+                )
+            except SessionNotFoundError:  # another user holds the derived id: not this name's
+                pass
+            else:
+                self._confirmed = True
+                return
+        target = await self.resolve(create=True)
+        assert target is not None
+        await self._service.add_items(target, items, user_id=self._user_id, create_as=spec)
 
     async def pop_item(self) -> TResponseInputItem | None:
         """Remove and return the newest item (``None`` when empty); each item is popped once."""
+        target = await self.resolve(create=False)
+        if target is None:
+            return None
         item: TResponseInputItem | None = await self._service.pop_item(
-            self._uuid, user_id=self._user_id
+            target, user_id=self._user_id
         )
         return item
 
     async def clear_session(self) -> None:
         """Delete every item of the session (the session row, its owner and usage stay)."""
-        await self._service.clear_session(self._uuid, user_id=self._user_id)
+        target = await self.resolve(create=False)
+        if target is not None:
+            await self._service.clear_session(target, user_id=self._user_id)
 
     # -- windows ------------------------------------------------------------------------
 
@@ -244,7 +274,7 @@ class LedgerSession:
         )
 
         async def read_latest(limit: int | None) -> list[Any]:
-            return await self._service.get_items(self._uuid, limit, user_id=self._user_id)
+            return await self._read(limit)
 
         return await read_window(read_latest, window)
 
@@ -367,10 +397,12 @@ class SessionAgent:
         self,
         user_input: str | list[TResponseInputItem],
         session_id: uuid.UUID | str | None = None,
-        user_id: str = "default",
+        user_id: str | None = None,
         **runner_kwargs: Any,
     ) -> AgentRunResult:
-        """Run the agent on ``user_input`` within the session (a new one when ``None``)."""
+        """Run the agent on ``user_input`` within the session (a new one when ``None``) on
+        behalf of ``user_id``, the session's owner (required, unless the ledger's settings
+        name a ``default_user_id``)."""
         session = await self._open(session_id, user_id, runner_kwargs)
         try:
             raw = await Runner.run(self.agent, user_input, session=session, **runner_kwargs)
@@ -384,7 +416,7 @@ class SessionAgent:
         self,
         user_input: str | list[TResponseInputItem],
         session_id: uuid.UUID | str | None = None,
-        user_id: str = "default",
+        user_id: str | None = None,
         **runner_kwargs: Any,
     ) -> StreamedAgentRun:
         """Start a streamed run; iterate ``stream_events()`` on what it returns."""
@@ -395,17 +427,24 @@ class SessionAgent:
     # -- internals ------------------------------------------------------------------------
 
     async def _open(
-        self, session_id: uuid.UUID | str | None, user_id: str, runner_kwargs: Mapping[str, Any]
+        self,
+        session_id: uuid.UUID | str | None,
+        owner: str | None,
+        runner_kwargs: Mapping[str, Any],
     ) -> LedgerSession:
         if "session" in runner_kwargs:
             raise TypeError("SessionAgent manages the session itself; pass session_id instead")
+        user_id = self.ledger.owner(owner)
         if session_id is None:
             service = self.ledger.service_for(user_id)
             record = await service.create_session(user_id, self.agent.name)
             return self.session(record.id, user_id)
         session = self.session(session_id, user_id)
-        # One cheap read that fails fast, before any model call, for another user's session.
-        await session.service.get_items(session.ledger_session_id, 1, user_id=user_id)
+        if session.name is not None:
+            await session.resolve()  # a name is always this user's; find where it lives
+        else:
+            # One cheap read that fails fast, before any model call, for another user's session.
+            await session.service.get_items(session.ledger_session_id, 1, user_id=user_id)
         return session
 
     async def _record_usage(self, session: LedgerSession, usage: SdkUsage) -> Usage:

@@ -1,0 +1,122 @@
+"""``agentledger db upgrade|downgrade|current|adopt|rls``: the schema, admin-wide."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..config import safe_url
+from ..ledger import Ledger
+from ..schema import head_revision
+from .arguments import add_json_flag
+from .output import EXIT_FAILED, EXIT_OK, Output
+
+
+def register(commands: Any) -> None:
+    db = commands.add_parser("db", help="roll the schema out (Alembic)")
+    actions = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    upgrade = actions.add_parser("upgrade", help="upgrade to a revision (default: head)")
+    upgrade.add_argument("revision", nargs="?", default="head")
+    upgrade.set_defaults(handler=db_upgrade)
+    downgrade = actions.add_parser("downgrade", help="downgrade to REV ('base' drops all)")
+    downgrade.add_argument("revision")
+    downgrade.set_defaults(handler=db_downgrade)
+    current = actions.add_parser("current", help="show the applied agentledger revision")
+    current.add_argument(
+        "--check",
+        action="store_true",
+        help="exit with 1 unless the database is at agentledger's head (a deploy gate)",
+    )
+    current.set_defaults(handler=db_current)
+    adopt = actions.add_parser(
+        "adopt", help="upgrade a database on the seed's schema in place, keeping every row"
+    )
+    adopt.set_defaults(handler=db_adopt)
+    rls = actions.add_parser(
+        "rls", help="PostgreSQL row-level security on agentledger's tables (docs/security.md)"
+    )
+    rls.add_argument(
+        "rls_command",
+        choices=["enable", "disable", "status"],
+        metavar="{enable,disable,status}",
+        help="switch it on or off (as the tables' owner), or report it",
+    )
+    rls.set_defaults(handler=db_rls)
+    for parser in (upgrade, downgrade, current, adopt, rls):
+        add_json_flag(parser)
+
+
+async def _report_revision(ledger: Ledger, out: Output) -> int:
+    current = await ledger.current_revisions()
+    url = safe_url(ledger.engine.url)
+    out.result(
+        f"{url} is at {', '.join(current) or 'base'}",
+        {"database": url, "current": list(current), "head": head_revision()},
+    )
+    return EXIT_OK
+
+
+async def db_upgrade(ledger: Ledger, args: argparse.Namespace, out: Output) -> int:
+    await ledger.upgrade(args.revision)
+    return await _report_revision(ledger, out)
+
+
+async def db_downgrade(ledger: Ledger, args: argparse.Namespace, out: Output) -> int:
+    await ledger.downgrade(args.revision)
+    return await _report_revision(ledger, out)
+
+
+async def db_current(ledger: Ledger, args: argparse.Namespace, out: Output) -> int:
+    state = await ledger.schema_state()
+    out.result(
+        state.describe(),
+        {
+            "current": list(state.current),
+            "head": state.head,
+            "at_head": state.at_head,
+            "source": state.source,
+            "advice": state.advice(),
+        },
+    )
+    return EXIT_OK if state.at_head or not args.check else EXIT_FAILED
+
+
+async def db_rls(ledger: Ledger, args: argparse.Namespace, out: Output) -> int:
+    if args.rls_command == "status":
+        status = await ledger.row_level_security()
+    else:
+        status = await ledger.set_row_level_security(args.rls_command == "enable")
+    off = sorted(table for table, on in status.tables.items() if not on)
+    if status.enabled:
+        state = f"row-level security is on for all {len(status.tables)} agentledger tables"
+    elif len(off) == len(status.tables):
+        state = "row-level security is off"
+    else:
+        state = f"row-level security is off for {', '.join(off)}"
+    if status.enabled and status.exempt_because is not None:
+        state += f"; it does not bind this connection: {status.exempt_because}"
+    out.result(
+        state,
+        {
+            "enabled": status.enabled,
+            "tables": status.tables,
+            "role": status.role,
+            "protects_role": status.protects_role,
+            "exempt_because": status.exempt_because,
+        },
+    )
+    return EXIT_OK
+
+
+async def db_adopt(ledger: Ledger, args: argparse.Namespace, out: Output) -> int:
+    with out.progress(None, "messages converted") as progress:
+        report = await ledger.adopt(
+            on_progress=lambda done, total: progress.update(f"converting messages: {done}/{total}")
+        )
+    current = await ledger.current_revisions()
+    out.result(
+        f"adopted {report.sessions} sessions and {report.messages} messages; "
+        f"{safe_url(ledger.engine.url)} is at {', '.join(current)}",
+        {"sessions": report.sessions, "messages": report.messages, "current": list(current)},
+    )
+    return EXIT_OK

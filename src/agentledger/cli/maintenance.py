@@ -1,0 +1,157 @@
+"""``agentledger cleanup`` and ``agentledger erase-user``: deleting at scale."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from typing import Any
+
+from ..errors import LedgerError
+from ..ledger import Ledger
+from ..records import ErasureReport
+from ..retention import RetentionPolicy, RetentionReport, load_policy_file
+from .arguments import add_json_flag, format_duration, parse_duration
+from .output import EXIT_FAILED, EXIT_OK, Output, error_line
+
+
+def register(commands: Any) -> None:
+    cleanup = commands.add_parser(
+        "cleanup", help="delete idle sessions, or apply retention policies per agent"
+    )
+    add_json_flag(cleanup)
+    cleanup.add_argument(
+        "--older-than",
+        type=parse_duration,
+        help="delete sessions idle this long, e.g. 30d, 12h, 1d12h (without it: --policy FILE, "
+        "else the AGENTLEDGER_RETENTION policies)",
+    )
+    cleanup.add_argument("--dry-run", action="store_true", help="only count")
+    cleanup.add_argument(
+        "--batch-size", type=int, default=500, help="sessions per transaction (default 500)"
+    )
+    cleanup.add_argument(
+        "--policy",
+        metavar="FILE",
+        help="JSON retention policies per agent (default: the AGENTLEDGER_RETENTION setting)",
+    )
+    cleanup.set_defaults(handler=cleanup_sessions)
+
+    erase = commands.add_parser(
+        "erase-user", help="delete every session, message and usage record of a user"
+    )
+    erase.add_argument("user", metavar="USER", help="user id")
+    erase.add_argument("--yes", action="store_true", help="really erase (cannot be undone)")
+    erase.add_argument(
+        "--batch-size", type=int, default=500, help="sessions per transaction (default 500)"
+    )
+    add_json_flag(erase)
+    erase.set_defaults(handler=erase_user)
+
+
+# -- cleanup ------------------------------------------------------------------------------------
+
+
+async def cleanup_sessions(ledger: Ledger, args: argparse.Namespace, out: Output) -> int:
+    if args.older_than is not None and args.policy is not None:
+        raise LedgerError("use either --older-than or --policy, not both")
+    if args.older_than is None:
+        return await _cleanup_by_policy(ledger, args, out)
+    age = format_duration(args.older_than)
+    if args.dry_run:
+        sessions, messages = await ledger.service.count_idle_sessions(args.older_than)
+        out.result(
+            f"would delete {sessions} sessions ({messages} messages) idle for more than {age}",
+            {"dry_run": True, "sessions": sessions, "messages": messages, "older_than": age},
+        )
+        return EXIT_OK
+    with out.progress(None, "sessions deleted") as progress:
+        deleted = await ledger.service.cleanup_sessions(
+            args.older_than, batch_size=args.batch_size, on_progress=progress.update
+        )
+    out.result(
+        f"deleted {deleted} sessions idle for more than {age}",
+        {"dry_run": False, "sessions": deleted, "older_than": age},
+    )
+    return EXIT_OK
+
+
+async def _cleanup_by_policy(ledger: Ledger, args: argparse.Namespace, out: Output) -> int:
+    policies: dict[str, RetentionPolicy]
+    if args.policy is not None:
+        policies = load_policy_file(args.policy)
+    else:
+        policies = dict(ledger.settings.retention)
+    if not policies:
+        raise LedgerError(
+            "nothing to clean up: pass --older-than 30d, or --policy FILE, or set "
+            'AGENTLEDGER_RETENTION (e.g. {"*": {"days": 90}})'
+        )
+    with out.progress(None, "") as progress:
+
+        def show(report: RetentionReport) -> None:
+            progress.update(f"{report.describe()}...")
+
+        report = await ledger.service.apply_retention(
+            policies, dry_run=args.dry_run, batch_size=args.batch_size, on_progress=show
+        )
+    if out.json_mode:
+        out.json(
+            {
+                "dry_run": report.dry_run,
+                "policies": {
+                    name: dataclasses.asdict(counts) for name, counts in report.policies.items()
+                },
+            }
+        )
+        return EXIT_OK
+    out.line(report.describe())
+    for name, counts in report.policies.items():
+        label = "every other agent" if name == "*" else f"agent {name!r}"
+        out.line(
+            f"  {label} ({policies[name].describe()}): {counts.describe(dry_run=args.dry_run)}"
+        )
+    return EXIT_OK
+
+
+# -- erase-user ---------------------------------------------------------------------------------
+
+
+def _erasure_text(report: ErasureReport) -> str:
+    return (
+        f"{report.sessions} sessions, {report.messages} messages and "
+        f"{report.usage_records} usage records"
+    )
+
+
+def _erasure_json(user_id: str, report: ErasureReport, *, erased: bool) -> dict[str, Any]:
+    return {
+        "user_id": user_id,
+        "erased": erased,
+        "sessions": report.sessions,
+        "messages": report.messages,
+        "usage_records": report.usage_records,
+    }
+
+
+async def erase_user(ledger: Ledger, args: argparse.Namespace, out: Output) -> int:
+    service = ledger.service
+    if not args.yes:
+        report = await service.erase_user(args.user, batch_size=args.batch_size, dry_run=True)
+        out.result(
+            f"would erase {_erasure_text(report)} of user {args.user!r}",
+            _erasure_json(args.user, report, erased=False),
+        )
+        print(error_line("erasing cannot be undone; rerun with --yes to erase"), file=sys.stderr)
+        return EXIT_FAILED
+    with out.progress(None, "") as progress:
+        report = await service.erase_user(
+            args.user,
+            batch_size=args.batch_size,
+            on_progress=lambda total: progress.update(f"erased {_erasure_text(total)}..."),
+        )
+    out.result(
+        f"erased {_erasure_text(report)} of user {args.user!r}",
+        _erasure_json(args.user, report, erased=True),
+    )
+    return EXIT_OK
