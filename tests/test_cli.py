@@ -286,7 +286,12 @@ def test_json_output_for_scripts(
     )
     assert json.loads(out) == {"dry_run": True, "sessions": 0, "messages": 0, "older_than": "30d"}
     code, out, _ = cli(capsys, "--database-url", url, "cleanup", "--older-than", "30d", "--json")
-    assert json.loads(out) == {"dry_run": False, "sessions": 0, "older_than": "30d"}
+    assert json.loads(out) == {
+        "dry_run": False,
+        "sessions": 0,
+        "older_than": "30d",
+        "blocked": [],
+    }
     policy = tmp_path / "policy.json"
     policy.write_text('{"*": {"days": 30}}')
     code, out, _ = cli(capsys, "--database-url", url, "cleanup", "--policy", str(policy), "--json")

@@ -267,6 +267,7 @@ def test_erase_user_needs_yes(database_url: str, capsys: pytest.CaptureFixture[s
         "sessions": 2,
         "messages": 5,
         "usage_records": 1,
+        "blocked": [],
     }
 
     code, out, _ = cli(capsys, database_url, "erase-user", "alice", "--yes", "--batch-size", "1")

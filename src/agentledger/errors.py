@@ -274,7 +274,11 @@ def translate_db_error(error: BaseException) -> LedgerError:
         )
     if code == "23503" or code == "SQLITE_CONSTRAINT_FOREIGNKEY":
         report = server_report(error)
-        if report.table is not None and report.table not in OWN_TABLE_NAMES:
+        statement = getattr(error, "statement", None)
+        deleting = isinstance(statement, str) and statement.lstrip().upper().startswith("DELETE")
+        if deleting or (report.table is not None and report.table not in OWN_TABLE_NAMES):
+            # Deleting a row that another table's foreign key still refers to (PostgreSQL
+            # names the table; SQLite does not).
             return referenced_error(report.table, report.constraint, (), sqlstate=code)
         return SessionNotFoundError(
             "the session does not exist (it may have been deleted); create it first"

@@ -24,7 +24,6 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
-    true,
     tuple_,
     update,
 )
@@ -32,6 +31,7 @@ from sqlalchemy import cast as sql_cast
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .encoding import DamagedJSON
+from .maintenance_repository import AgentScope
 from .models import messages_table, sessions_table
 from .repositories import intact_items, warn_damaged
 from .search import SearchTerms, ascii_lower, like_pattern
@@ -39,21 +39,6 @@ from .types import SEARCH_CONFIG
 
 _sessions = sessions_table
 _messages = messages_table
-
-
-@dataclass(frozen=True, slots=True)
-class AgentScope:
-    """The sessions a retention policy governs: one agent, or every agent not named."""
-
-    agent_name: str | None
-    exclude: frozenset[str] = frozenset()
-
-    def condition(self) -> ColumnElement[bool]:
-        if self.agent_name is not None:
-            return _sessions.c.agent_name == self.agent_name
-        if self.exclude:
-            return _sessions.c.agent_name.not_in(sorted(self.exclude))
-        return true()
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,66 +242,6 @@ class LifecycleRepository:
         )
 
     # -- retention -----------------------------------------------------------------------------
-
-    async def count_idle(
-        self, scope: AgentScope, cutoff: datetime, *, unarchived_only: bool
-    ) -> tuple[int, int]:
-        """``(sessions, messages)`` of the scope idle since before ``cutoff``."""
-        statement = select(
-            func.count(),
-            func.coalesce(func.sum(_sessions.c.last_seq - _sessions.c.trimmed_seq), 0),
-        ).where(scope.condition(), _sessions.c.updated_at < cutoff)
-        if unarchived_only:
-            statement = statement.where(_sessions.c.archived_at.is_(None))
-        sessions, messages = (await self._session.execute(statement)).one()
-        return int(sessions), int(messages)
-
-    def _idle_batch(
-        self, scope: AgentScope, cutoff: datetime, batch_size: int, *, unarchived_only: bool
-    ) -> Any:
-        chosen = (
-            select(_sessions.c.id)
-            .where(scope.condition(), _sessions.c.updated_at < cutoff)
-            .order_by(_sessions.c.updated_at)
-            .limit(batch_size)
-        )
-        if unarchived_only:
-            chosen = chosen.where(_sessions.c.archived_at.is_(None))
-        return chosen.scalar_subquery()
-
-    async def delete_idle_batch(
-        self, scope: AgentScope, cutoff: datetime, batch_size: int
-    ) -> tuple[int, int]:
-        """Delete up to ``batch_size`` idle sessions of the scope; ``(sessions, messages)``.
-
-        ``updated_at`` is tested again on the locked rows, so a session that received a message
-        while the batch was chosen survives.
-        """
-        chosen = self._idle_batch(scope, cutoff, batch_size, unarchived_only=False)
-        result = await self._session.execute(
-            delete(_sessions)
-            .where(_sessions.c.updated_at < cutoff, _sessions.c.id.in_(chosen))
-            .returning(_sessions.c.last_seq - _sessions.c.trimmed_seq)
-        )
-        counts = [int(value) for value in result.scalars()]
-        return len(counts), sum(counts)
-
-    async def archive_idle_batch(
-        self, scope: AgentScope, cutoff: datetime, batch_size: int, now: datetime
-    ) -> int:
-        """Archive up to ``batch_size`` idle, unarchived sessions of the scope; how many."""
-        chosen = self._idle_batch(scope, cutoff, batch_size, unarchived_only=True)
-        result = await self._session.execute(
-            update(_sessions)
-            .where(
-                _sessions.c.updated_at < cutoff,
-                _sessions.c.archived_at.is_(None),
-                _sessions.c.id.in_(chosen),
-            )
-            .values(archived_at=now)
-            .returning(_sessions.c.id)
-        )
-        return len(result.all())
 
     async def trim_candidates(
         self,

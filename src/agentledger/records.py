@@ -113,18 +113,32 @@ class Usage:
 
 
 @dataclass(frozen=True, slots=True)
+class BlockedSession:
+    """A session a bulk delete left in place: a row of another table (``table``, through the
+    foreign key ``constraint``; ``None`` when the database did not say) refers to it, or to one
+    of its messages, without ``ON DELETE`` (see :class:`~agentledger.SessionReferencedError`)."""
+
+    session_id: uuid.UUID
+    table: str | None = None
+    constraint: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ErasureReport:
-    """What :meth:`SessionService.erase_user` removed (or, with ``dry_run``, would remove)."""
+    """What :meth:`SessionService.erase_user` removed (or, with ``dry_run``, would remove);
+    ``blocked``: sessions it could not delete (rows of other tables refer to them)."""
 
     sessions: int = 0
     messages: int = 0
     usage_records: int = 0
+    blocked: tuple[BlockedSession, ...] = ()
 
     def __add__(self, other: ErasureReport) -> ErasureReport:
         return ErasureReport(
             self.sessions + other.sessions,
             self.messages + other.messages,
             self.usage_records + other.usage_records,
+            self.blocked + other.blocked,
         )
 
 

@@ -17,11 +17,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
-    CursorResult,
     Select,
     Text,
     TextClause,
@@ -46,7 +45,7 @@ from .encoding import DamagedJSON, escape_nul, escape_nul_in_json, statement_run
 from .errors import InvalidInputError
 from .fastpath import DriverStatements
 from .models import batches_table, messages_table, sessions_table, usage_table
-from .records import ErasureReport, MessageRecord, SessionRecord, SessionSummary, Usage
+from .records import MessageRecord, SessionRecord, SessionSummary, Usage
 from .types import NulSafeJSON, NulSafeText, UTCDateTime
 
 _sessions = sessions_table
@@ -556,63 +555,6 @@ class SessionRepository(_Repository):
         result = await self._session.execute(statement.returning(_sessions.c.id))
         return result.first() is not None
 
-    async def count_idle(self, cutoff: datetime) -> tuple[int, int]:
-        """How many sessions (and messages) were last updated before ``cutoff``."""
-        result = await self._session.execute(
-            select(
-                func.count(),
-                func.coalesce(func.sum(_sessions.c.last_seq - _sessions.c.trimmed_seq), 0),
-            ).where(_sessions.c.updated_at < cutoff)
-        )
-        sessions, messages = result.one()
-        return int(sessions), int(messages)
-
-    async def delete_idle_batch(
-        self, cutoff: datetime, batch_size: int, max_messages: int | None = None
-    ) -> int:
-        """Delete up to ``batch_size`` sessions idle since ``cutoff``; return how many.
-
-        With ``max_messages`` the batch also stops before the sessions it takes hold more than
-        that many messages together (it always takes at least one session), so a batch of big
-        sessions is as short as a batch of small ones. The outer ``updated_at`` test is
-        re-checked on the locked row, so a session that received a message while the batch
-        was chosen survives.
-        """
-        order = (_sessions.c.updated_at, _sessions.c.id)
-        if max_messages is None:
-            chosen = (
-                select(_sessions.c.id)
-                .where(_sessions.c.updated_at < cutoff)
-                .order_by(*order)
-                .limit(batch_size)
-                .scalar_subquery()
-            )
-        else:
-            oldest = (
-                select(
-                    _sessions.c.id,
-                    func.sum(_sessions.c.last_seq - _sessions.c.trimmed_seq)
-                    .over(order_by=order, rows=(None, 0))
-                    .label("running"),
-                    func.row_number().over(order_by=order).label("position"),
-                )
-                .where(_sessions.c.updated_at < cutoff)
-                .order_by(*order)
-                .limit(batch_size)
-                .subquery()
-            )
-            chosen = (
-                select(oldest.c.id)
-                .where((oldest.c.running <= max_messages) | (oldest.c.position == 1))
-                .scalar_subquery()
-            )
-        result = await self._session.execute(
-            delete(_sessions)
-            .where(_sessions.c.updated_at < cutoff, _sessions.c.id.in_(chosen))
-            .returning(_sessions.c.id)
-        )
-        return len(result.all())
-
     # -- lifecycle: fork, metadata, title, erasure -------------------------------------------
 
     @property
@@ -684,60 +626,6 @@ class SessionRepository(_Repository):
             .where(_sessions.c.id == session_id)
             .values(title=title, updated_at=now)
         )
-
-    async def count_for_user(self, user_id: str) -> ErasureReport:
-        """What erasing ``user_id`` would remove now: sessions, messages, usage records."""
-        owned = _sessions.alias("owned")
-        usage_records = (
-            select(func.count())
-            .select_from(_usage.join(owned, owned.c.id == _usage.c.session_id))
-            .where(owned.c.user_id == user_id)
-            .scalar_subquery()
-        )
-        result = await self._session.execute(
-            select(
-                func.count(),
-                func.coalesce(func.sum(_sessions.c.last_seq - _sessions.c.trimmed_seq), 0),
-                usage_records,
-            ).where(_sessions.c.user_id == user_id)
-        )
-        sessions, messages, usage = result.one()
-        return ErasureReport(int(sessions), int(messages), int(usage))
-
-    async def lock_user_batch(self, user_id: str, limit: int) -> list[tuple[uuid.UUID, int]]:
-        """Lock up to ``limit`` sessions of ``user_id``; ``(id, message count)`` of each.
-
-        PostgreSQL: ``FOR UPDATE``, which also holds off the foreign-key check of a concurrent
-        usage or message insert into these sessions until the batch commits, so the counts
-        are exact. SQLite: a no-op UPDATE, which takes the database's write lock first thing.
-        """
-        count = _sessions.c.last_seq - _sessions.c.trimmed_seq
-        rows: Any
-        if self._postgres:
-            rows = await self._session.execute(
-                select(_sessions.c.id, count)
-                .where(_sessions.c.user_id == user_id)
-                .limit(limit)
-                .with_for_update()
-            )
-        else:
-            chosen = (
-                select(_sessions.c.id)
-                .where(_sessions.c.user_id == user_id)
-                .limit(limit)
-                .scalar_subquery()
-            )
-            rows = await self._session.execute(
-                update(_sessions)
-                .where(_sessions.c.id.in_(chosen))
-                .values(last_seq=_sessions.c.last_seq)
-                .returning(_sessions.c.id, count)
-            )
-        return [(session_id, int(messages)) for session_id, messages in rows]
-
-    async def delete_many(self, session_ids: Sequence[uuid.UUID]) -> None:
-        """Delete these sessions (their messages and batches go by cascade)."""
-        await self._session.execute(delete(_sessions).where(_sessions.c.id.in_(session_ids)))
 
 
 class MessageRepository(_Repository):
@@ -1058,13 +946,6 @@ class MessageRepository(_Repository):
 
 class UsageRepository(_Repository):
     """Token usage rows, one per agent run."""
-
-    async def delete_for_sessions(self, session_ids: Sequence[uuid.UUID]) -> int:
-        """Delete the usage records of these sessions; return how many there were."""
-        result = await self._session.execute(
-            delete(_usage).where(_usage.c.session_id.in_(session_ids))
-        )
-        return int(cast(CursorResult[Any], result).rowcount)
 
     async def add(self, session_id: uuid.UUID, usage: Usage, now: datetime) -> None:
         await self._session.execute(

@@ -5,10 +5,11 @@ every agent not named. A named agent with an empty policy (``{}``) is exempt fro
 
 * ``days`` — sessions not updated for longer are deleted (with their history), or, with
   ``archive``, marked archived: kept, but left out of listings and search by default.
-* ``max_messages`` — the oldest messages are trimmed so that at most N remain. A cut never
-  separates a ``function_call`` from its ``function_call_output`` (nor any other pair the
-  history windows keep together, see :func:`agentledger.windows.cut_points`): when the cut
-  would fall inside such a pair, less is trimmed, so a session may keep a few more than N.
+* ``max_messages`` — the oldest messages are trimmed so that at most N remain, always. A cut
+  never separates a ``function_call`` from its ``function_call_output`` (nor any other pair
+  the history windows keep together, see :func:`agentledger.windows.cut_points`): when the
+  cut would fall inside such a pair, more is trimmed, so a session may keep a few fewer
+  than N, never more.
 
 Policies come from :class:`~agentledger.config.LedgerSettings` (``AGENTLEDGER_RETENTION``, JSON)
 or a JSON file (``agentledger cleanup --policy FILE``), e.g.::
@@ -31,6 +32,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import InvalidInputError
+from .records import BlockedSession
 from .windows import cut_points
 
 #: The policy key that applies to every agent without a policy of its own.
@@ -63,7 +65,13 @@ class RetentionPolicy(BaseModel):
             parts.append(f"{action} after {self.days:g} idle days")
         if self.max_messages is not None:
             kept = self.max_messages
-            parts.append("keep the last message" if kept == 1 else f"keep the last {kept} messages")
+            parts.append(
+                "keep no messages"
+                if kept == 0
+                else "keep the last message"
+                if kept == 1
+                else f"keep the last {kept} messages"
+            )
         return ", ".join(parts) or "keep everything"
 
 
@@ -123,18 +131,21 @@ def load_policy_file(path: str | Path) -> dict[str, RetentionPolicy]:
 
 
 def trim_cut(items: Sequence[Any], max_messages: int) -> int:
-    """How many of the oldest ``items`` to trim so at most ``max_messages`` remain.
+    """How many of the oldest ``items`` to trim so that at most ``max_messages`` remain.
 
-    The cut moves earlier (trims less) when it would split a call from its output or a
-    reasoning item from what follows it; 0 when nothing can or need be trimmed.
+    The limit always holds, whatever the items say: when the cut would split a call from its
+    output (or a reasoning item from what follows it), the cut moves *later*, trimming a few
+    more, never earlier. (Moving it earlier let content dodge the policy: one ``call_id``
+    reused at both ends of a history made every cut "split a pair", and nothing was ever
+    trimmed.) In the worst case everything is trimmed; 0 when nothing need be.
     """
     excess = len(items) - max_messages
     if excess <= 0:
         return 0
-    allowed = cut_points(items)
+    allowed = cut_points(items)  # allowed[len(items)] is always True
     cut = excess
-    while cut > 0 and not allowed[cut]:
-        cut -= 1
+    while not allowed[cut]:
+        cut += 1
     return cut
 
 
@@ -150,6 +161,9 @@ class RetentionCounts:
     archived_sessions: int = 0
     trimmed_sessions: int = 0
     trimmed_messages: int = 0
+    #: Sessions left in place because rows of another table refer to them (see ``blocked``
+    #: of :class:`RetentionReport`).
+    blocked_sessions: int = 0
 
     def __add__(self, other: RetentionCounts) -> RetentionCounts:
         return RetentionCounts(
@@ -158,6 +172,7 @@ class RetentionCounts:
             self.archived_sessions + other.archived_sessions,
             self.trimmed_sessions + other.trimmed_sessions,
             self.trimmed_messages + other.trimmed_messages,
+            self.blocked_sessions + other.blocked_sessions,
         )
 
     def describe(self, *, dry_run: bool) -> str:
@@ -176,12 +191,18 @@ class RetentionCounts:
                 f"trim {_count(self.trimmed_messages, 'message')} from "
                 f"{_count(self.trimmed_sessions, 'session')}"
             )
+        blocked = (
+            f"; skipped {_count(self.blocked_sessions, 'session')} that other tables refer to"
+            if self.blocked_sessions
+            else ""
+        )
         if not parts:
-            return "nothing to do"
+            return "nothing to do" + blocked
         if dry_run:
-            return "would " + ", ".join(parts)
+            return "would " + ", ".join(parts) + blocked
         done = {"delete": "deleted", "archive": "archived", "trim": "trimmed"}
-        return ", ".join(done[part.split(" ", 1)[0]] + part[part.index(" ") :] for part in parts)
+        described = (done[part.split(" ", 1)[0]] + part[part.index(" ") :] for part in parts)
+        return ", ".join(described) + blocked
 
 
 def _count(number: int, noun: str) -> str:
@@ -194,6 +215,8 @@ class RetentionReport:
 
     dry_run: bool
     policies: Mapping[str, RetentionCounts] = field(default_factory=dict)
+    #: Sessions left in place because rows of another table refer to them.
+    blocked: tuple[BlockedSession, ...] = ()
 
     @property
     def totals(self) -> RetentionCounts:

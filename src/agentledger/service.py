@@ -30,12 +30,16 @@ from .errors import (
     LedgerError,
     PermissionDeniedError,
     SessionNotFoundError,
+    SessionReferencedError,
+    referenced_error,
     translate_db_error,
 )
-from .lifecycle_repository import AgentScope, LifecycleRepository, SessionState
+from .lifecycle_repository import LifecycleRepository, SessionState
+from .maintenance_repository import AgentScope
 from .naming import resolve_session_uuid
 from .records import (
     AppendResult,
+    BlockedSession,
     ErasureReport,
     MessageRecord,
     SearchHit,
@@ -355,12 +359,18 @@ class SessionService:
 
     @_translating
     async def delete_session(self, session_id: SessionId, *, user_id: str | None = None) -> bool:
-        """Delete the session and (by cascade) its history; ``False`` when there was none."""
+        """Delete the session and (by cascade) its history; ``False`` when there was none.
+
+        Raises :class:`SessionReferencedError` (naming the table and foreign key) when a row
+        of another table refers to the session without ``ON DELETE``."""
         sid = parse_session_id(session_id)
         user_id = check_owner(user_id)
-        async with self._uow(autocommit=True) as uow:
-            deleted = await uow.sessions.delete(sid, user_id)
-            await uow.commit()
+        try:
+            async with self._uow(autocommit=True) as uow:
+                deleted = await uow.sessions.delete(sid, user_id)
+                await uow.commit()
+        except SessionReferencedError as error:
+            raise await self._explained(error, (sid,)) from error
         return deleted
 
     @_once
@@ -372,35 +382,47 @@ class SessionService:
         batch_size: int = 500,
         max_batch_messages: int = 20_000,
         on_progress: Callable[[int], None] | None = None,
+        on_blocked: Callable[[BlockedSession], None] | None = None,
     ) -> int:
         """Delete sessions not updated for ``older_than``, in batches; return how many.
 
         Each batch is its own short transaction of at most ``batch_size`` sessions holding at
         most ``max_batch_messages`` messages together (a single bigger session goes alone),
         so the cleanup never holds locks for long. ``dry_run`` only counts. ``on_progress``
-        receives the running total.
+        receives the running total. A session that a row of another table refers to (a
+        foreign key without ``ON DELETE``) is skipped, logged as a warning and passed to
+        ``on_blocked``; the rest are deleted.
         """
         if not isinstance(older_than, timedelta) or older_than < timedelta(0):
             raise ValueError("older_than must be a non-negative datetime.timedelta")
         check_count(batch_size, "batch_size", maximum=MAX_ERASE_BATCH)
         check_count(max_batch_messages, "max_batch_messages")
-        await self._require_every_tenant("cleanup")
         if dry_run:
             sessions, _messages = await self.count_idle_sessions(older_than)
             return sessions
-        cutoff = cutoff_before(self._now(), older_than)
+        await self._require_every_tenant("cleanup")
         total = 0
-        while True:
-            async with self._uow() as uow:
-                deleted = await uow.sessions.delete_idle_batch(
-                    cutoff, batch_size, max_batch_messages
-                )
-                await uow.commit()
-            total += deleted
-            if on_progress is not None and deleted:
+
+        def progress(counts: RetentionCounts, blocked: list[BlockedSession]) -> None:
+            nonlocal total
+            total += counts.deleted_sessions
+            if on_progress is not None and counts.deleted_sessions:
                 on_progress(total)
-            if deleted == 0:  # a batch cut short by the message budget is not the last
-                return total
+            for session in blocked:
+                if on_blocked is not None:
+                    on_blocked(session)
+
+        cutoff = cutoff_before(self._now(), older_than)
+        await self._retire_idle(
+            AgentScope(),
+            cutoff,
+            archive=False,
+            batch_size=batch_size,
+            now=self._now(),
+            progress=progress,
+            max_messages=max_batch_messages,
+        )
+        return total
 
     @_translating
     async def count_idle_sessions(self, older_than: timedelta) -> tuple[int, int]:
@@ -410,7 +432,7 @@ class SessionService:
         cutoff = cutoff_before(self._now(), older_than)
         await self._require_every_tenant("cleanup")
         async with self._uow(autocommit=True) as uow:
-            return await uow.sessions.count_idle(cutoff)
+            return await uow.maintenance.count_idle(AgentScope(), cutoff)
 
     # -- lifecycle: fork, rewind, metadata, title, erasure ----------------------------------
 
@@ -545,27 +567,82 @@ class SessionService:
         running totals after each batch. Stop the user's traffic first: a session created
         while the erasure runs may survive it. Its transactions name ``user_id`` to PostgreSQL
         row-level security (as :meth:`for_user` does), so it erases from the application's
-        role too, where an unscoped service would find nothing.
+        role too, where an unscoped service would find nothing. Sessions that rows of another
+        table refer to (foreign keys without ``ON DELETE``) stay, listed in ``blocked``.
         """
         user_id = check_name(user_id, "user_id")
         check_count(batch_size, "batch_size", maximum=MAX_ERASE_BATCH)
         if dry_run:
             async with self._uow(autocommit=True, tenant=user_id) as uow:
-                return await uow.sessions.count_for_user(user_id)
+                return ErasureReport(*await uow.maintenance.count_for_user(user_id))
         total = ErasureReport()
+        after: uuid.UUID | None = None
         while True:
             async with self._uow(tenant=user_id) as uow:
-                locked = await uow.sessions.lock_user_batch(user_id, batch_size)
-                if not locked:
+                batch = await uow.maintenance.user_sessions(user_id, after=after, limit=batch_size)
+                if not batch:
                     return total
-                session_ids = [session_id for session_id, _count in locked]
-                usage_records = await uow.usage.delete_for_sessions(session_ids)
-                await uow.sessions.delete_many(session_ids)
+                deleted, blocked = await self._delete_sessions(uow, [c.id for c in batch])
                 await uow.commit()
-            messages = sum(count for _session_id, count in locked)
-            total += ErasureReport(len(session_ids), messages, usage_records)
+            after = batch[-1].id
+            total += ErasureReport(
+                len(deleted),
+                sum(messages for _sid, messages, _usage in deleted),
+                sum(usage for _sid, _messages, usage in deleted),
+                tuple(blocked),
+            )
             if on_progress is not None:
                 on_progress(total)
+
+    async def _delete_sessions(
+        self,
+        uow: UnitOfWork,
+        session_ids: list[uuid.UUID],
+        *,
+        idle_before: datetime | None = None,
+    ) -> tuple[list[tuple[uuid.UUID, int, int]], list[BlockedSession]]:
+        """Delete these sessions in ``uow``, skipping those another table's foreign key keeps
+        (each tried alone in a SAVEPOINT once the batch was refused): ``(deleted, blocked)``."""
+        try:
+            async with uow.savepoint():
+                return await uow.maintenance.delete(session_ids, idle_before=idle_before), []
+        except SessionReferencedError:
+            pass
+        deleted: list[tuple[uuid.UUID, int, int]] = []
+        blocked: list[BlockedSession] = []
+        for sid in session_ids:
+            try:
+                async with uow.savepoint():
+                    deleted += await uow.maintenance.delete([sid], idle_before=idle_before)
+            except SessionReferencedError as error:
+                blocked.append(BlockedSession(sid, error.table, error.constraint))
+        if blocked and blocked[0].table is None:  # SQLite does not name the foreign key
+            keys = await uow.maintenance.blocking_foreign_keys()
+            if len(keys) == 1:
+                blocked = [
+                    BlockedSession(b.session_id, keys[0].table, keys[0].constraint) for b in blocked
+                ]
+        for session in blocked:
+            logger.warning(
+                "agentledger: session %s was not deleted: table %s refers to it (foreign key "
+                "%s without ON DELETE)",
+                session.session_id,
+                session.table or "(unknown)",
+                session.constraint or "(unnamed)",
+            )
+        return deleted, blocked
+
+    async def _explained(
+        self, error: SessionReferencedError, session_ids: tuple[uuid.UUID, ...]
+    ) -> SessionReferencedError:
+        """``error`` naming the foreign key even where the database did not (SQLite)."""
+        table, constraint = error.table, error.constraint
+        if table is None:
+            async with self._uow(autocommit=True) as uow:
+                keys = await uow.maintenance.blocking_foreign_keys()
+            if len(keys) == 1:
+                table, constraint = keys[0].table, keys[0].constraint
+        return referenced_error(table, constraint, session_ids, sqlstate=error.sqlstate)
 
     # -- search, transcripts, retention ---------------------------------------------------------
 
@@ -866,28 +943,44 @@ class SessionService:
         now = self._now()
         named = frozenset(name for name in checked if name != DEFAULT_POLICY_KEY)
         counts: dict[str, RetentionCounts] = {name: RetentionCounts() for name in checked}
+        blocked: list[BlockedSession] = []
 
-        def progress(name: str, done: RetentionCounts) -> None:
+        def report() -> RetentionReport:
+            return RetentionReport(dry_run, dict(counts), tuple(blocked))
+
+        def progress(name: str, done: RetentionCounts, kept: list[BlockedSession]) -> None:
             counts[name] = counts[name] + done
+            blocked.extend(kept)
             if on_progress is not None:
-                on_progress(RetentionReport(dry_run, dict(counts)))
+                on_progress(report())
 
         scopes = {
             name: AgentScope(None, named) if name == DEFAULT_POLICY_KEY else AgentScope(name)
             for name in checked
         }
         for name, policy in checked.items():
-            if policy.days is not None:
-                cutoff = cutoff_before(now, policy.days)
-                await self._retire_idle(
-                    scopes[name],
-                    cutoff,
-                    policy.archive,
-                    dry_run,
-                    batch_size,
-                    now,
-                    functools.partial(progress, name),
-                )
+            if policy.days is None:
+                continue
+            cutoff = cutoff_before(now, policy.days)
+            if dry_run:
+                async with self._uow(autocommit=True) as uow:
+                    sessions, messages = await uow.maintenance.count_idle(
+                        scopes[name], cutoff, unarchived_only=policy.archive
+                    )
+                if policy.archive:
+                    progress(name, RetentionCounts(archived_sessions=sessions), [])
+                else:
+                    idle = RetentionCounts(deleted_sessions=sessions, deleted_messages=messages)
+                    progress(name, idle, [])
+                continue
+            await self._retire_idle(
+                scopes[name],
+                cutoff,
+                archive=policy.archive,
+                batch_size=batch_size,
+                now=now,
+                progress=functools.partial(progress, name),
+            )
         for name, policy in checked.items():
             if policy.max_messages is not None:
                 deleting = None
@@ -902,42 +995,49 @@ class SessionService:
                     # Sessions this policy deletes are not trimmed (nor counted in a dry run).
                     active_since=deleting,
                 )
-        return RetentionReport(dry_run, counts)
+        return report()
 
     async def _retire_idle(
         self,
         scope: AgentScope,
         cutoff: datetime,
+        *,
         archive: bool,
-        dry_run: bool,
         batch_size: int,
         now: datetime,
-        progress: Callable[[RetentionCounts], None],
+        progress: Callable[[RetentionCounts, list[BlockedSession]], None],
+        max_messages: int | None = None,
     ) -> None:
-        if dry_run:
-            async with self._uow(autocommit=True) as uow:
-                sessions, messages = await self._lifecycle(uow).count_idle(
-                    scope, cutoff, unarchived_only=archive
-                )
-            if archive:
-                progress(RetentionCounts(archived_sessions=sessions))
-            else:
-                progress(RetentionCounts(deleted_sessions=sessions, deleted_messages=messages))
-            return
+        """Delete (or archive) the scope's sessions idle since ``cutoff``: batches chosen by
+        keyset, so a session that cannot be deleted is passed, never chosen again."""
+        after: tuple[datetime, uuid.UUID] | None = None
         while True:
             async with self._uow() as uow:
-                lifecycle = self._lifecycle(uow)
+                batch = await uow.maintenance.idle(
+                    scope,
+                    cutoff,
+                    after=after,
+                    limit=batch_size,
+                    max_messages=max_messages,
+                    unarchived_only=archive,
+                )
+                if not batch:
+                    return
+                ids = [candidate.id for candidate in batch]
+                blocked: list[BlockedSession] = []
                 if archive:
-                    done = await lifecycle.archive_idle_batch(scope, cutoff, batch_size, now)
+                    done = await uow.maintenance.archive(ids, idle_before=cutoff, now=now)
                     counts = RetentionCounts(archived_sessions=done)
                 else:
-                    done, messages = await lifecycle.delete_idle_batch(scope, cutoff, batch_size)
-                    counts = RetentionCounts(deleted_sessions=done, deleted_messages=messages)
+                    deleted, blocked = await self._delete_sessions(uow, ids, idle_before=cutoff)
+                    counts = RetentionCounts(
+                        deleted_sessions=len(deleted),
+                        deleted_messages=sum(messages for _sid, messages, _usage in deleted),
+                        blocked_sessions=len(blocked),
+                    )
                 await uow.commit()
-            if done:
-                progress(counts)
-            if done < batch_size:
-                return
+            after = batch[-1].key
+            progress(counts, blocked)
 
     async def _trim_sessions(
         self,
@@ -945,7 +1045,7 @@ class SessionService:
         max_messages: int,
         dry_run: bool,
         batch_size: int,
-        progress: Callable[[RetentionCounts], None],
+        progress: Callable[[RetentionCounts, list[BlockedSession]], None],
         *,
         active_since: datetime | None,
     ) -> None:
@@ -956,19 +1056,31 @@ class SessionService:
                     scope, max_messages, after=after, limit=batch_size, active_since=active_since
                 )
             sessions = trimmed = 0
+            blocked: list[BlockedSession] = []
             for sid in candidates:
-                cut = await self._trim_session(sid, max_messages, dry_run)
+                try:
+                    cut = await self._trim_session(sid, max_messages, dry_run)
+                except SessionReferencedError as error:
+                    explained = await self._explained(error, (sid,))
+                    blocked.append(BlockedSession(sid, explained.table, explained.constraint))
+                    continue
                 if cut:
                     sessions += 1
                     trimmed += cut
-            if sessions:
-                progress(RetentionCounts(trimmed_sessions=sessions, trimmed_messages=trimmed))
+            if sessions or blocked:
+                counts = RetentionCounts(
+                    trimmed_sessions=sessions,
+                    trimmed_messages=trimmed,
+                    blocked_sessions=len(blocked),
+                )
+                progress(counts, blocked)
             if len(candidates) < batch_size:
                 return
             after = candidates[-1]
 
     async def _trim_session(self, sid: uuid.UUID, max_messages: int, dry_run: bool) -> int:
-        """Trim one session to ``max_messages`` under its row lock; how many were trimmed."""
+        """Trim one session to at most ``max_messages`` under its row lock; how many were
+        trimmed (see :func:`agentledger.retention.trim_cut`)."""
         async with self._uow() as uow:
             lifecycle = self._lifecycle(uow)
             counters = await (

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from .fastpath import DriverStatements
+from .maintenance_repository import MaintenanceRepository
 from .repositories import MessageRepository, SessionRepository, UsageRepository
 from .row_security import SCOPE_TO_TENANT
 
@@ -47,6 +48,7 @@ class UnitOfWork:
     sessions: SessionRepository
     messages: MessageRepository
     usage: UsageRepository
+    maintenance: MaintenanceRepository
 
     def __init__(
         self,
@@ -105,6 +107,7 @@ class UnitOfWork:
                 lambda: self.session, postgres=True, driver=self._driver
             )
             self.usage = UsageRepository(lambda: self.session)
+            self.maintenance = MaintenanceRepository(lambda: self.session)
             return self
         if self._factory is not None:
             self._session = self._factory()
@@ -113,6 +116,12 @@ class UnitOfWork:
             self._savepoint = await self._borrowed.begin_nested()
         else:
             assert isinstance(self._borrowed, AsyncConnection)
+            if not self._borrowed.in_transaction():
+                # A fresh connection: begin the transaction the caller would have autobegun on
+                # its next statement. It is the caller's to commit or roll back; given a
+                # connection outside any transaction, the session below would otherwise
+                # begin, and commit, a transaction of its own.
+                await self._borrowed.begin()
             # Joins the caller's transaction; our commit/rollback only touch a SAVEPOINT.
             self._session = AsyncSession(
                 bind=self._borrowed,
@@ -130,6 +139,7 @@ class UnitOfWork:
         self.sessions = SessionRepository(self._session)
         self.messages = MessageRepository(self._session, postgres=postgres)
         self.usage = UsageRepository(self._session)
+        self.maintenance = MaintenanceRepository(self._session)
         return self
 
     async def __aexit__(
@@ -156,6 +166,11 @@ class UnitOfWork:
     @property
     def _borrowed_session(self) -> AsyncSession | None:
         return self._borrowed if isinstance(self._borrowed, AsyncSession) else None
+
+    def savepoint(self) -> AsyncSessionTransaction:
+        """A SAVEPOINT inside this unit of work (``async with uow.savepoint(): ...``): a
+        failure inside rolls back only what the block did, and the transaction goes on."""
+        return self.session.begin_nested()
 
     async def commit(self) -> None:
         """Make the work durable (owned) or release the SAVEPOINT into the caller's transaction."""

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..errors import LedgerError
 from ..ledger import Ledger
-from ..records import ErasureReport
+from ..records import BlockedSession, ErasureReport
 from ..retention import RetentionPolicy, RetentionReport, load_policy_file
 from .arguments import add_json_flag, format_duration, parse_duration
 from .output import EXIT_FAILED, EXIT_OK, Output, error_line
@@ -65,15 +65,24 @@ async def cleanup_sessions(ledger: Ledger, args: argparse.Namespace, out: Output
             {"dry_run": True, "sessions": sessions, "messages": messages, "older_than": age},
         )
         return EXIT_OK
+    blocked: list[BlockedSession] = []
     with out.progress(None, "sessions deleted") as progress:
         deleted = await ledger.service.cleanup_sessions(
-            args.older_than, batch_size=args.batch_size, on_progress=progress.update
+            args.older_than,
+            batch_size=args.batch_size,
+            on_progress=progress.update,
+            on_blocked=blocked.append,
         )
     out.result(
         f"deleted {deleted} sessions idle for more than {age}",
-        {"dry_run": False, "sessions": deleted, "older_than": age},
+        {
+            "dry_run": False,
+            "sessions": deleted,
+            "older_than": age,
+            "blocked": [_blocked_json(session) for session in blocked],
+        },
     )
-    return EXIT_OK
+    return _report_blocked(blocked)
 
 
 async def _cleanup_by_policy(ledger: Ledger, args: argparse.Namespace, out: Output) -> int:
@@ -102,16 +111,17 @@ async def _cleanup_by_policy(ledger: Ledger, args: argparse.Namespace, out: Outp
                 "policies": {
                     name: dataclasses.asdict(counts) for name, counts in report.policies.items()
                 },
+                "blocked": [_blocked_json(session) for session in report.blocked],
             }
         )
-        return EXIT_OK
-    out.line(report.describe())
-    for name, counts in report.policies.items():
-        label = "every other agent" if name == "*" else f"agent {name!r}"
-        out.line(
-            f"  {label} ({policies[name].describe()}): {counts.describe(dry_run=args.dry_run)}"
-        )
-    return EXIT_OK
+    else:
+        out.line(report.describe())
+        for name, counts in report.policies.items():
+            label = "every other agent" if name == "*" else f"agent {name!r}"
+            out.line(
+                f"  {label} ({policies[name].describe()}): {counts.describe(dry_run=args.dry_run)}"
+            )
+    return _report_blocked(list(report.blocked))
 
 
 # -- erase-user ---------------------------------------------------------------------------------
@@ -131,7 +141,36 @@ def _erasure_json(user_id: str, report: ErasureReport, *, erased: bool) -> dict[
         "sessions": report.sessions,
         "messages": report.messages,
         "usage_records": report.usage_records,
+        "blocked": [_blocked_json(session) for session in report.blocked],
     }
+
+
+def _blocked_json(session: BlockedSession) -> dict[str, Any]:
+    return {
+        "session_id": str(session.session_id),
+        "table": session.table,
+        "constraint": session.constraint,
+    }
+
+
+def _report_blocked(blocked: list[BlockedSession]) -> int:
+    """Warn about sessions that other tables kept, once per foreign key; exit 1 if any."""
+    by_key: dict[tuple[str | None, str | None], list[BlockedSession]] = {}
+    for session in blocked:
+        by_key.setdefault((session.table, session.constraint), []).append(session)
+    for (table, constraint), sessions in by_key.items():
+        shown = ", ".join(str(session.session_id) for session in sessions[:3])
+        more = f" and {len(sessions) - 3} more" if len(sessions) > 3 else ""
+        print(
+            error_line(
+                f"{len(sessions)} session(s) were left in place ({shown}{more}): table "
+                f"{table or '(unknown)'} refers to them through the foreign key "
+                f"{constraint or '(unnamed)'} without ON DELETE; delete or re-point those "
+                'rows, or declare the key with ondelete="CASCADE" or "SET NULL"'
+            ),
+            file=sys.stderr,
+        )
+    return EXIT_FAILED if blocked else EXIT_OK
 
 
 async def erase_user(ledger: Ledger, args: argparse.Namespace, out: Output) -> int:
@@ -154,4 +193,4 @@ async def erase_user(ledger: Ledger, args: argparse.Namespace, out: Output) -> i
         f"erased {_erasure_text(report)} of user {args.user!r}",
         _erasure_json(args.user, report, erased=True),
     )
-    return EXIT_OK
+    return _report_blocked(list(report.blocked))
