@@ -304,6 +304,18 @@ OWN_TABLE_NAMES = frozenset(
 )
 
 
+def referenced_error_from(
+    error: BaseException, session_ids: tuple[uuid.UUID, ...]
+) -> SessionReferencedError | None:
+    """The :class:`SessionReferencedError` a delete's foreign-key violation means (``None``
+    for any other error): what the server said about the table and key, and the sessions."""
+    code = sqlstate_of(error)
+    if code not in ("23503", "SQLITE_CONSTRAINT_FOREIGNKEY"):
+        return None
+    report = server_report(error)
+    return referenced_error(report.table, report.constraint, session_ids, sqlstate=code)
+
+
 def referenced_error(
     table: str | None,
     constraint: str | None,

@@ -29,14 +29,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from .errors import OWN_TABLE_NAMES, referenced_error, server_report, sqlstate_of
+from .errors import OWN_TABLE_NAMES, referenced_error_from
 from .models import sessions_table, usage_table
 from .repositories import _Repository
 
 _sessions = sessions_table
 _usage = usage_table
-
-_FOREIGN_KEY_VIOLATIONS = ("23503", "SQLITE_CONSTRAINT_FOREIGNKEY")
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,12 +206,10 @@ class MaintenanceRepository(_Repository):
                 statement.returning(_sessions.c.id, _message_count())
             )
         except IntegrityError as error:
-            if sqlstate_of(error) not in _FOREIGN_KEY_VIOLATIONS:
+            referenced = referenced_error_from(error, tuple(session_ids))
+            if referenced is None:
                 raise
-            report = server_report(error)
-            raise referenced_error(
-                report.table, report.constraint, tuple(session_ids), sqlstate=sqlstate_of(error)
-            ) from error
+            raise referenced from error
         return [
             (session_id, int(messages), usage_records.get(session_id, 0))
             for session_id, messages in result

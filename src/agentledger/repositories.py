@@ -39,10 +39,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .encoding import DamagedJSON, escape_nul, escape_nul_in_json, statement_runs
-from .errors import InvalidInputError
+from .errors import InvalidInputError, referenced_error_from
 from .fastpath import DriverStatements
 from .models import batches_table, messages_table, sessions_table, usage_table
 from .records import MessageRecord, SessionRecord, SessionSummary, Usage
@@ -549,10 +550,18 @@ class SessionRepository(_Repository):
         ]
 
     async def delete(self, session_id: uuid.UUID, user_id: str | None) -> bool:
+        """Delete the session (its history goes by cascade); ``SessionReferencedError`` when
+        another table's foreign key keeps it."""
         statement = delete(_sessions).where(_sessions.c.id == session_id)
         if user_id is not None:
             statement = statement.where(_sessions.c.user_id == user_id)
-        result = await self._session.execute(statement.returning(_sessions.c.id))
+        try:
+            result = await self._session.execute(statement.returning(_sessions.c.id))
+        except IntegrityError as error:
+            referenced = referenced_error_from(error, (session_id,))
+            if referenced is None:
+                raise
+            raise referenced from error
         return result.first() is not None
 
     # -- lifecycle: fork, metadata, title, erasure -------------------------------------------

@@ -48,7 +48,7 @@ class RetentionPolicy(BaseModel):
     #: Sessions idle (not updated) for more than this many days are deleted or archived.
     days: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     #: Keep at most this many messages per session (the newest), never splitting a tool pair.
-    max_messages: int | None = Field(default=None, ge=0)
+    max_messages: int | None = Field(default=None, ge=0, le=2**63 - 1)
     #: Archive idle sessions instead of deleting them (needs ``days``).
     archive: bool = False
 
@@ -111,7 +111,8 @@ def parse_policies(value: object) -> dict[str, RetentionPolicy]:
             problem = first.get("msg", "invalid value")
             raise InvalidInputError(
                 f"retention policy for {name!r}: {where + ': ' if where else ''}{problem}; "
-                "allowed keys are days (>= 0), max_messages (int >= 0) and archive (bool)"
+                "allowed keys are days (>= 0), max_messages (an int from 0 to 2**63-1) and "
+                "archive (bool)"
             ) from None
     return policies
 

@@ -203,8 +203,12 @@ def schema_state(connection: Connection, host_alembic_ini: str | None = None) ->
         current = tuple(sorted(context.get_current_heads()))
         return SchemaState(current, head, OWN_VERSION_TABLE, host_alembic_ini=host_alembic_ini)
     inferred = _inferred_revision(connection, tables)
-    if HOST_VERSION_TABLE in tables:
-        heads = MigrationContext.configure(connection).get_current_heads()
+    if HOST_VERSION_TABLE in tables or host_alembic_ini:
+        heads = (
+            MigrationContext.configure(connection).get_current_heads()
+            if HOST_VERSION_TABLE in tables
+            else ()
+        )
         if host_alembic_ini:
             applied = _latest(_host_applied(heads, host_alembic_ini) & _known_revisions())
             source = HOST_HISTORY
@@ -213,7 +217,7 @@ def schema_state(connection: Connection, host_alembic_ini: str | None = None) ->
             source = HOST_VERSION_TABLE_LISTED
             if inferred is not None and (not applied or _is_later(inferred, applied)):
                 applied, source = {inferred}, TABLES
-        if applied or "agent_sessions" in tables:
+        if applied or "agent_sessions" in tables or host_alembic_ini:
             return SchemaState(
                 tuple(sorted(applied)),
                 head,

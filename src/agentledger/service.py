@@ -99,6 +99,10 @@ _UNSCOPED_UNDER_RLS = (
     "(or set AGENTLEDGER_ROW_LEVEL_SECURITY=true for SDK sessions and SessionAgent)"
 )
 
+#: Messages one delete batch may hold together (cleanup, retention): a batch of big sessions
+#: is as short a transaction as a batch of small ones; a single bigger session goes alone.
+MAX_BATCH_MESSAGES = 20_000
+
 #: Upper bound for ``batch_size`` of :meth:`SessionService.erase_user` (ids of one batch are
 #: bound parameters; asyncpg allows 32,767 per statement).
 MAX_ERASE_BATCH = 10_000
@@ -380,7 +384,7 @@ class SessionService:
         *,
         dry_run: bool = False,
         batch_size: int = 500,
-        max_batch_messages: int = 20_000,
+        max_batch_messages: int = MAX_BATCH_MESSAGES,
         on_progress: Callable[[int], None] | None = None,
         on_blocked: Callable[[BlockedSession], None] | None = None,
     ) -> int:
@@ -980,6 +984,7 @@ class SessionService:
                 batch_size=batch_size,
                 now=now,
                 progress=functools.partial(progress, name),
+                max_messages=None if policy.archive else MAX_BATCH_MESSAGES,
             )
         for name, policy in checked.items():
             if policy.max_messages is not None:

@@ -55,8 +55,13 @@ class Output:
         print(terminal_text(text), file=self.stream)
 
     def lines(self, text: str) -> None:
-        """Multi-line human-readable output (newlines and tabs kept, other controls escaped)."""
-        self.stream.write(terminal_text(text, keep_lines=True))
+        """Multi-line human-readable output (newlines and tabs kept, other controls escaped).
+
+        Written line by line and flushed: one huge write to a pipe whose reader went away can
+        end short without an error, while a later write reports the broken pipe."""
+        for line in terminal_text(text, keep_lines=True).splitlines(keepends=True):
+            self.stream.write(line)
+        self.stream.flush()
 
     def json(self, payload: Any) -> None:
         """One JSON document."""

@@ -119,6 +119,7 @@ async def export_sessions(ledger: Ledger, args: argparse.Namespace, out: Output)
             out.lines(render_markdown(transcript))  # a terminal sees escapes, never raw controls
         else:
             write_jsonl(transcript, out.stream)
+            out.stream.flush()  # a reader that went away is reported here, not lost at exit
         return EXIT_OK
     path = Path(args.output)
     write_file(path, _writer(transcript, args.format), force=args.force)

@@ -32,7 +32,7 @@ from agents.result import RunResultBase, RunResultStreaming
 from agents.stream_events import StreamEvent
 from agents.usage import Usage as SdkUsage
 
-from ..errors import LedgerError, SessionNotFoundError
+from ..errors import AlreadyExistsError, LedgerError, SessionNotFoundError
 from ..naming import SESSION_NAME_NAMESPACE, resolve_session_uuid, session_name
 from ..records import Usage
 from ..repositories import SessionSpec
@@ -228,7 +228,9 @@ class LedgerSession:
                 await self._service.add_items(
                     self._uuid, items, user_id=self._user_id, create_as=spec
                 )
-            except SessionNotFoundError:  # another user holds the derived id: not this name's
+            except (SessionNotFoundError, AlreadyExistsError):
+                # Another user holds the derived id, or this user's session of that name lives
+                # elsewhere (the derived id was squatted, then freed): look the name up.
                 pass
             else:
                 self._confirmed = True
