@@ -14,7 +14,7 @@ from sqlalchemy import Connection
 
 from agentledger import Ledger, LedgerError, metadata
 from agentledger.cli import main
-from agentledger.schema import VERSION_TABLE, head_revision, include_object
+from agentledger.schema.alembic import VERSION_TABLE, head_revision, include_object
 
 from .conftest import create_pg_database, drop_pg_database, pg_url, run_sync
 

@@ -14,7 +14,7 @@ import pytest
 
 from agentledger import Ledger, SessionService
 from agentledger.cli import format_duration, main, parse_duration
-from agentledger.schema import head_revision
+from agentledger.schema.alembic import head_revision
 
 from .conftest import run_sync
 

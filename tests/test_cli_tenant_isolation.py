@@ -30,9 +30,9 @@ from sqlalchemy import text
 
 from agentledger import Ledger, Usage
 from agentledger.cli import build_parser, main
+from agentledger.db.models import metadata
+from agentledger.domain.transcripts import write_jsonl
 from agentledger.errors import SessionNotFoundError
-from agentledger.models import metadata
-from agentledger.transcripts import write_jsonl
 
 from .conftest import run_sync
 
@@ -306,7 +306,7 @@ async def _seed(url: str, tmp: Path) -> World:
             await store.add_items([{"role": "user", "content": "from the SDK"}])
         finally:
             store.close()
-        from agentledger.importer import import_sdk_store
+        from agentledger.services.sdk_import import import_sdk_store
 
         await import_sdk_store(svc, str(sdk), user_id=OWNER, agent_name="Helper")
         sdk_more = tmp / "sdk_more.db"

@@ -12,8 +12,8 @@ from sqlalchemy.engine import make_url
 
 from agentledger import Ledger, LedgerSettings, SchemaNotReadyError
 from agentledger.cli import main
+from agentledger.db.urls import safe_url
 from agentledger.errors import ConfigurationError, LedgerError
-from agentledger.url_options import safe_url
 
 from .conftest import run_sync
 

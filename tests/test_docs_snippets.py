@@ -33,7 +33,7 @@ from agents.models.multi_provider import MultiProvider
 from sqlalchemy import text
 
 from agentledger import Ledger
-from agentledger.demo import OfflineModel
+from agentledger.cli.demo import OfflineModel
 
 from .conftest import BACKENDS
 from .docs_support import (
@@ -246,7 +246,7 @@ def bench_commands_wrote_their_reports(
 
 
 def test_schema_page_shows_the_append_statement_the_library_runs() -> None:
-    from agentledger.repositories import pg_append_statement
+    from agentledger.db.statements import pg_append_statement
 
     (sql,) = [body for kind, body, _mark in blocks("docs/schema.md") if kind == "sql"]
     running = str(pg_append_statement(create=False, owned=True))

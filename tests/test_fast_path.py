@@ -15,11 +15,12 @@ from typing import Any
 
 import asyncpg
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import event, select, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from agentledger import ConnectionLostError, Ledger
-from agentledger.fastpath import DriverStatements
+from agentledger.db.fastpath import DriverStatements, FastPath
+from agentledger.db.models import messages_table
 from agentledger.ledger import check_pooled_connections
 from agentledger.testing import create_pg_database, drop_pg_database, pg_url
 
@@ -48,34 +49,113 @@ async def terminate_pooled(ledger: Ledger, connection: asyncpg.Connection) -> in
     return int(terminated)
 
 
-def test_fast_path_steps_aside_while_statements_are_observed() -> None:
+def test_fast_path_steps_aside_while_statements_are_observed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     engine = create_async_engine("postgresql+asyncpg://u@localhost/db")
-    driver = DriverStatements.for_engine(engine)
-    assert driver is not None
-    assert driver.active
+    fast_path = FastPath.for_engine(engine)
+    assert fast_path is not None
+    assert fast_path.statements() is fast_path.driver
 
     def listener(*_args: Any) -> None:
         pass
 
+    caplog.set_level(logging.INFO, logger="agentledger")
     for name in ("before_cursor_execute", "after_cursor_execute", "before_execute"):
         event.listen(engine.sync_engine, name, listener)
-        assert not driver.active, name
+        assert fast_path.statements() is None, name
+        assert name in (fast_path.stepped_aside_for or "")
         event.remove(engine.sync_engine, name, listener)
-        assert driver.active
+        assert fast_path.statements() is fast_path.driver
+    # Never silently: each time it steps aside, the reason is logged once.
+    reasons = [r.getMessage() for r in caplog.records if "fast path steps aside" in r.getMessage()]
+    assert len(reasons) == 3
     event.listen(engine.sync_engine, "handle_error", listener)
-    assert not driver.active
+    assert fast_path.statements() is None
     event.remove(engine.sync_engine, "handle_error", listener)
-    assert not DriverStatements(create_async_engine(engine.url, echo=True)).active
+    echoing = FastPath.for_engine(create_async_engine(engine.url, echo=True))
+    assert echoing is not None
+    assert echoing.statements() is None
     logger = logging.getLogger("sqlalchemy.engine")
     level = logger.level
     logger.setLevel(logging.INFO)
     try:
-        assert not driver.active
+        assert fast_path.statements() is None
     finally:
         logger.setLevel(level)
-    translated = engine.execution_options(schema_translate_map={None: "ledger"})
-    assert not DriverStatements(translated).active
-    assert DriverStatements.for_engine(create_async_engine("sqlite+aiosqlite://")) is None
+    translated = FastPath.for_engine(engine.execution_options(schema_translate_map={None: "x"}))
+    assert translated is not None
+    assert translated.statements() is None
+    assert FastPath.for_engine(create_async_engine("sqlite+aiosqlite://")) is None
+
+
+async def test_the_hot_paths_take_the_fast_path(
+    pg_ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Appends and tail reads of the agent loop go through the driver (a mutation that turns the
+    fast path off fails here), and only they: a transaction never does."""
+    sent: list[str] = []
+    real = DriverStatements._run_once
+
+    async def counting(self: DriverStatements, operation: Any) -> Any:
+        sent.append("driver")
+        return await real(self, operation)
+
+    monkeypatch.setattr(DriverStatements, "_run_once", counting)
+    session = pg_ledger.agent_session("chat", user_id="u1")
+    await session.add_items([{"role": "user", "content": "hi"}])  # the append
+    await session.get_items()  # the tail read
+    assert sent == ["driver", "driver"]
+    sent.clear()
+    await pg_ledger.service.fork_session(session.ledger_session_id)  # a transaction
+    assert sent == []
+
+
+async def test_the_driver_applies_result_processors(pg_ledger: Ledger) -> None:
+    """A column whose type decodes on the way out (U+0000 escaped in text, UTC times) comes
+    back through the driver exactly as through SQLAlchemy."""
+    service = pg_ledger.service
+    session = await service.create_session("u1", "a")
+    await service.add_message(session.id, "user", "nul\x00 and esc\ue000 inside")
+    query = select(messages_table.c.content, messages_table.c.created_at).where(
+        messages_table.c.session_id == session.id
+    )
+    driver = DriverStatements(pg_ledger.engine)
+    (row,) = await driver.rows(query, {})
+    async with pg_ledger.engine.connect() as connection:
+        (expected,) = (await connection.execute(query)).all()
+    assert row.content == expected.content == "nul\x00 and esc\ue000 inside"
+    assert row.created_at == expected.created_at
+    assert row.created_at.tzinfo is not None
+
+
+async def test_a_statement_refused_on_a_dead_connection_is_retried_on_a_fresh_one(
+    pg_ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """asyncpg refuses to start a statement on a connection the server already ended
+    ("connection is closed"): nothing was sent, so the fast path retries once on a fresh
+    connection, and never puts the dead one back into the pool. (Removing the retry or the
+    invalidation fails this test.)"""
+    session = pg_ledger.agent_session("chat", user_id="u1")
+    await session.add_items([{"role": "user", "content": "one"}])
+    used: list[Any] = []
+    real = DriverStatements._run_once
+
+    async def first_on_a_dead_connection(self: DriverStatements, operation: Any) -> Any:
+        async def refused(driver: Any) -> Any:
+            used.append(driver)
+            if len(used) == 1:
+                raise asyncpg.InterfaceError("connection is closed")
+            return await operation(driver)
+
+        return await real(self, refused)
+
+    monkeypatch.setattr(DriverStatements, "_run_once", first_on_a_dead_connection)
+    assert [item["content"] for item in await session.get_items()] == ["one"]
+    assert len(used) == 2
+    assert used[0].is_closed()  # invalidated: closed, not returned to the pool
+    assert not used[1].is_closed()
+    assert used[0] is not used[1]
 
 
 async def test_a_connection_the_server_closed_is_replaced(pg_ledger: Ledger) -> None:

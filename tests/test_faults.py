@@ -26,7 +26,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentledger import Ledger, SessionService, UnitOfWork
-from agentledger import service as service_module
+from agentledger import errors as errors_module
 from agentledger.errors import (
     ConflictError,
     ConnectionLostError,
@@ -151,7 +151,7 @@ class _ConflictingFactory:
 
 @pytest.fixture
 def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(service_module, "CONFLICT_BACKOFF", 0.0)
+    monkeypatch.setattr(errors_module, "CONFLICT_RETRY", errors_module.RetryPolicy(backoff=0.0))
 
 
 @pytest.mark.usefixtures("no_backoff")
@@ -181,7 +181,7 @@ async def test_a_lasting_conflict_surfaces_as_conflict_error_after_the_bound(
         await svc.add_messages(session.id, _batch(3))
     assert caught.value.retryable
     assert caught.value.sqlstate == "40001"
-    assert factory.attempts == service_module.MAX_CONFLICT_ATTEMPTS
+    assert factory.attempts == errors_module.CONFLICT_RETRY.attempts
     assert await ledger.service.get_items(session.id) == []
     # Without retries (e.g. a service over a host's transactions) the first conflict surfaces.
     once = _ConflictingFactory(ledger, failures=1)

@@ -48,8 +48,13 @@ from agentledger import (
     host_include_object,
 )
 from agentledger.config import normalize_url
-from agentledger.models import OWNED_TABLES
-from agentledger.schema import HOST_VERSION_TABLE, VERSION_TABLE, head_revision, versions_path
+from agentledger.db.models import OWNED_TABLES
+from agentledger.schema.alembic import (
+    HOST_VERSION_TABLE,
+    VERSION_TABLE,
+    head_revision,
+    versions_path,
+)
 
 HEAD = head_revision()
 #: Bound for each subprocess (an import and a few statements take about a second).

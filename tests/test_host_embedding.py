@@ -26,10 +26,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionma
 
 from agentledger import Ledger, SessionService
 from agentledger.cli import main
+from agentledger.db.models import OWNED_TABLES
+from agentledger.domain.records import BlockedSession
 from agentledger.errors import SchemaNotReadyError, SessionReferencedError
-from agentledger.models import OWNED_TABLES
-from agentledger.records import BlockedSession
-from agentledger.schema import HOST_VERSION_TABLE, VERSION_TABLE, head_revision
+from agentledger.schema.alembic import HOST_VERSION_TABLE, VERSION_TABLE, head_revision
 
 from .conftest import run_sync
 from .lifecycle_support import _sid, count_rows
@@ -320,7 +320,7 @@ from alembic import context
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-import agentledger.schema
+import agentledger.schema.alembic
 from agentledger import Ledger, host_include_object
 from hostapp.models import Base
 
@@ -359,7 +359,7 @@ ENV_PY_SCHEMA_UPGRADE = (
     ENV_PY_HEAD
     + """
 def run_migrations(connection: Connection) -> None:
-    agentledger.schema.upgrade(connection)
+    agentledger.schema.alembic.upgrade(connection)
     context.configure(
         connection=connection,
         target_metadata=Base.metadata,

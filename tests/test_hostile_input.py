@@ -11,12 +11,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import event
 
-from agentledger import Ledger, encoding
+from agentledger import Ledger
+from agentledger.db.dialect import Dialect, dialect_for
+from agentledger.db.fastpath import DriverStatements
+from agentledger.db.statements import pg_append_statement
+from agentledger.domain import encoding
+from agentledger.domain.records import SessionSpec
+from agentledger.domain.time import utcnow
+from agentledger.domain.validation import prepare_chat_message
 from agentledger.errors import InvalidInputError, SessionNotFoundError
-from agentledger.fastpath import DriverStatements
-from agentledger.repositories import MessageRepository, SessionSpec, pg_append_statement
-from agentledger.types import utcnow
-from agentledger.validation import prepare_chat_message
 
 # -- a 50 MB tool output -----------------------------------------------------------------------
 
@@ -362,18 +365,18 @@ async def test_a_failure_in_the_middle_of_a_split_batch_leaves_nothing(
     session = await svc.create_session(user_id="u", agent_name="a")
     await svc.add_message(session.id, role="system", content="before")
     before = await svc.get_session(session.id)
-    name = "_append_postgres" if backend == "postgresql" else "_append_portable"
-    real = getattr(MessageRepository, name)
+    strategy = type(dialect_for(backend))
+    real = strategy.append
     calls = 0
 
-    async def first_statement_then_fail(self: MessageRepository, *args: Any) -> Any:
+    async def first_statement_then_fail(self: Dialect, *args: Any, **kwargs: Any) -> Any:
         nonlocal calls
         calls += 1
         if calls == 2:
             raise Injected
-        return await real(self, *args)  # the first part really reaches the database
+        return await real(self, *args, **kwargs)  # the first part really reaches the database
 
-    monkeypatch.setattr(MessageRepository, name, first_statement_then_fail)
+    monkeypatch.setattr(strategy, "append", first_statement_then_fail)
     batch = [{"role": "user", "content": "z" * 1_400} for _ in range(5)]
     with pytest.raises(Injected):
         await svc.add_messages(session.id, batch, idempotency_key=key)
@@ -383,7 +386,7 @@ async def test_a_failure_in_the_middle_of_a_split_batch_leaves_nothing(
     with pytest.raises(Injected):
         await svc.add_items(new_id, items, create_as=SessionSpec(user_id="u", agent_name="a"))
     assert calls == 2
-    monkeypatch.setattr(MessageRepository, name, real)
+    monkeypatch.setattr(strategy, "append", real)
     assert await svc.get_session(session.id) == before
     assert await svc.get_session(new_id) is None
     assert await svc.batch_keys(session.id) == []
@@ -400,7 +403,7 @@ async def test_an_autocommit_unit_refuses_a_batch_that_needs_several_statements(
     session = await ledger.service.create_session(user_id="u", agent_name="a")
     rows = [prepare_chat_message({"role": "user", "content": "w" * 3_000}) for _ in range(3)]
     async with ledger.unit_of_work(autocommit=True) as uow:
-        with pytest.raises(RuntimeError, match="without autocommit"):
+        with pytest.raises(RuntimeError, match="with a transaction"):
             await uow.messages.append(session.id, rows, user_id=None, now=utcnow())
     assert await ledger.service.get_items(session.id) == []
 

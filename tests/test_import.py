@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from agentledger import Ledger
 from agentledger.cli import main
-from agentledger.importer import import_sdk_store
+from agentledger.services.sdk_import import import_sdk_store
 
 from .conftest import create_pg_database, drop_pg_database, pg_url, run_sync
 

@@ -42,8 +42,8 @@ from sqlalchemy.schema import CreateTable
 
 from agentledger import Ledger, LedgerError, LedgerSettings, SchemaNotReadyError, Usage
 from agentledger.config import normalize_url
-from agentledger.models import NAMING_CONVENTION, OWNED_TABLES, metadata
-from agentledger.schema import (
+from agentledger.db.models import NAMING_CONVENTION, OWNED_TABLES, metadata
+from agentledger.schema.alembic import (
     BRANCH_LABEL,
     HOST_VERSION_TABLE,
     VERSION_TABLE,

@@ -31,7 +31,7 @@ from agentledger import (
     SessionNotFoundError,
 )
 from agentledger.cli import main
-from agentledger.naming import resolve_session_uuid
+from agentledger.domain.naming import resolve_session_uuid
 
 from .conftest import run_sync
 from .test_openai_agents import texts_of, user_item

@@ -39,9 +39,9 @@ from agentledger import (
     SessionNotFoundError,
     Usage,
 )
-from agentledger.demo import DEMO_SESSION, DEMO_USER, run_chat, run_demo
+from agentledger.cli.demo import DEMO_SESSION, DEMO_USER, run_chat, run_demo
+from agentledger.domain.windows import HistoryWindow, approx_tokens, history_window
 from agentledger.integrations.openai_agents import resolve_session_uuid
-from agentledger.windows import HistoryWindow, approx_tokens, history_window
 
 
 @pytest.fixture(autouse=True, scope="module")

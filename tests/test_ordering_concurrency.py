@@ -15,7 +15,7 @@ import uuid
 from collections import defaultdict
 
 from agentledger import AppendResult, Ledger
-from agentledger.repositories import SessionSpec
+from agentledger.domain.records import SessionSpec
 
 WRITERS = 32
 BATCHES_PER_WRITER = 4

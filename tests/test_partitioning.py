@@ -26,8 +26,8 @@ from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from agentledger import Ledger
-from agentledger.fastpath import DriverStatements
-from agentledger.repositories import items_query, pg_append_statement
+from agentledger.db.fastpath import DriverStatements
+from agentledger.db.statements import items_query, pg_append_statement
 from agentledger.testing import create_pg_database, drop_pg_database, pg_url
 
 from .docs_support import partitioning_sql, run_sql_script

@@ -22,9 +22,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agentledger import Ledger, LedgerSettings, SchemaNotReadyError
-from agentledger.records import Usage
+from agentledger.db.urls import driver_arguments
+from agentledger.domain.records import Usage
 from agentledger.testing import create_pg_database, drop_pg_database, pg_url
-from agentledger.url_options import driver_arguments
 
 
 def count_checkouts(engine: AsyncEngine, counter: Counter[str], name: str) -> None:

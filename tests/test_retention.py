@@ -20,8 +20,8 @@ from agentledger import (
     SessionService,
 )
 from agentledger.cli import main
-from agentledger.retention import RetentionCounts, parse_policies, trim_cut
-from agentledger.windows import cut_points, has_unanchored_outputs
+from agentledger.domain.retention import RetentionCounts, parse_policies, trim_cut
+from agentledger.domain.windows import cut_points, has_unanchored_outputs
 
 from .conftest import run_sync
 

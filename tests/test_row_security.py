@@ -33,9 +33,10 @@ from agentledger import (
     UnsupportedBackendError,
     Usage,
 )
-from agentledger.fastpath import DriverStatements
-from agentledger.repositories import SessionSpec, items_query
-from agentledger.row_security import PROTECTED_TABLES
+from agentledger.db.fastpath import DriverStatements
+from agentledger.db.statements import items_query
+from agentledger.domain.records import SessionSpec
+from agentledger.schema.row_security import PROTECTED_TABLES
 from agentledger.testing import create_pg_database, drop_pg_database, pg_url
 
 from .conftest import run_sync

@@ -10,8 +10,8 @@ from sqlalchemy import func, select, text
 
 from agentledger import InvalidInputError, Ledger
 from agentledger.cli import main
-from agentledger.models import ConversationMessage
-from agentledger.search import parse_query, snippet
+from agentledger.db.models import ConversationMessage
+from agentledger.domain.search import parse_query, snippet
 
 from .conftest import run_sync
 

@@ -1,7 +1,7 @@
 """Storage never depends on the search index.
 
 On PostgreSQL a message's search document is ``to_tsvector('simple', left(content, 100000))``
-(:data:`agentledger.types.SEARCHED_CHARACTERS`). Before it covered the whole content, and one
+(:data:`agentledger.db.types.SEARCHED_CHARACTERS`). Before it covered the whole content, and one
 tool output of about 1.4 MB of distinct words made the whole batch fail with sqlstate 54000
 ("string is too long for tsvector"): a turn could not be stored because it could not be indexed.
 SQLite searches with ``LIKE`` over all of the content and has no such document.
@@ -16,7 +16,7 @@ import asyncpg
 import pytest
 
 from agentledger import Ledger
-from agentledger.types import SEARCHED_CHARACTERS
+from agentledger.db.types import SEARCHED_CHARACTERS
 
 #: A word is 9 characters plus a space: word ``i`` starts at character ``10 * i``.
 WORD_WIDTH = 10

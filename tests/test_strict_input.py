@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from agentledger import InvalidInputError, Ledger, LedgerError, SessionService, Usage
-from agentledger.importer import import_sdk_store
+from agentledger.services.sdk_import import import_sdk_store
 
 from .lifecycle_support import snapshot
 

@@ -23,8 +23,8 @@ from sqlalchemy import text
 
 from agentledger import InvalidInputError, Ledger, SessionService
 from agentledger.cli import main
-from agentledger.encoding import MAX_JSON_DEPTH
-from agentledger.transcripts import (
+from agentledger.domain.encoding import MAX_JSON_DEPTH
+from agentledger.domain.transcripts import (
     SessionTranscript,
     TranscriptMessage,
     dumps_jsonl,

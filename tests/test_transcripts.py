@@ -21,8 +21,8 @@ from agentledger import (
     SessionService,
 )
 from agentledger.cli import main
-from agentledger.models import AgentSession, ConversationMessage
-from agentledger.transcripts import (
+from agentledger.db.models import AgentSession, ConversationMessage
+from agentledger.domain.transcripts import (
     SessionTranscript,
     dumps_jsonl,
     loads_jsonl,

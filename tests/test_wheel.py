@@ -23,8 +23,8 @@ import asyncpg
 import pytest
 
 from agentledger.config import normalize_url, safe_url
-from agentledger.models import OWNED_TABLES
-from agentledger.schema import VERSION_TABLE, head_revision
+from agentledger.db.models import OWNED_TABLES
+from agentledger.schema.alembic import VERSION_TABLE, head_revision
 
 from .conftest import create_pg_database, drop_pg_database, pg_url, run_sync
 
@@ -147,7 +147,7 @@ def test_installed_cli_migrates_a_new_postgresql_database(installed: Installed) 
         where = run(
             installed.bin / "python",
             "-c",
-            "import agentledger.schema as s; print(s.__file__); print(s.versions_path()); "
+            "import agentledger.schema.alembic as s; print(s.__file__); print(s.versions_path()); "
             "print(s.head_revision())",
             cwd=cwd,
             env=env,

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from agentledger.windows import (
+from agentledger.domain.windows import (
     HistoryWindow,
     approx_tokens,
     cut_points,

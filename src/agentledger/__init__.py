@@ -4,10 +4,27 @@ SQLAlchemy 2.0 models on PostgreSQL (asyncpg) or SQLite (aiosqlite), Alembic rev
 the package, a unit-of-work service layer, and OpenAI Agents SDK session memory.
 """
 
-from ._version import __version__
-from .config import LedgerSettings
-from .engine import configure_sqlite
-from .errors import (
+from agentledger._version import __version__
+from agentledger.config import LedgerSettings
+from agentledger.db.engine import configure_sqlite
+from agentledger.db.models import AgentSession, ConversationMessage, metadata
+from agentledger.db.uow import UnitOfWork
+from agentledger.domain.records import (
+    AppendResult,
+    ErasureReport,
+    MessageRecord,
+    SearchHit,
+    SearchPage,
+    SessionPage,
+    SessionRecord,
+    SessionSummary,
+    TranscriptImport,
+    Usage,
+)
+from agentledger.domain.retention import RetentionPolicy, RetentionReport
+from agentledger.domain.transcripts import SessionTranscript
+from agentledger.domain.windows import HistoryWindow
+from agentledger.errors import (
     AlreadyExistsError,
     ConflictError,
     ConnectionLostError,
@@ -22,33 +39,16 @@ from .errors import (
     SessionNotFoundError,
     UnsupportedBackendError,
 )
-from .ledger import Ledger
-from .models import AgentSession, ConversationMessage, metadata
-from .records import (
-    AppendResult,
-    ErasureReport,
-    MessageRecord,
-    SearchHit,
-    SearchPage,
-    SessionPage,
-    SessionRecord,
-    SessionSummary,
-    TranscriptImport,
-    Usage,
-)
-from .retention import RetentionPolicy, RetentionReport
-from .row_security import RowSecurityStatus
-from .schema import host_include_object, include_object
-from .service import SessionService
-from .transcripts import SessionTranscript
-from .uow import UnitOfWork
-from .windows import HistoryWindow
+from agentledger.ledger import Ledger
+from agentledger.schema.alembic import host_include_object, include_object
+from agentledger.schema.row_security import RowSecurityStatus
+from agentledger.services.facade import SessionService
 
 
 def __getattr__(name: str) -> object:
     # The Agents SDK adapter is imported on first use, so `import agentledger` stays light.
     if name in ("SessionAgent", "LedgerSession", "AgentRunResult"):
-        from .integrations import openai_agents
+        from agentledger.integrations import openai_agents
 
         return getattr(openai_agents, name)
     raise AttributeError(f"module 'agentledger' has no attribute {name!r}")

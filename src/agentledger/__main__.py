@@ -1,5 +1,5 @@
 """``python -m agentledger`` runs the command line (used by the demo's second process)."""
 
-from .cli import main
+from agentledger.cli import main
 
 raise SystemExit(main())

@@ -12,12 +12,11 @@ from typing import Any
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.engine import URL
 
-from .errors import ConfigurationError
-from .retention import RetentionPolicy
-from .url_options import check_url_options, safe_url
+from agentledger.db.urls import normalize_url, safe_url
+from agentledger.domain.retention import RetentionPolicy
+from agentledger.errors import ConfigurationError
 
 __all__ = [
     "DEFAULT_DATABASE_URL",
@@ -28,39 +27,6 @@ __all__ = [
 ]
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///agentledger.db"
-
-_ASYNC_DRIVERS = {"postgresql": "asyncpg", "sqlite": "aiosqlite"}
-_BACKEND_ALIASES = {"postgres": "postgresql", "postgresql": "postgresql", "sqlite": "sqlite"}
-
-
-def normalize_url(url: str | URL) -> URL:
-    """Return ``url`` with an async driver (asyncpg for PostgreSQL, aiosqlite for SQLite) and
-    its query parameters checked (see :mod:`agentledger.url_options`).
-
-    Any other backend, an unparsable URL and an unknown or malformed query parameter are
-    refused with a :class:`~agentledger.errors.ConfigurationError` that names the problem and
-    never shows the password.
-    """
-    try:
-        parsed = make_url(url) if isinstance(url, str) else url
-    except (ArgumentError, ValueError):
-        raise ConfigurationError(
-            f"could not parse the database URL {safe_url(str(url))!r} (check the port and "
-            "percent-encode special characters of the password, e.g. @ as %40); expected e.g. "
-            "postgresql://user:password@host:5432/dbname or sqlite+aiosqlite:///path/to.db"
-        ) from None
-    backend, _, driver = parsed.drivername.partition("+")
-    canonical = _BACKEND_ALIASES.get(backend)
-    if canonical is None:
-        raise ConfigurationError(
-            f"unsupported database backend {backend!r} in {safe_url(parsed)}; agentledger runs "
-            "on PostgreSQL (postgresql://...) and SQLite (sqlite+aiosqlite:///...)"
-        )
-    wanted = _ASYNC_DRIVERS[canonical]
-    if driver != wanted:
-        parsed = parsed.set(drivername=f"{canonical}+{wanted}")
-    check_url_options(parsed)
-    return parsed
 
 
 class LedgerSettings(BaseSettings):

@@ -1,22 +1,36 @@
-"""The exceptions that leave agentledger, and the one place database errors are translated.
+"""The exceptions that leave agentledger, the one place database errors are translated, and
+the retry policy composed on top.
 
 Callers catch :class:`LedgerError` (or one of its subclasses) and never see a raw SQLAlchemy,
 asyncpg or sqlite3 exception: a driver error reaching a caller is a bug. Every message says what
 to do next. Database errors are classified by SQLSTATE (PostgreSQL) or the SQLite error name,
 never by driver exception class, so the mapping survives driver changes.
+
+* :func:`translated` is the one error-wrapping context manager: database and driver errors
+  raised inside it leave as the :class:`LedgerError` :func:`translate_db_error` makes of them;
+  anything else (a ``TypeError`` for a wrong argument) passes unchanged.
+* :func:`run_translated` composes :data:`CONFLICT_RETRY` on top: an operation the database
+  aborted to resolve a conflict runs again, whole, a bounded number of times.
+
+This module is the foundation: it imports nothing else of agentledger, nor SQLAlchemy
+(database exceptions are recognised by what they carry), so every layer may use it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import random
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import exc as sa_exc
+T = TypeVar("T")
+
+logger = logging.getLogger("agentledger")
 
 
 class LedgerError(Exception):
@@ -211,7 +225,7 @@ def translate_db_error(error: BaseException) -> LedgerError:
     if configuration is not None:
         return configuration
     code = sqlstate_of(error)
-    if isinstance(error, sa_exc.TimeoutError):
+    if _is_pool_timeout(error):
         return LedgerTimeoutError(
             "timed out waiting for a pooled connection; raise pool_size/max_overflow or "
             "pool_timeout, or lower the concurrency"
@@ -344,18 +358,81 @@ def referenced_error(
 
 @contextmanager
 def translated() -> Iterator[None]:
-    """Let :class:`LedgerError` through and raise any other failure inside the block as the
-    :class:`LedgerError` :func:`translate_db_error` makes of it."""
+    """The one error-wrapping context manager: a database or driver error raised inside the
+    block leaves as the :class:`LedgerError` :func:`translate_db_error` makes of it (the
+    original kept as ``__cause__``); a :class:`LedgerError` and any other exception (a
+    programming or argument error) pass unchanged."""
     try:
         yield
     except LedgerError:
         raise
     except Exception as error:
+        if not is_database_error(error) and _configuration_problem(error) is None:
+            raise
         raise translate_db_error(error) from error
 
 
+_DATABASE_MODULES = ("sqlalchemy", "asyncpg", "sqlite3", "aiosqlite")
+
+
+def is_database_error(error: BaseException) -> bool:
+    """Whether ``error`` comes from the database, its driver, or the network to it."""
+    if isinstance(error, (OSError, asyncio.TimeoutError)):
+        return True
+    return any(
+        type(cause).__module__.split(".", 1)[0] in _DATABASE_MODULES for cause in _causes(error)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often, and how long apart, an operation the database aborted to resolve a conflict
+    (serialization failure or deadlock, SQLSTATE 40001 / 40P01) runs again: at most
+    ``attempts`` runs, waiting ``backoff`` seconds doubled after each attempt, jittered by
+    x0.5-1.5. Sound only for work that owns its transactions: a failed attempt left nothing."""
+
+    attempts: int = 3
+    backoff: float = 0.02
+
+    def delay(self, attempt: int) -> float:
+        return float(self.backoff * 2 ** (attempt - 1) * (0.5 + random.random()))
+
+
+#: The policy the services apply (replace it, e.g. in a test, with another RetryPolicy).
+CONFLICT_RETRY = RetryPolicy()
+
+
+async def run_translated(
+    operation: Callable[[], Awaitable[T]], *, retry: RetryPolicy | None, name: str
+) -> T:
+    """Run ``operation`` inside :func:`translated`, again under ``retry`` (``None``: once)
+    while it fails with :class:`ConflictError`."""
+    attempt = 1
+    while True:
+        try:
+            with translated():
+                return await operation()
+        except ConflictError:
+            if retry is None or attempt >= retry.attempts:
+                raise
+            logger.info(
+                "agentledger: %s hit a database conflict; retrying (attempt %d of %d)",
+                name,
+                attempt + 1,
+                retry.attempts,
+            )
+            await asyncio.sleep(retry.delay(attempt))
+            attempt += 1
+
+
+def _is_pool_timeout(error: BaseException) -> bool:
+    """SQLAlchemy's pool timeout (``sqlalchemy.exc.TimeoutError``), by what it is."""
+    kind = type(error)
+    return kind.__name__ == "TimeoutError" and kind.__module__.startswith("sqlalchemy")
+
+
 def _is_disconnect(error: BaseException) -> bool:
-    if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
+    if getattr(error, "connection_invalidated", False) is True:
         return True
     if isinstance(error, (ConnectionError, OSError, asyncio.TimeoutError)):
         return True

@@ -1,47 +1,44 @@
-"""The Ledger: the engine agentledger runs on, and everything handed out from it.
+"""The Ledger: the composition root. Engines -> unit-of-work factories -> services.
 
 ``Ledger.from_url()`` / ``Ledger.from_settings()`` create (and later dispose) their own engine;
 ``Ledger(engine)`` borrows a host's engine and never disposes it. Before the first unit of work
 the Ledger checks once that the database is at agentledger's head revision, so a database that
 was never migrated fails fast with the fix in the message rather than with a missing table
 somewhere in the middle of an agent run (``migrate_on_start=True`` upgrades instead).
+
+Nothing else lives here: engines are made by :mod:`agentledger.db.engine`, units of work by
+:class:`agentledger.db.uow.EngineUnits`, schema administration is
+:class:`agentledger.schema.admin.SchemaAdmin`, the use cases are the
+:class:`~agentledger.services.SessionService`, and SDK sessions come from
+:mod:`agentledger.integrations.openai_agents`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from sqlalchemy import Connection
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import (
-    AsyncConnection,
-    AsyncEngine,
-    async_sessionmaker,
-)
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from . import row_security, schema
-from .adopt import ADOPTED_REVISION, AdoptionReport, adopt_seed_schema
-from .config import LedgerSettings, safe_url
-from .engine import check_pooled_connections, configure_sqlite, create_engine
-from .errors import LedgerError, SchemaNotReadyError, translate_db_error, translated
-from .fastpath import DriverStatements
-from .row_security import RowSecurityStatus
-from .service import SessionService
-from .uow import UnitOfWork
+from agentledger.config import LedgerSettings
+from agentledger.db.engine import check_pooled_connections, configure_sqlite, create_engine
+from agentledger.db.uow import EngineUnits, UnitOfWork
+from agentledger.db.urls import safe_url
+from agentledger.schema.admin import SchemaAdmin
+from agentledger.schema.adopt import AdoptionReport
+from agentledger.schema.row_security import RowSecurityStatus
+from agentledger.schema.state import SchemaState
+from agentledger.services.facade import SessionService
 
 if TYPE_CHECKING:
     from agents.memory import SessionSettings
 
-    from .integrations.openai_agents import LedgerSession
+    from agentledger.integrations.openai_agents import LedgerSession
 
-logger = logging.getLogger("agentledger")
-
-# Kept importable from here (their documented home before agentledger.engine).
+# Kept importable from here (their documented home before agentledger.db.engine).
 __all__ = ["Ledger", "check_pooled_connections", "configure_sqlite"]
 
 
@@ -58,18 +55,27 @@ class Ledger:
         read_engine: AsyncEngine | None = None,
     ) -> None:
         """``read_engine`` (optional, e.g. a read replica) serves history reads and listings;
-        writes never go there. ``owns_engine`` covers both engines."""
+        writes never go there. ``owns_engine`` covers both engines. Settings come from
+        ``settings`` only: a Ledger on a borrowed engine never reads the environment or a
+        ``.env`` file behind the host's back (pass ``settings=LedgerSettings()`` for that)."""
         self._engine = engine
-        self._settings = settings or LedgerSettings(database_url=DEFAULT_URL_FOR_BORROWED)
-        self._owns_engine = owns_engine
-        self._makers = _EngineMakers(engine)
         self._read_engine = read_engine
-        self._read_makers = None if read_engine is None else _EngineMakers(read_engine)
-        self._schema_ready = False
-        self._schema_lock = asyncio.Lock()
+        self._settings = settings if settings is not None else LedgerSettings.model_construct()
+        self._owns_engine = owns_engine
+        self._schema = SchemaAdmin(
+            engine,
+            read_engine=read_engine,
+            host_alembic_ini=self._settings.host_alembic_ini,
+            migrate_on_start=self._settings.migrate_on_start,
+        )
+        self._units = EngineUnits(engine, self._schema.ensure)
+        self._read_units = (
+            None if read_engine is None else EngineUnits(read_engine, self._schema.ensure)
+        )
         self._service = SessionService(
             self.unit_of_work,
             read_uow_factory=None if read_engine is None else self.read_unit_of_work,
+            schema_check=self._schema.ensure,
         )
 
     # -- construction -------------------------------------------------------------------
@@ -84,7 +90,7 @@ class Ledger:
         only the argument counts here, not ``AGENTLEDGER_READ_URL`` (that is
         :meth:`from_settings`). ``engine_kwargs`` apply to both engines.
         """
-        primary = url if isinstance(url, str) else _url_text(url)
+        primary = _url_text(url)
         assert primary is not None
         settings = LedgerSettings(database_url=primary, read_url=_url_text(read_url))
         return cls._create(settings, engine_kwargs)
@@ -96,10 +102,21 @@ class Ledger:
 
     @classmethod
     def _create(cls, settings: LedgerSettings, engine_kwargs: dict[str, Any]) -> Ledger:
-        engine = create_engine(settings.url, settings, engine_kwargs)
+        def engine_for(url: URL) -> AsyncEngine:
+            return create_engine(
+                url,
+                engine_kwargs,
+                defaults=settings.engine_kwargs(url),
+                sqlite_busy_timeout=settings.sqlite_busy_timeout,
+            )
+
         read_url = settings.read_engine_url
-        read_engine = None if read_url is None else create_engine(read_url, settings, engine_kwargs)
-        return cls(engine, settings=settings, owns_engine=True, read_engine=read_engine)
+        return cls(
+            engine_for(settings.url),
+            settings=settings,
+            owns_engine=True,
+            read_engine=None if read_url is None else engine_for(read_url),
+        )
 
     # -- what it hands out --------------------------------------------------------------
 
@@ -122,10 +139,10 @@ class Ledger:
         return self._service
 
     def service_for(self, user_id: str | None) -> SessionService:
-        """The service to use on behalf of ``user_id`` (SDK sessions, SessionAgent, the CLI's
-        ``--user``): scoped to that tenant (:meth:`SessionService.for_user`) when
-        ``row_level_security`` is set, else the shared one, which keeps the single-round-trip
-        hot paths. ``None``: the shared one."""
+        """The service to use on behalf of ``user_id`` (SDK sessions, SessionAgent): scoped to
+        that tenant (:meth:`SessionService.for_user`) when ``row_level_security`` is set, else
+        the shared one, which keeps the single-round-trip hot paths. ``None``: the shared
+        one."""
         if user_id is not None and self._settings.row_level_security:
             return self._service.for_user(user_id)
         return self._service
@@ -146,15 +163,15 @@ class Ledger:
 
     def unit_of_work(self, *, autocommit: bool = False, tenant: str | None = None) -> UnitOfWork:
         """A new unit of work on this ledger's engine (see :class:`UnitOfWork`)."""
-        return self._makers.unit_of_work(autocommit, self.ensure_schema, tenant)
+        return self._units(autocommit=autocommit, tenant=tenant)
 
     def read_unit_of_work(
         self, *, autocommit: bool = False, tenant: str | None = None
     ) -> UnitOfWork:
         """A unit of work on the read engine (the primary's when there is none): only for
         reads, which may lag behind the primary's latest commits."""
-        makers = self._makers if self._read_makers is None else self._read_makers
-        return makers.unit_of_work(autocommit, self.ensure_schema, tenant)
+        units = self._units if self._read_units is None else self._read_units
+        return units(autocommit=autocommit, tenant=tenant)
 
     def agent_session(
         self,
@@ -165,7 +182,7 @@ class Ledger:
         settings: SessionSettings | None = None,
     ) -> LedgerSession:
         """An OpenAI Agents SDK session (``Runner.run(..., session=...)``) over this ledger."""
-        from .integrations.openai_agents import LedgerSession
+        from agentledger.integrations.openai_agents import LedgerSession
 
         user_id = self.owner(user_id)
         return LedgerSession(
@@ -176,7 +193,7 @@ class Ledger:
             settings=settings,
         )
 
-    # -- schema -------------------------------------------------------------------------
+    # -- schema (see agentledger.schema.admin) -------------------------------------------
 
     async def upgrade(
         self, revision: str = "head", *, connection: AsyncConnection | Connection | None = None
@@ -186,39 +203,20 @@ class Ledger:
         With ``connection`` (a host's deploy step or env.py) it runs inside the caller's
         transaction and leaves committing to the caller.
         """
-        await self._migrate(schema.upgrade, revision, connection)
-        self._schema_ready = False
+        await self._schema.upgrade(revision, connection)
 
     async def downgrade(
         self, revision: str, *, connection: AsyncConnection | Connection | None = None
     ) -> None:
         """Run agentledger's Alembic revisions down to ``revision`` (``"base"`` drops all)."""
-        await self._migrate(schema.downgrade, revision, connection)
-        self._schema_ready = False
+        await self._schema.downgrade(revision, connection)
 
     async def adopt(
         self, *, on_progress: Callable[[int, int], None] | None = None
     ) -> AdoptionReport:
-        """Upgrade a database on the seed's schema in place, then to head (see :mod:`.adopt`).
-
-        The seed-to-revision-1 conversion and its stamp run in one transaction: a refusal or a
-        failure leaves the database exactly as it was.
-        """
-
-        def convert(connection: Connection) -> AdoptionReport:
-            report = adopt_seed_schema(connection, on_progress=on_progress)
-            schema.stamp(connection, ADOPTED_REVISION)
-            return report
-
-        try:
-            async with self._engine.begin() as connection:
-                report = await connection.run_sync(convert)
-        except LedgerError:
-            raise
-        except Exception as error:
-            raise _migration_error(error, ADOPTED_REVISION) from error
-        await self.upgrade()
-        return report
+        """Upgrade a database on the seed's schema in place, then to head (see
+        :mod:`agentledger.schema.adopt`); a refusal or a failure leaves it as it was."""
+        return await self._schema.adopt(on_progress)
 
     async def set_row_level_security(self, enabled: bool) -> RowSecurityStatus:
         """Switch PostgreSQL row-level security on (or off) for every agentledger table.
@@ -228,101 +226,27 @@ class Ledger:
         roles that are neither the owner, a superuser nor BYPASSRLS: see the returned
         status's ``exempt_because`` and ``docs/security.md``.
         """
-        await self.ensure_schema()
-        with translated():
-            async with self._engine.begin() as connection:
-                await connection.run_sync(row_security.switch, enabled)
-                return await connection.run_sync(row_security.status)
+        return await self._schema.switch_row_level_security(enabled)
 
     async def row_level_security(self) -> RowSecurityStatus:
         """Whether row-level security is on for each table, and whether it binds this role."""
-        await self.ensure_schema()
-        with translated():
-            async with self._engine.connect() as connection:
-                return await connection.run_sync(row_security.status)
+        return await self._schema.row_level_security()
 
     async def current_revisions(self) -> tuple[str, ...]:
         """agentledger revisions applied to the database (empty when never migrated)."""
-        return (await self.schema_state()).current
+        return (await self._schema.state()).current
 
-    async def schema_state(self) -> schema.SchemaState:
+    async def schema_state(self) -> SchemaState:
         """Which agentledger revision the database is at, how that is known, and what to run
         to reach head (see :class:`agentledger.schema.SchemaState`)."""
-        return await self._schema_state(self._engine)
-
-    async def _schema_state(self, engine: AsyncEngine) -> schema.SchemaState:
-        with translated():
-            async with engine.connect() as connection:
-                return await connection.run_sync(
-                    schema.schema_state, self._settings.host_alembic_ini
-                )
+        return await self._schema.state()
 
     async def ensure_schema(self) -> None:
         """Fail fast unless the database is at agentledger's head (checked once per Ledger).
 
         Call it at application startup to fail there, with the fix in the message, rather than
         at the first request."""
-        if self._schema_ready:
-            return
-        async with self._schema_lock:
-            if self._schema_ready:
-                return
-            if self._settings.migrate_on_start:
-                await self.upgrade()
-            state = await self.schema_state()
-            if not state.at_head:
-                found = ", ".join(state.current) if state.current else "no agentledger tables"
-                raise SchemaNotReadyError(
-                    f"the database at {safe_url(self._engine.url)} is not at agentledger's "
-                    f"schema revision {state.head} (found: {found}); {state.advice()}"
-                )
-            if self._read_engine is not None:
-                await self._check_read_engine(state.head)
-            if self._engine.dialect.name == "sqlite":
-                await self._check_sqlite_foreign_keys()
-            self._schema_ready = True
-
-    async def _check_read_engine(self, head: str) -> None:
-        """The read engine must serve the same schema (a replica of the primary does)."""
-        assert self._read_engine is not None
-        current = (await self._schema_state(self._read_engine)).current
-        if head not in current:
-            state = ", ".join(current) if current else "no agentledger tables"
-            raise SchemaNotReadyError(
-                f"the read database at {safe_url(self._read_engine.url)} is not at agentledger's "
-                f"schema revision {head} (found: {state}); read_url must point at a replica of "
-                "the primary database (which follows its migrations), or be left unset"
-            )
-
-    async def _check_sqlite_foreign_keys(self) -> None:
-        """Cascading deletes need SQLite's foreign keys, which are off unless switched on."""
-        async with self._engine.connect() as connection:
-            enabled = (await connection.exec_driver_sql("PRAGMA foreign_keys")).scalar()
-        if not enabled:
-            raise LedgerError(
-                "this SQLite engine runs with foreign keys off, so deleting a session would "
-                "leave its messages behind; call agentledger.configure_sqlite(engine) right "
-                "after creating it (or use Ledger.from_url)"
-            )
-
-    async def _migrate(
-        self,
-        step: Any,
-        revision: str,
-        connection: AsyncConnection | Connection | None,
-    ) -> None:
-        try:
-            if isinstance(connection, AsyncConnection):
-                await connection.run_sync(step, revision)
-            elif isinstance(connection, Connection):
-                step(connection, revision)
-            else:
-                async with self._engine.begin() as own:
-                    await own.run_sync(step, revision)
-        except LedgerError:
-            raise
-        except Exception as error:
-            raise _migration_error(error, revision) from error
+        await self._schema.ensure()
 
     # -- lifetime -----------------------------------------------------------------------
 
@@ -356,40 +280,3 @@ def _url_text(url: str | URL | None) -> str | None:
     if url is None or isinstance(url, str):
         return url
     return url.render_as_string(hide_password=False)
-
-
-class _EngineMakers:
-    """What units of work on one engine are made from."""
-
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.sessions = async_sessionmaker(engine, expire_on_commit=False)
-        self.autocommit_sessions = self.sessions
-        if engine.dialect.name == "postgresql":
-            # One statement is atomic by itself: skip the BEGIN/COMMIT round trips.
-            self.autocommit_sessions = async_sessionmaker(
-                engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
-            )
-        # The agent loop's statements skip SQLAlchemy's execution layer on asyncpg.
-        self.driver = DriverStatements.for_engine(engine)
-
-    def unit_of_work(
-        self, autocommit: bool, prepare: Callable[[], Awaitable[None]], tenant: str | None
-    ) -> UnitOfWork:
-        if tenant is not None:
-            # The tenant setting lasts one transaction: no autocommit, no driver shortcut.
-            return UnitOfWork(self.sessions, prepare=prepare, tenant=tenant)
-        if autocommit:
-            return UnitOfWork(self.autocommit_sessions, prepare=prepare, driver=self.driver)
-        return UnitOfWork(self.sessions, prepare=prepare)
-
-
-#: Settings of a Ledger built on a borrowed engine: defaults only, the URL is the engine's.
-DEFAULT_URL_FOR_BORROWED = "sqlite+aiosqlite://"
-
-
-def _migration_error(error: Exception, revision: str) -> LedgerError:
-    """A database error keeps its typed translation; anything else (Alembic's own errors, such
-    as an unknown revision) is reported with its text, which names the revision at fault."""
-    if isinstance(error, SQLAlchemyError):
-        return translate_db_error(error)
-    return LedgerError(f"migrating to {revision!r} failed: {error}")

@@ -27,8 +27,8 @@ import pytest
 import pytest_asyncio
 from sqlalchemy.engine import make_url
 
-from .errors import LedgerError
-from .ledger import Ledger
+from agentledger.errors import LedgerError
+from agentledger.ledger import Ledger
 
 #: Environment variable naming the PostgreSQL server (any database on it) for test databases.
 PG_URL_ENV = "AGENTLEDGER_TEST_PG_URL"

@@ -31,17 +31,17 @@ from collections.abc import Sequence
 
 from pydantic import ValidationError
 
-from ..config import LedgerSettings
-from ..errors import LedgerError
-from ..ledger import Ledger
-from . import db, interactive, maintenance, search, sessions, transfer
-from .output import (
+from agentledger.cli import db, interactive, maintenance, search, sessions, transfer
+from agentledger.cli.output import (
     EXIT_BROKEN_PIPE,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     Output,
     error_line,
 )
+from agentledger.config import LedgerSettings
+from agentledger.errors import LedgerError
+from agentledger.ledger import Ledger
 
 #: Set to 1 to see the traceback of an unexpected error (a bug) instead of its one line.
 DEBUG_ENV = "AGENTLEDGER_DEBUG"

@@ -9,9 +9,9 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from ..ledger import Ledger
-from ..naming import resolve_session_uuid, session_name
-from ..service import SessionService
+from agentledger.domain.naming import resolve_session_uuid, session_name
+from agentledger.ledger import Ledger
+from agentledger.services.facade import SessionService
 
 _DURATION_PART = re.compile(r"(\d+)\s*([smhdw])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..config import safe_url
-from ..ledger import Ledger
-from ..schema import head_revision
-from .arguments import add_json_flag
-from .output import EXIT_FAILED, EXIT_OK, Output
+from agentledger.cli.arguments import add_json_flag
+from agentledger.cli.output import EXIT_FAILED, EXIT_OK, Output
+from agentledger.config import safe_url
+from agentledger.ledger import Ledger
+from agentledger.schema.alembic import head_revision
 
 
 def register(commands: Any) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..config import LedgerSettings
-from .output import EXIT_OK, Output
+from agentledger.cli.output import EXIT_OK, Output
+from agentledger.config import LedgerSettings
 
 
 def register(commands: Any) -> None:
@@ -21,14 +21,14 @@ def register(commands: Any) -> None:
 
 
 async def run_demo(settings: LedgerSettings, args: argparse.Namespace, out: Output) -> int:
-    from ..demo import run_demo as play
+    from agentledger.cli.demo import run_demo as play
 
     await play(settings.database_url, step=args.step, out=out.line)
     return EXIT_OK
 
 
 async def run_chat(settings: LedgerSettings, args: argparse.Namespace, out: Output) -> int:
-    from ..demo import run_chat as chat
+    from agentledger.cli.demo import run_chat as chat
 
     await chat(settings.database_url, args.session, args.user, out=out.line)
     return EXIT_OK

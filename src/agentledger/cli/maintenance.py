@@ -7,12 +7,12 @@ import dataclasses
 import sys
 from typing import Any
 
-from ..errors import LedgerError
-from ..ledger import Ledger
-from ..records import BlockedSession, ErasureReport
-from ..retention import RetentionPolicy, RetentionReport, load_policy_file
-from .arguments import add_json_flag, format_duration, parse_duration
-from .output import EXIT_FAILED, EXIT_OK, Output, error_line
+from agentledger.cli.arguments import add_json_flag, format_duration, parse_duration
+from agentledger.cli.output import EXIT_FAILED, EXIT_OK, Output, error_line
+from agentledger.domain.records import BlockedSession, ErasureReport
+from agentledger.domain.retention import RetentionPolicy, RetentionReport, load_policy_file
+from agentledger.errors import LedgerError
+from agentledger.ledger import Ledger
 
 
 def register(commands: Any) -> None:

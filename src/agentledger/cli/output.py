@@ -22,8 +22,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..display import json_text, terminal_text
-from ..errors import LedgerError
+from agentledger.domain.display import json_text, terminal_text
+from agentledger.errors import LedgerError
 
 EXIT_OK = 0
 #: agentledger refused or failed the operation (or ``db current --check``: not at head).

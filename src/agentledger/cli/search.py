@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..ledger import Ledger
-from ..records import SearchHit
-from .arguments import acting_for, add_json_flag
-from .output import EXIT_OK, Output
+from agentledger.cli.arguments import acting_for, add_json_flag
+from agentledger.cli.output import EXIT_OK, Output
+from agentledger.domain.records import SearchHit
+from agentledger.ledger import Ledger
 
 
 def register(commands: Any) -> None:

@@ -6,11 +6,17 @@ import argparse
 import json
 from typing import Any
 
-from ..errors import LedgerError
-from ..ledger import Ledger
-from ..records import MessageRecord, SessionRecord, SessionSummary
-from .arguments import acting_for, add_json_flag, add_session_argument, parse_meta_pair, session_ref
-from .output import EXIT_OK, Output
+from agentledger.cli.arguments import (
+    acting_for,
+    add_json_flag,
+    add_session_argument,
+    parse_meta_pair,
+    session_ref,
+)
+from agentledger.cli.output import EXIT_OK, Output
+from agentledger.domain.records import MessageRecord, SessionRecord, SessionSummary
+from agentledger.errors import LedgerError
+from agentledger.ledger import Ledger
 
 
 def register(session_commands: Any) -> None:

@@ -1,5 +1,5 @@
 """``agentledger sessions export|import`` (transcripts) and ``agentledger import`` (the Agents
-SDK's own stores). Formats live in :mod:`agentledger.transcripts`, rules in the service."""
+SDK's own stores). Formats live in :mod:`agentledger.domain.transcripts`, rules in the service."""
 
 from __future__ import annotations
 
@@ -10,12 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..errors import InvalidInputError, LedgerError
-from ..ledger import Ledger
-from ..service import SessionService
-from ..transcripts import SessionTranscript, read_jsonl, render_markdown, write_jsonl
-from .arguments import acting_for, add_json_flag, session_ref
-from .output import (
+from agentledger.cli.arguments import acting_for, add_json_flag, session_ref
+from agentledger.cli.output import (
     EXIT_FAILED,
     EXIT_OK,
     STANDARD_STREAM,
@@ -27,6 +23,15 @@ from .output import (
     warning_line,
     write_file,
 )
+from agentledger.domain.transcripts import (
+    SessionTranscript,
+    read_jsonl,
+    render_markdown,
+    write_jsonl,
+)
+from agentledger.errors import InvalidInputError, LedgerError
+from agentledger.ledger import Ledger
+from agentledger.services.facade import SessionService
 
 _SUFFIXES = {"jsonl": ".jsonl", "markdown": ".md"}
 
@@ -240,7 +245,7 @@ async def import_sessions(ledger: Ledger, args: argparse.Namespace, out: Output)
 
 
 async def import_sdk(ledger: Ledger, args: argparse.Namespace, out: Output) -> int:
-    from ..importer import import_sdk_store
+    from agentledger.services.sdk_import import import_sdk_store
 
     with out.progress(None, "rows") as progress:
         report = await import_sdk_store(

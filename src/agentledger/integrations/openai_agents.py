@@ -1,7 +1,7 @@
 """OpenAI Agents SDK integration: agentledger as the SDK's session memory, and SessionAgent.
 
 :class:`LedgerSession` implements the SDK's ``agents.memory.Session`` protocol on top of
-:class:`~agentledger.service.SessionService`, so ``Runner.run(agent, text, session=...)`` reads
+:class:`~agentledger.SessionService`, so ``Runner.run(agent, text, session=...)`` reads
 the stored history before the model call and appends the turn's items after it. It is a thin
 adapter: ordering, validation, ownership and atomicity all live in the service; this module only
 maps the SDK's calls onto it, always passing the ``user_id`` so one user's session is never read
@@ -32,15 +32,14 @@ from agents.result import RunResultBase, RunResultStreaming
 from agents.stream_events import StreamEvent
 from agents.usage import Usage as SdkUsage
 
-from ..errors import AlreadyExistsError, LedgerError, SessionNotFoundError
-from ..naming import SESSION_NAME_NAMESPACE, resolve_session_uuid, session_name
-from ..records import Usage
-from ..repositories import SessionSpec
-from ..service import SessionService
-from ..windows import HistoryWindow, TokenCounter, read_window
+from agentledger.domain.naming import SESSION_NAME_NAMESPACE, resolve_session_uuid, session_name
+from agentledger.domain.records import SessionSpec, Usage
+from agentledger.domain.windows import HistoryWindow, TokenCounter, read_window
+from agentledger.errors import AlreadyExistsError, LedgerError, SessionNotFoundError
+from agentledger.services.facade import SessionService
 
 if TYPE_CHECKING:
-    from ..ledger import Ledger
+    from agentledger.ledger import Ledger
 
 logger = logging.getLogger("agentledger")
 
@@ -114,7 +113,7 @@ class LedgerSession:
         else:
             self.session_settings = coerce_session_settings(dict(settings))
         if window is not None and not isinstance(window, HistoryWindow):
-            raise TypeError("window must be an agentledger.windows.HistoryWindow or None")
+            raise TypeError("window must be an agentledger.domain.windows.HistoryWindow or None")
         if window is not None and self.session_settings.limit is not None:
             raise ValueError(
                 "use either session_settings.limit or a history window, not both: the SDK "
@@ -267,7 +266,7 @@ class LedgerSession:
         """The last ``max_turns`` user turns and/or ~``max_tokens`` tokens of the history.
 
         Never separates a tool call from its output nor a reasoning item from the item it
-        precedes (see :mod:`agentledger.windows` for the exact rules); reads only as much of
+        precedes (see :mod:`agentledger.domain.windows` for the exact rules); reads only as much of
         the history's tail as the window needs. ``count_tokens(item) -> int`` replaces the
         default chars/4 estimate.
         """

@@ -14,9 +14,9 @@ from alembic import context
 from sqlalchemy import Connection
 
 from agentledger.config import LedgerSettings
-from agentledger.engine import create_engine
-from agentledger.models import metadata
-from agentledger.schema import VERSION_TABLE, include_object
+from agentledger.db.engine import create_engine, migration_connection
+from agentledger.db.models import metadata
+from agentledger.schema.alembic import VERSION_TABLE, include_object
 
 config = context.config
 
@@ -47,9 +47,10 @@ def _run(connection: Connection) -> None:
 async def _run_with_own_engine() -> None:
     # Made like every engine of agentledger's; on SQLite that lets SQLAlchemy own the
     # transaction, so a failed upgrade leaves nothing half-built.
+    # On SQLite its foreign keys are off while tables are rebuilt (see migration_connection).
     engine = create_engine(_url())
     try:
-        async with engine.connect() as connection:
+        async with migration_connection(engine) as connection:
             await connection.run_sync(_run)
             await connection.commit()
     finally:

@@ -1,0 +1,167 @@
+"""The one place engines are made: every engine agentledger creates goes through
+:func:`create_engine`, so they all get the same pool checks, JSON decoding, SQLite setup,
+typed connection arguments and parameter hiding.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from agentledger.db.urls import driver_arguments, normalize_url, safe_url
+from agentledger.domain.encoding import load_stored_json
+
+logger = logging.getLogger("agentledger")
+
+
+def create_engine(
+    url: str | URL,
+    engine_kwargs: Mapping[str, Any] | None = None,
+    *,
+    defaults: Mapping[str, Any] | None = None,
+    sqlite_busy_timeout: float = 30.0,
+    foreign: bool = False,
+) -> AsyncEngine:
+    """An engine for ``url``: ``defaults`` (the settings' pool options) overridden by the
+    caller's ``engine_kwargs``. ``foreign``: a database agentledger only reads and does not
+    own (an import source), whose SQLite file is left exactly as it is."""
+    url = normalize_url(url)
+    explicit = dict(engine_kwargs or {})
+    kwargs = {**(defaults or {}), **explicit}
+    # One place decodes stored JSON, and a damaged row does not raise (see load_stored_json).
+    kwargs.setdefault("json_deserializer", load_stored_json)
+    # Parameters hold message content: never log them, whoever turns the engine logger up.
+    kwargs.setdefault("hide_parameters", True)
+    url, arguments = driver_arguments(url)
+    if arguments:
+        given = dict(kwargs.get("connect_args") or {})
+        server_settings = {
+            **arguments.pop("server_settings", {}),
+            **given.get("server_settings", {}),
+        }
+        merged = {**arguments, **given}
+        if server_settings:
+            merged["server_settings"] = server_settings
+        kwargs["connect_args"] = merged
+    # SQLAlchemy's pre-ping costs three round trips per checkout on asyncpg (BEGIN, ping,
+    # ROLLBACK), more than the one statement of a hot path; the same guarantee comes free.
+    # An explicit pool_pre_ping=... from the caller keeps SQLAlchemy's own.
+    check_on_checkout = (
+        url.get_backend_name() == "postgresql"
+        and bool(kwargs.get("pool_pre_ping"))
+        and "pool_pre_ping" not in explicit
+    )
+    if check_on_checkout:
+        kwargs["pool_pre_ping"] = False
+    engine = create_async_engine(url, **kwargs)
+    if check_on_checkout:
+        check_pooled_connections(engine)
+    if url.get_backend_name() == "sqlite" and not foreign:
+        configure_sqlite(engine, busy_timeout=sqlite_busy_timeout)
+    logger.debug("agentledger engine created for %s", safe_url(url))
+    return engine
+
+
+#: A pooled connection idle for longer than this (seconds) is pinged before it is handed out.
+PING_AFTER_IDLE = 30.0
+_IDLE_SINCE = "agentledger_idle_since"
+
+
+def check_pooled_connections(
+    engine: AsyncEngine, *, ping_after_idle: float = PING_AFTER_IDLE
+) -> None:
+    """``pool_pre_ping`` without a round trip on the hot path (what ``Ledger.from_url`` uses).
+
+    A connection the server closed (restart, ``pg_terminate_backend``, idle timeout) is seen as
+    closed by the driver as soon as the event loop reads the end of the stream, so checking
+    that costs nothing; such a connection is replaced, never handed out. Only a connection idle
+    for longer than ``ping_after_idle`` seconds, which a silent network drop could have killed
+    without the driver noticing, is pinged first. A busy agent loop therefore pays one round
+    trip per statement, instead of four with SQLAlchemy's pre-ping on asyncpg.
+    """
+    sync_engine = engine.sync_engine
+
+    @event.listens_for(sync_engine, "checkin")
+    def _checked_in(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_IDLE_SINCE] = time.monotonic()
+
+    @event.listens_for(sync_engine, "checkout")
+    def _checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        driver_connection = getattr(dbapi_connection, "driver_connection", None)
+        is_closed = getattr(driver_connection, "is_closed", None)
+        if is_closed is not None and is_closed():
+            raise DisconnectionError("the server closed this pooled connection")
+        idle_since = record.info.get(_IDLE_SINCE)
+        if idle_since is None or time.monotonic() - idle_since <= ping_after_idle:
+            return  # new, or in use moments ago
+        try:
+            sync_engine.dialect.do_ping(dbapi_connection)
+        except Exception as error:
+            raise DisconnectionError(f"a pooled connection failed its ping: {error}") from error
+
+
+def configure_sqlite(engine: AsyncEngine, *, busy_timeout: float = 30.0) -> None:
+    """Foreign keys on, WAL, a busy timeout, and transactions SQLAlchemy really controls.
+
+    Applied to the engines agentledger creates; a host passing its own SQLite engine to
+    ``Ledger(engine)`` calls it once, right after ``create_async_engine``. pysqlite's own
+    transaction handling defers BEGIN and breaks SAVEPOINTs; the documented SQLAlchemy recipe
+    turns it off and emits BEGIN from the ``begin`` event instead.
+    """
+    sync_engine = engine.sync_engine
+    in_memory = engine.url.database in (None, "", ":memory:")
+
+    @event.listens_for(sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+        if not in_memory:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(sync_engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        if connection.get_execution_options().get(_OUTSIDE_TRANSACTION):
+            return  # a PRAGMA that only works outside a transaction (migration_connection)
+        connection.exec_driver_sql("BEGIN")
+
+
+_OUTSIDE_TRANSACTION = "agentledger_outside_transaction"
+
+
+@asynccontextmanager
+async def migration_connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection of ``engine`` for schema changes, in no transaction yet (the caller begins
+    one). On SQLite its foreign keys are off meanwhile: Alembic's batch mode rebuilds a table
+    by copying it, dropping the original and renaming the copy, and dropping
+    ``agent_sessions`` with foreign keys on would delete every message (and a host's rows)
+    through ``ON DELETE CASCADE``. ``PRAGMA foreign_keys`` only takes effect outside a
+    transaction; the connection goes back to the pool with it on again."""
+    async with engine.connect() as connection:
+        if engine.dialect.name != "sqlite":
+            yield connection
+            return
+        await _pragma(connection, "PRAGMA foreign_keys=OFF")
+        try:
+            yield connection
+        finally:
+            if connection.in_transaction():
+                await connection.rollback()
+            await _pragma(connection, "PRAGMA foreign_keys=ON")
+
+
+async def _pragma(connection: AsyncConnection, statement: str) -> None:
+    outside = await connection.execution_options(**{_OUTSIDE_TRANSACTION: True})
+    await outside.exec_driver_sql(statement)
+    await outside.commit()

@@ -1,0 +1,304 @@
+"""How a unit of work runs its statements: through SQLAlchemy, or straight through asyncpg.
+
+An agent turn costs two statements (read the tail, append the turn), each one round trip. On
+asyncpg, the cost around that round trip was mostly SQLAlchemy's per-statement machinery: a
+session and a connection object, switching the pooled connection to autocommit and back, cursor
+adaptation and result objects, about 100-150 µs of CPU per statement against a ~300 µs round
+trip (measured with ``python -m bench.profile``; see docs/performance.md).
+:class:`DriverStatements` keeps everything SQLAlchemy decides (the SQL text is SQLAlchemy's own
+compilation of the statement, bind values go through the same type processors and results
+through the same result processors, the connection comes from and returns to the engine's pool
+with its events and its reset) and only leaves out the execution layer: the statement runs
+through asyncpg on the checked-out connection, outside any transaction, so it commits by
+itself exactly like the autocommit unit of work it replaces.
+
+**One decision point.** :meth:`FastPath.statements` is the only place that decides: a unit of
+work of single statements (``autocommit``) on an asyncpg engine asks it once, on entry, and
+runs every statement of its hot paths through what it gets: :class:`DriverStatements`, or
+:class:`SessionStatements` (SQLAlchemy) when the fast path must step aside. It steps aside
+while anything watches or rewrites statements on the engine: INFO logging of
+``sqlalchemy.engine`` (or ``echo``), ``before_execute``/``after_execute``/
+``before_cursor_execute``/``after_cursor_execute``/``handle_error`` listeners (tracing,
+statement counters) or a ``schema_translate_map``, so an instrumented host sees every
+statement. It never does so silently: the first time, it logs at INFO which instrument made it
+step aside, and :attr:`FastPath.stepped_aside_for` says so.
+
+Errors are translated here (the service only sees :class:`~agentledger.errors.LedgerError`); a
+connection that failed other than by a plain SQL error, or whose statement was cancelled, is
+invalidated rather than put back into the pool; a statement the driver refused to *start* on a
+connection the server had just ended is retried once on a fresh connection (nothing was sent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import namedtuple
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar, cast
+
+import asyncpg
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.sql import ClauseElement, Executable
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.util import greenlet_spawn
+
+from agentledger.errors import translate_db_error
+
+T = TypeVar("T")
+
+logger = logging.getLogger("agentledger")
+
+
+class Statements(Protocol):
+    """Runs a statement of a unit of work: rows with attribute access, or one value."""
+
+    async def rows(self, statement: Executable, params: Mapping[str, Any]) -> Sequence[Any]: ...
+
+    async def scalar(self, statement: Executable, params: Mapping[str, Any]) -> Any: ...
+
+
+class SessionStatements:
+    """Statements through SQLAlchemy, on the unit of work's ``AsyncSession`` (made on first
+    use by ``db``)."""
+
+    def __init__(self, db: Callable[[], AsyncSession]) -> None:
+        self._db = db
+
+    async def rows(self, statement: Executable, params: Mapping[str, Any]) -> Sequence[Any]:
+        return list(await self._db().execute(statement, params))
+
+    async def scalar(self, statement: Executable, params: Mapping[str, Any]) -> Any:
+        return (await self._db().execute(statement, params)).scalar_one_or_none()
+
+
+#: Engine events whose listeners must see every statement.
+_STATEMENT_EVENTS = (
+    "before_execute",
+    "after_execute",
+    "before_cursor_execute",
+    "after_cursor_execute",
+)
+
+#: Errors of the driver (or the network) that become LedgerErrors.
+_DRIVER_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+    OSError,
+    asyncio.TimeoutError,
+)
+
+
+class FastPath:
+    """The asyncpg fast path of one engine, and the decision whether it may run now."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.driver = DriverStatements(engine)
+        self._engine = engine.sync_engine
+        self._reported: str | None = None
+
+    @classmethod
+    def for_engine(cls, engine: AsyncEngine) -> FastPath | None:
+        """The fast path of ``engine`` when it drives PostgreSQL through asyncpg, else ``None``."""
+        if engine.dialect.name == "postgresql" and engine.dialect.driver == "asyncpg":
+            return cls(engine)
+        return None
+
+    @property
+    def stepped_aside_for(self) -> str | None:
+        """What makes the fast path step aside now (``None``: it runs)."""
+        engine = self._engine
+        if engine.logger.isEnabledFor(logging.INFO):
+            return "INFO logging of sqlalchemy.engine (or echo)"
+        dispatch = engine.dispatch
+        for name in _STATEMENT_EVENTS:
+            if getattr(dispatch, name):
+                return f"a {name} listener on the engine"
+        if engine.dialect.dispatch.handle_error:  # listened to on the engine, kept by its dialect
+            return "a handle_error listener on the engine"
+        if "schema_translate_map" in engine.get_execution_options():
+            return "a schema_translate_map"
+        return None
+
+    def statements(self) -> DriverStatements | None:
+        """The one decision: the driver's statements, or ``None`` when something observes or
+        rewrites statements on the engine (reported once at INFO, then on every change)."""
+        reason = self.stepped_aside_for
+        if reason != self._reported:
+            self._reported = reason
+            if reason is not None:
+                logger.info(
+                    "agentledger: the asyncpg fast path steps aside (%s): every statement goes "
+                    "through SQLAlchemy so it is seen; see docs/performance.md",
+                    reason,
+                )
+        return None if reason is not None else self.driver
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    sql: str
+    names: tuple[str, ...]
+    bind_processors: tuple[Callable[[Any], Any] | None, ...]
+    defaults: Mapping[str, Any]
+    row_type: Any
+    result_processors: tuple[Callable[[Any], Any] | None, ...]
+
+
+class DriverStatements:
+    """Runs compiled statements through asyncpg on connections of ``engine``'s pool."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._dialect = engine.dialect
+        self._compiled: dict[Executable, _Compiled] = {}
+
+    def sql(self, statement: Executable) -> str:
+        """The SQL text sent for ``statement`` (SQLAlchemy's compilation, ``$n`` parameters)."""
+        return self._compile(statement).sql
+
+    def parameter_names(self, statement: Executable) -> tuple[str, ...]:
+        """The bind names of ``statement`` in ``$1, $2, ...`` order."""
+        return self._compile(statement).names
+
+    def _compile(self, statement: Executable) -> _Compiled:
+        compiled = self._compiled.get(statement)
+        if compiled is None:
+            compiled = self._compiled[statement] = self._build(statement)
+        return compiled
+
+    def _build(self, statement: Executable) -> _Compiled:
+        dialect = self._dialect
+        result = cast(ClauseElement, statement).compile(dialect=dialect)
+        assert isinstance(result, SQLCompiler)
+        names = tuple(result.positiontup or ())
+        binds = tuple(
+            result.binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names
+        )
+        defaults = {
+            name: result.binds[name].value for name in names if result.binds[name].value is not None
+        }
+        # The same result processors SQLAlchemy applies (NulSafeText's unescape, UTC times,
+        # ...); columns the driver already decodes (json on asyncpg) have none.
+        columns = result._result_columns
+        keys = [column.keyname for column in columns]
+        processors = tuple(
+            column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
+        )
+        row_type = namedtuple("Row", keys, rename=True) if keys else None
+        return _Compiled(result.string, names, binds, defaults, row_type, processors)
+
+    def _arguments(self, compiled: _Compiled, params: Mapping[str, Any]) -> list[Any]:
+        arguments = []
+        for name, process in zip(compiled.names, compiled.bind_processors, strict=True):
+            value = params[name] if name in params else compiled.defaults.get(name)
+            arguments.append(value if process is None else process(value))
+        return arguments
+
+    async def rows(self, statement: Executable, params: Mapping[str, Any]) -> Sequence[Any]:
+        """All rows of ``statement``, result processors applied, with attribute access."""
+        compiled = self._compile(statement)
+        arguments = self._arguments(compiled, params)
+        records: Sequence[Any] = await self._run(
+            lambda driver: driver.fetch(compiled.sql, *arguments)
+        )
+        if compiled.row_type is None:
+            return records
+        processors = compiled.result_processors
+        make = compiled.row_type._make
+        if not any(processors):
+            return [make(record) for record in records]
+        return [
+            make(
+                value if process is None else process(value)
+                for value, process in zip(record, processors, strict=True)
+            )
+            for record in records
+        ]
+
+    async def scalar(self, statement: Executable, params: Mapping[str, Any]) -> Any:
+        """The first column of the first row (``None`` without rows), processed."""
+        compiled = self._compile(statement)
+        arguments = self._arguments(compiled, params)
+        value = await self._run(lambda driver: driver.fetchval(compiled.sql, *arguments))
+        process = compiled.result_processors[0] if compiled.result_processors else None
+        return value if process is None or value is None else process(value)
+
+    async def _run(self, operation: Callable[[Any], Awaitable[T]]) -> T:
+        try:
+            return await self._run_once(operation)
+        except _NotSent:
+            # The pooled connection turned out dead before the statement left the client (the
+            # server ended it moments ago and the driver had not noticed): nothing ran, so one
+            # more try on a fresh connection is safe, and the caller never sees the dead one.
+            pass
+        try:
+            return await self._run_once(operation)
+        except _NotSent as retry:
+            raise translate_db_error(retry.error) from retry.error
+
+    async def _run_once(self, operation: Callable[[Any], Awaitable[T]]) -> T:
+        try:
+            connection = await self._engine.raw_connection()
+        except SQLAlchemyError:
+            raise
+        except Exception as error:
+            raise translate_db_error(error) from error
+        try:
+            driver: Any = connection.driver_connection
+            try:
+                return await operation(driver)
+            except BaseException as error:
+                # A plain SQL error leaves the connection usable (the statement was its own
+                # transaction); anything else (lost connection, cancellation mid-statement)
+                # may leave it in an unknown state, so it is not reused.
+                if (
+                    not isinstance(error, asyncpg.PostgresError)
+                    or driver.is_closed()
+                    or _ends_connection(error)
+                ):
+                    await greenlet_spawn(
+                        connection.invalidate, error if isinstance(error, Exception) else None
+                    )
+                if _not_sent(error):
+                    raise _NotSent(error) from error
+                if isinstance(error, _DRIVER_ERRORS):
+                    raise translate_db_error(error) from error
+                raise
+        finally:
+            await greenlet_spawn(connection.close)
+
+
+class _NotSent(Exception):
+    """The statement failed before it was sent: the connection was already unusable."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _not_sent(error: BaseException) -> bool:
+    """True for the driver's refusals to *start* an operation on a dead connection.
+
+    asyncpg checks that the connection is open (``InterfaceError: connection is closed``) and
+    that its protocol is idle (``InternalClientError: cannot switch to state ...``, seen when
+    the server's termination notice arrived but the socket close was not yet processed)
+    before it writes anything, so the server never received the statement.
+    """
+    message = str(error)
+    if isinstance(error, asyncpg.InternalClientError):
+        return message.startswith("cannot switch to state")
+    if isinstance(error, asyncpg.InterfaceError):
+        return message == "connection is closed"
+    return False
+
+
+def _ends_connection(error: asyncpg.PostgresError) -> bool:
+    """A server error that ends the session (FATAL, e.g. 57P01 at a shutdown): the driver
+    may not have seen the socket close yet, but the connection must not be reused."""
+    code = getattr(error, "sqlstate", None) or ""
+    severity = getattr(error, "severity", None)
+    return severity in ("FATAL", "PANIC") or code.startswith(("08", "57P"))

@@ -1,0 +1,61 @@
+"""Rows as read back: the one filter for messages whose stored JSON was damaged.
+
+A row changed outside agentledger (invalid JSON text, or nesting too deep for Python) decodes to
+a :class:`~agentledger.domain.encoding.DamagedJSON` marker (see ``load_stored_json``). Every read
+leaves such a message out through :func:`intact` and logs it by session and seq, never by
+content, so one bad row never makes a session unreadable.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any, TypeVar
+
+from agentledger.domain.encoding import DamagedJSON
+
+logger = logging.getLogger("agentledger")
+
+RowT = TypeVar("RowT")
+
+
+def intact(
+    session_id: uuid.UUID,
+    rows: Iterable[RowT],
+    *,
+    damaged: list[int] | None = None,
+) -> list[RowT]:
+    """The rows whose JSON columns (``item``, ``tool_calls``) decoded; the others are logged and
+    their seqs appended to ``damaged`` when given. Rows need a ``seq`` and may have ``item`` and
+    ``tool_calls``."""
+    kept = []
+    for row in rows:
+        damage = _damage_of(row)
+        if damage is None:
+            kept.append(row)
+            continue
+        seq = int(getattr(row, "seq"))  # noqa: B009 - rows of several shapes
+        logger.warning(
+            "agentledger: message seq %s of session %s was left out: its stored JSON is %s; "
+            "repair or delete that row",
+            seq,
+            session_id,
+            damage.reason,
+        )
+        if damaged is not None:
+            damaged.append(seq)
+    return kept
+
+
+def _damage_of(row: Any) -> DamagedJSON | None:
+    for field in ("item", "tool_calls"):
+        value = getattr(row, field, None)
+        if isinstance(value, DamagedJSON):
+            return value
+    return None
+
+
+def items(rows: Sequence[Any]) -> list[Any]:
+    """The ``item`` of each row."""
+    return [row.item for row in rows]

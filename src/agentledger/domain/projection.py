@@ -1,0 +1,124 @@
+"""The chat view of a stored item, and the item stored for a chat message.
+
+Every row keeps two faces of the same message:
+
+* ``item`` — what the caller stored, exactly (an OpenAI Agents SDK input item, or the chat
+  message dict built by :func:`item_from_chat`);
+* the seed's chat columns ``role``/``content``/``tool_calls``/``tool_call_id``, derived here so
+  that ``service.get_session`` shows an SDK conversation as user / assistant-with-tool_calls /
+  tool / assistant messages, and SQL users can query it.
+
+The mapping is deliberately total: an item type this module has never heard of still gets a
+chat view (an assistant row), so future SDK item types are stored without a code change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from agentledger.domain.encoding import check_text, dump_json
+from agentledger.errors import InvalidInputError
+
+#: Roles of the chat view. ``developer`` and ``system`` are instructions; ``tool`` is a result.
+ROLES: tuple[str, ...] = ("user", "assistant", "tool", "system", "developer")
+
+_TEXT_PART_KEYS = ("text", "refusal")
+
+
+@dataclass(frozen=True, slots=True)
+class ChatView:
+    """The chat columns of one row, plus the item's type."""
+
+    role: str
+    content: str
+    tool_calls: list[dict[str, Any]] | None
+    tool_call_id: str | None
+    item_type: str
+
+
+def check_role(role: object) -> str:
+    """Return ``role`` if the chat view knows it; otherwise say which roles exist."""
+    if not isinstance(role, str) or role not in ROLES:
+        raise InvalidInputError(f"unknown role {role!r}; use one of: {', '.join(ROLES)}")
+    return role
+
+
+def item_from_chat(
+    role: str,
+    content: str,
+    tool_calls: list[dict[str, Any]] | None,
+    tool_call_id: str | None,
+) -> dict[str, Any]:
+    """The item stored for a message added through the chat API (``add_message``).
+
+    A ``tool`` message becomes an SDK ``function_call_output`` so an Agents SDK session over the
+    same history sees a proper tool result; other messages keep the chat shape, which the SDK
+    accepts as an easy input message.
+    """
+    if role == "tool" and tool_call_id is not None and not tool_calls:
+        return {"type": "function_call_output", "call_id": tool_call_id, "output": content}
+    item: dict[str, Any] = {"role": role, "content": content}
+    if tool_calls is not None:
+        item["tool_calls"] = tool_calls
+    if tool_call_id is not None:
+        item["tool_call_id"] = tool_call_id
+    return item
+
+
+def chat_view(item: Any) -> ChatView:
+    """Derive the chat columns of ``item`` (an SDK item or a chat message dict)."""
+    if not isinstance(item, dict):
+        raise InvalidInputError(
+            f"a history item must be a dict (an Agents SDK input item), got {type(item).__name__}"
+        )
+    item_type = item.get("type")
+    if item_type is None and "role" in item:
+        item_type = "message"
+    if not isinstance(item_type, str) or not item_type:
+        raise InvalidInputError(
+            "a history item needs a 'type' (e.g. 'function_call') or a 'role'; got keys "
+            f"{sorted(map(str, item))[:8]}"
+        )
+    if item_type == "message":
+        return _message_view(item)
+    call_id = _optional_str(item.get("call_id"))
+    if item_type.endswith("_output"):
+        return ChatView("tool", _text_of(item.get("output")), None, call_id, item_type)
+    if item_type == "reasoning":
+        return ChatView("assistant", _text_of(item.get("summary")), None, None, item_type)
+    call: dict[str, Any] = {"id": call_id or _optional_str(item.get("id")), "type": item_type}
+    if item_type == "function_call":
+        call["type"] = "function"
+        call["function"] = {"name": item.get("name"), "arguments": item.get("arguments")}
+    return ChatView("assistant", "", [call], None, item_type)
+
+
+def _message_view(item: dict[str, Any]) -> ChatView:
+    role = check_role(item.get("role"))
+    content = _text_of(item.get("content"))
+    tool_calls = item.get("tool_calls")
+    if tool_calls is not None and not isinstance(tool_calls, list):
+        raise InvalidInputError("tool_calls must be a list of dicts or None")
+    return ChatView(role, content, tool_calls, _optional_str(item.get("tool_call_id")), "message")
+
+
+def _text_of(value: Any) -> str:
+    """The readable text of a content value: a string, or the text parts of a part list."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return check_text(value, "content")
+    if isinstance(value, list):
+        texts: list[str] = []
+        for part in value:
+            if isinstance(part, str):
+                texts.append(part)
+            elif isinstance(part, dict):
+                texts.extend(part[key] for key in _TEXT_PART_KEYS if isinstance(part.get(key), str))
+        return check_text("".join(texts) if len(texts) <= 1 else "\n".join(texts), "content")
+    return dump_json(value, "content")
+
+
+def _optional_str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None

@@ -1,0 +1,242 @@
+"""Immutable values: what the service hands out, and what its layers pass each other.
+
+Records are plain frozen dataclasses built from rows inside the unit of work, so they stay valid
+after it closed (no lazy loads, no session attached) and can be passed between tasks freely.
+Three describe a session for callers (:class:`SessionRecord` with its history,
+:class:`SessionSummary` in a listing, and the export's ``SessionTranscript``); inside the
+library a session row travels as :class:`SessionState` and a session to create as
+:class:`SessionSpec`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRecord:
+    """One message of a session in the chat view; ``item`` is the full stored item."""
+
+    seq: int
+    role: str
+    content: str
+    tool_calls: list[dict[str, Any]] | None
+    tool_call_id: str | None
+    created_at: datetime
+    id: uuid.UUID
+    item_type: str = "message"
+    item: Any = field(default=None, repr=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """A session with its whole history (in ``seq`` order)."""
+
+    id: uuid.UUID
+    user_id: str
+    agent_name: str
+    metadata: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    messages: tuple[MessageRecord, ...] = ()
+    #: The explicit title set with ``set_title`` (``None`` when unset).
+    title: str | None = None
+    #: The name the session was opened by (``ledger.agent_session(name, ...)``), if any.
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSummary:
+    """A session as listed for a user: no messages, but how many there are."""
+
+    id: uuid.UUID
+    user_id: str
+    agent_name: str
+    metadata: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    message_count: int
+    #: For a session picker: the explicit title, else the start of the first user message
+    #: (whitespace collapsed, at most ~80 characters), else ``None``.
+    title: str | None = None
+    #: When retention archived the session (listed only with ``include_archived=True``).
+    archived_at: datetime | None = None
+    #: The name the session was opened by (``ledger.agent_session(name, ...)``), if any.
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """One page of a keyset-paginated result: iterate it, index it, take its length; pass
+    ``next_cursor`` back as ``cursor=`` for the following page (``None`` on the last)."""
+
+    items: tuple[T, ...]
+    next_cursor: str | None
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> T:
+        return self.items[index]
+
+
+class SessionPage(Page[SessionSummary]):
+    """One page of :meth:`SessionService.list_user_sessions`."""
+
+    __slots__ = ()
+
+    @property
+    def sessions(self) -> tuple[SessionSummary, ...]:
+        return self.items
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """Where a batch landed: ``seqs`` are its sequence numbers, contiguous and in order."""
+
+    session_id: uuid.UUID
+    first_seq: int
+    count: int
+    #: When the batch was stored (by the first attempt, for an idempotent retry).
+    created_at: datetime
+    #: False when an idempotency key matched an earlier batch and nothing new was written.
+    created: bool = True
+
+    @property
+    def seqs(self) -> range:
+        return range(self.first_seq, self.first_seq + self.count)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token usage totals (of a session, or of all of a user's sessions)."""
+
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class BlockedSession:
+    """A session a bulk delete left in place: a row of another table (``table``, through the
+    foreign key ``constraint``; ``None`` when the database did not say) refers to it, or to one
+    of its messages, without ``ON DELETE`` (see :class:`~agentledger.SessionReferencedError`)."""
+
+    session_id: uuid.UUID
+    table: str | None = None
+    constraint: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ErasureReport:
+    """What :meth:`SessionService.erase_user` removed (or, with ``dry_run``, would remove);
+    ``blocked``: sessions it could not delete (rows of other tables refer to them)."""
+
+    sessions: int = 0
+    messages: int = 0
+    usage_records: int = 0
+    blocked: tuple[BlockedSession, ...] = ()
+
+    def __add__(self, other: ErasureReport) -> ErasureReport:
+        return ErasureReport(
+            self.sessions + other.sessions,
+            self.messages + other.messages,
+            self.usage_records + other.usage_records,
+            self.blocked + other.blocked,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    """One message matching a search; ``snippet`` is the text around the first match."""
+
+    session_id: uuid.UUID
+    seq: int
+    role: str
+    content: str
+    snippet: str
+    #: Higher is better: ``ts_rank`` on PostgreSQL, occurrences of the terms on SQLite.
+    rank: float
+    created_at: datetime
+    agent_name: str
+    item_type: str = "message"
+
+
+class SearchPage(Page[SearchHit]):
+    """One page of :meth:`SessionService.search`."""
+
+    __slots__ = ()
+
+    @property
+    def hits(self) -> tuple[SearchHit, ...]:
+        return self.items
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptImport:
+    """What :meth:`SessionService.import_session` did: new items, and whether it created
+    the session (``False``: it existed and was completed, or already complete)."""
+
+    session_id: uuid.UUID
+    items_added: int
+    created: bool
+
+
+# -- inside the library -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSpec:
+    """What a session is created with when a write finds it missing (the SDK's first write);
+    ``name``: the name it is opened by (see :mod:`agentledger.domain.naming`)."""
+
+    user_id: str
+    agent_name: str
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionState:
+    """A session row as the use cases need it (read, or locked, in a unit of work)."""
+
+    id: uuid.UUID
+    user_id: str
+    agent_name: str
+    metadata: dict[str, Any]
+    title: str | None
+    created_at: datetime
+    updated_at: datetime
+    archived_at: datetime | None
+    trimmed_seq: int
+    last_seq: int
+    name: str | None = None
+
+    @property
+    def message_count(self) -> int:
+        """Sequences are gap-free from ``trimmed_seq + 1`` to ``last_seq``."""
+        return self.last_seq - self.trimmed_seq
+
+
+@dataclass(frozen=True, slots=True)
+class NewRow:
+    """A validated message ready to insert; JSON values are already encoded as text."""
+
+    id: uuid.UUID
+    role: str
+    content: str
+    tool_calls_json: str | None
+    tool_call_id: str | None
+    item_type: str
+    item_json: str
+    #: Bytes the row takes in an append statement (``encoding.check_message_size``).
+    size: int

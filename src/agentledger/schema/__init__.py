@@ -1,0 +1,40 @@
+"""Schema administration: agentledger's Alembic revisions (where they live, running them on a
+connection, the filters hosts use), the schema state, seed adoption and row-level security.
+
+``agentledger.schema`` keeps the names it always had: ``upgrade``, ``downgrade``, ``stamp``,
+``head_revision``, ``current_revisions``, ``include_object``, ``host_include_object``, ...
+"""
+
+from agentledger.schema.alembic import (
+    BRANCH_LABEL,
+    HOST_VERSION_TABLE,
+    VERSION_TABLE,
+    alembic_config,
+    downgrade,
+    head_revision,
+    host_include_object,
+    include_object,
+    migrations_path,
+    stamp,
+    upgrade,
+    versions_path,
+)
+from agentledger.schema.state import SchemaState, current_revisions, schema_state
+
+__all__ = [
+    "BRANCH_LABEL",
+    "HOST_VERSION_TABLE",
+    "VERSION_TABLE",
+    "SchemaState",
+    "alembic_config",
+    "current_revisions",
+    "downgrade",
+    "head_revision",
+    "host_include_object",
+    "include_object",
+    "migrations_path",
+    "schema_state",
+    "stamp",
+    "upgrade",
+    "versions_path",
+]

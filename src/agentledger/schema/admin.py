@@ -1,0 +1,184 @@
+"""Schema administration for a Ledger: migrate, adopt, check, switch row-level security.
+
+Every step runs through a unit of work on a connection of the Ledger's engine
+(:func:`agentledger.db.engine.migration_connection`, which on SQLite keeps foreign keys off
+while tables are rebuilt), or inside the caller's transaction when a host hands one over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+from alembic.script.revision import RevisionError
+from alembic.util import CommandError
+from sqlalchemy import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from agentledger.db.engine import migration_connection
+from agentledger.db.uow import UnitOfWork
+from agentledger.db.urls import safe_url
+from agentledger.errors import LedgerError, SchemaNotReadyError, translated
+from agentledger.schema import alembic, row_security
+from agentledger.schema.adopt import ADOPTED_REVISION, AdoptionReport, adopt_seed_schema
+from agentledger.schema.row_security import RowSecurityStatus
+from agentledger.schema.state import SchemaState, schema_state
+
+T = TypeVar("T")
+
+
+class SchemaAdmin:
+    """The schema of one Ledger's database (and of its read replica, which must follow it)."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        read_engine: AsyncEngine | None = None,
+        host_alembic_ini: str | None = None,
+        migrate_on_start: bool = False,
+    ) -> None:
+        self._engine = engine
+        self._read_engine = read_engine
+        self._host_alembic_ini = host_alembic_ini
+        self._migrate_on_start = migrate_on_start
+        self._ready = False
+        self._lock = asyncio.Lock()
+
+    # -- running steps --------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _unit(self) -> AsyncIterator[tuple[UnitOfWork, Connection]]:
+        """A unit of work over a migration connection, and its sync connection for Alembic."""
+        async with migration_connection(self._engine) as connection:
+            await connection.begin()
+            async with UnitOfWork(borrow=connection) as uow:
+                sync = (await uow.connection()).sync_connection
+                assert sync is not None
+                yield uow, sync
+                await uow.commit()
+            await connection.commit()
+
+    async def run(
+        self,
+        step: Callable[..., T],
+        *args: Any,
+        connection: AsyncConnection | Connection | None = None,
+    ) -> T:
+        """Run ``step(sync_connection, *args)`` in its own unit of work, or on the caller's
+        ``connection`` (inside the caller's transaction, which the caller commits)."""
+        try:
+            with translated():
+                if isinstance(connection, AsyncConnection):
+                    return await connection.run_sync(step, *args)
+                if isinstance(connection, Connection):
+                    return step(connection, *args)
+                async with self._unit() as (uow, sync):
+                    return await uow.db.run_sync(lambda _session: step(sync, *args))
+        except (CommandError, RevisionError) as error:
+            # Alembic's own refusals (an unknown revision, ...) name what is wrong.
+            raise LedgerError(f"migrating failed: {error}") from error
+
+    async def _own_history(self) -> None:
+        """Refuse agentledger's own history commands where its revisions run in the host's."""
+        state = await self.state()
+        if state.in_host_history:
+            raise SchemaNotReadyError(
+                "agentledger's revisions run in your application's Alembic history here, so "
+                f"agentledger's own commands must not migrate this database; {state.advice()}"
+            )
+
+    # -- what a Ledger exposes ------------------------------------------------------------------
+
+    async def upgrade(self, revision: str, connection: AsyncConnection | Connection | None) -> None:
+        if connection is None:
+            await self._own_history()
+        await self.run(alembic.upgrade, revision, connection=connection)
+        self._ready = False
+
+    async def downgrade(
+        self, revision: str, connection: AsyncConnection | Connection | None
+    ) -> None:
+        if connection is None:
+            await self._own_history()
+        await self.run(alembic.downgrade, revision, connection=connection)
+        self._ready = False
+
+    async def adopt(self, on_progress: Callable[[int, int], None] | None) -> AdoptionReport:
+        """Upgrade a database on the seed's schema in place, then to head; the conversion and
+        its stamp run in one transaction: a refusal or a failure leaves it as it was."""
+
+        def convert(connection: Connection) -> AdoptionReport:
+            report = adopt_seed_schema(connection, on_progress=on_progress)
+            alembic.stamp(connection, ADOPTED_REVISION)
+            return report
+
+        report = await self.run(convert)
+        await self.upgrade("head", None)
+        return report
+
+    async def state(self, engine: AsyncEngine | None = None) -> SchemaState:
+        with translated():
+            async with (engine or self._engine).connect() as connection:
+                return await connection.run_sync(schema_state, self._host_alembic_ini)
+
+    async def switch_row_level_security(self, enabled: bool) -> RowSecurityStatus:
+        await self.ensure()
+
+        def switch(connection: Connection) -> RowSecurityStatus:
+            row_security.switch(connection, enabled)
+            return row_security.status(connection)
+
+        return await self.run(switch)
+
+    async def row_level_security(self) -> RowSecurityStatus:
+        await self.ensure()
+        return await self.run(row_security.status)
+
+    async def ensure(self) -> None:
+        """Fail fast unless the database is at agentledger's head (checked once)."""
+        if self._ready:
+            return
+        async with self._lock:
+            if self._ready:
+                return
+            if self._migrate_on_start:
+                await self.upgrade("head", None)
+            state = await self.state()
+            if not state.at_head:
+                found = ", ".join(state.current) if state.current else "no agentledger tables"
+                raise SchemaNotReadyError(
+                    f"the database at {safe_url(self._engine.url)} is not at agentledger's "
+                    f"schema revision {state.head} (found: {found}); {state.advice()}"
+                )
+            if self._read_engine is not None:
+                await self._check_read_engine(state.head)
+            if self._engine.dialect.name == "sqlite":
+                await self._check_sqlite_foreign_keys()
+            self._ready = True
+
+    async def _check_read_engine(self, head: str) -> None:
+        """The read engine must serve the same schema (a replica of the primary does)."""
+        assert self._read_engine is not None
+        current = (await self.state(self._read_engine)).current
+        if head not in current:
+            found = ", ".join(current) if current else "no agentledger tables"
+            raise SchemaNotReadyError(
+                f"the read database at {safe_url(self._read_engine.url)} is not at "
+                f"agentledger's schema revision {head} (found: {found}); read_url must point "
+                "at a replica of the primary database (which follows its migrations), or be "
+                "left unset"
+            )
+
+    async def _check_sqlite_foreign_keys(self) -> None:
+        """Cascading deletes need SQLite's foreign keys, which are off unless switched on."""
+        async with self._engine.connect() as connection:
+            enabled = (await connection.exec_driver_sql("PRAGMA foreign_keys")).scalar()
+        if not enabled:
+            raise LedgerError(
+                "this SQLite engine runs with foreign keys off, so deleting a session would "
+                "leave its messages behind; call agentledger.configure_sqlite(engine) right "
+                "after creating it (or use Ledger.from_url)"
+            )

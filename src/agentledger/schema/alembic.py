@@ -1,0 +1,206 @@
+"""Alembic plumbing: where the revisions live, and running them on a connection.
+
+The revisions ship inside the wheel (``agentledger/migrations``) and keep their own version table,
+:data:`VERSION_TABLE`, so a host application's ``alembic_version`` is never touched. Hosts that
+fold agentledger's revisions into their own history (``version_locations``) find them on the
+``agentledger`` branch; :func:`host_include_object` keeps a host's autogenerate away from
+agentledger's tables. There a host revision that ``depends_on`` one of agentledger's takes its
+place in ``alembic_version``, so :func:`current_revisions` walks the host's history (given its
+``alembic.ini``) to see which of agentledger's revisions are applied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic import context as alembic_context
+from alembic import op as alembic_op
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from alembic.script.revision import RevisionError
+from alembic.util import CommandError
+from sqlalchemy import Connection, inspect
+
+from agentledger.db.models import OWNED_TABLES
+from agentledger.errors import ConfigurationError, SchemaNotReadyError
+
+#: agentledger's own Alembic version table.
+VERSION_TABLE = "agentledger_alembic_version"
+#: Branch label of agentledger's history inside a host's Alembic history.
+BRANCH_LABEL = "agentledger"
+#: The table a host's Alembic uses when agentledger's versions are in its version_locations.
+HOST_VERSION_TABLE = "alembic_version"
+
+
+def migrations_path() -> str:
+    """Filesystem path of the shipped ``migrations`` folder (for a host's version_locations)."""
+    return str(resources.files("agentledger") / "migrations")
+
+
+def versions_path() -> str:
+    """Filesystem path of the shipped revision files."""
+    return str(resources.files("agentledger") / "migrations" / "versions")
+
+
+def alembic_config(url: str | None = None) -> Config:
+    """An Alembic ``Config`` pointing at the shipped revisions (no ini file needed)."""
+    config = Config()
+    config.set_main_option("script_location", migrations_path())
+    if url is not None:
+        config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+@lru_cache(maxsize=1)
+def head_revision() -> str:
+    """The single head of agentledger's history."""
+    heads = ScriptDirectory.from_config(alembic_config()).get_heads()
+    if len(heads) != 1:  # pragma: no cover - guarded by the test suite
+        raise RuntimeError(f"agentledger's migrations must have one head, found {heads}")
+    return heads[0]
+
+
+@contextmanager
+def _beside_the_callers_alembic() -> Iterator[None]:
+    """Run an Alembic command of ours without disturbing one of the caller's that is under
+    way: a host's ``env.py`` may call :func:`upgrade` (or ``Ledger.upgrade(connection=...)``)
+    before configuring its own migrations. Alembic keeps the running environment and
+    operations in module-level proxies (``alembic.context``, ``alembic.op``), and a finished
+    command clears them, so the host's ``context.configure`` would then fail
+    (``'NoneType' object has no attribute 'configure'``). The caller's proxies are put back."""
+    saved = [(proxy, getattr(proxy, "_proxy", None)) for proxy in (alembic_context, alembic_op)]
+    try:
+        yield
+    finally:
+        for _module, previous in saved:
+            if previous is not None:
+                previous._install_proxy()
+
+
+def upgrade(connection: Connection, revision: str = "head") -> None:
+    """Run ``alembic upgrade`` on ``connection`` (the caller owns the transaction).
+
+    Refuses when agentledger's tables exist without its version table: they were created by a
+    host's own Alembic history or by the seed's schema, and a second history would only fail
+    on "table already exists" halfway through.
+    """
+    tables = set(inspect(connection).get_table_names())
+    if VERSION_TABLE not in tables and "agent_sessions" in tables:
+        raise SchemaNotReadyError(
+            "agent_sessions exists but agentledger_alembic_version does not, so agentledger's "
+            f"own history did not create this schema; {_foreign_schema_advice(tables)}"
+        )
+    _run(command.upgrade, connection, revision)
+
+
+def downgrade(connection: Connection, revision: str) -> None:
+    """Run ``alembic downgrade`` on ``connection`` (the caller owns the transaction)."""
+    _run(command.downgrade, connection, revision)
+
+
+def stamp(connection: Connection, revision: str) -> None:
+    """Record ``revision`` as applied without running it (the caller owns the transaction)."""
+    _run(command.stamp, connection, revision)
+
+
+def _run(step: Any, connection: Connection, revision: str) -> None:
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    with _beside_the_callers_alembic():
+        step(config, revision)
+
+
+def _foreign_schema_advice(tables: set[str]) -> str:
+    if HOST_VERSION_TABLE in tables:
+        return (
+            "if agentledger's revisions run in your application's Alembic history, upgrade "
+            "with `alembic upgrade heads` there (and set AGENTLEDGER_HOST_ALEMBIC_INI)"
+        )
+    return (
+        "if it is the seed's schema, run `agentledger db adopt`; if your application created "
+        "it, keep managing it from there"
+    )
+
+
+def latest_of(revisions: set[str]) -> set[str]:
+    """Drop the revisions that are ancestors of others in the set (keep our applied heads)."""
+    script = ScriptDirectory.from_config(alembic_config())
+    ancestors: set[str] = set()
+    for name in revisions:
+        pending = list(_as_tuple(script.get_revision(name).down_revision))
+        while pending:
+            parent = pending.pop()
+            if parent not in ancestors:
+                ancestors.add(parent)
+                revision = script.get_revision(parent)
+                pending.extend(_as_tuple(revision.down_revision) if revision else ())
+    return revisions - ancestors
+
+
+def host_applied_revisions(heads: Sequence[str], host_alembic_ini: str) -> set[str]:
+    """Every revision of the host's history that its version table's ``heads`` imply."""
+    if not Path(host_alembic_ini).is_file():
+        raise ConfigurationError(
+            f"host_alembic_ini {host_alembic_ini!r} is not a file; point "
+            "AGENTLEDGER_HOST_ALEMBIC_INI at your application's alembic.ini"
+        )
+    applied: set[str] = set()
+    pending = list(heads)
+    try:
+        script = ScriptDirectory.from_config(Config(host_alembic_ini))
+        while pending:
+            for revision in script.get_revisions(pending.pop()):
+                if revision is None or revision.revision in applied:
+                    continue
+                applied.add(revision.revision)
+                pending.extend(_as_tuple(revision.down_revision))
+                pending.extend(_as_tuple(revision.dependencies))
+    except (CommandError, RevisionError) as error:
+        raise ConfigurationError(
+            f"could not read the Alembic history of {host_alembic_ini!r}: {error}"
+        ) from error
+    return applied
+
+
+def _as_tuple(value: str | Sequence[str] | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+@lru_cache(maxsize=1)
+def known_revisions() -> frozenset[str]:
+    script = ScriptDirectory.from_config(alembic_config())
+    return frozenset(rev.revision for rev in script.walk_revisions())
+
+
+def include_object(
+    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+) -> bool:
+    """Alembic filter for agentledger's own env.py: only agentledger's tables are compared."""
+    return _table_name(obj, name, type_) in OWNED_TABLES
+
+
+def host_include_object(
+    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+) -> bool:
+    """Alembic filter for a host's env.py: leave agentledger's tables and version table alone.
+
+    ``context.configure(..., include_object=host_include_object)`` stops the host's
+    ``alembic revision --autogenerate`` from proposing to drop or alter them.
+    """
+    table = _table_name(obj, name, type_)
+    return table not in OWNED_TABLES and table != VERSION_TABLE
+
+
+def _table_name(obj: Any, name: str | None, type_: str) -> str | None:
+    if type_ == "table":
+        return name
+    table = getattr(obj, "table", None)
+    return getattr(table, "name", None)

@@ -1,0 +1,277 @@
+"""History: append messages and SDK items (once, under idempotency keys), read, pop, clear."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from agentledger.db.uow import UnitOfWork
+from agentledger.domain.encoding import load_json
+from agentledger.domain.records import AppendResult, MessageRecord, NewRow, SessionSpec
+from agentledger.domain.validation import (
+    batch_fingerprint,
+    check_limit,
+    check_name,
+    check_owner,
+    fits_one_statement,
+    parse_session_id,
+    prepare_chat_message,
+    prepare_item,
+)
+from agentledger.errors import ConflictError, InvalidInputError, SessionNotFoundError
+from agentledger.services.base import ServiceBase, SessionId, operation
+
+
+class History(ServiceBase):
+    """Message and item use cases (the agent loop's hot paths)."""
+
+    @operation()
+    async def add_message(
+        self,
+        session_id: SessionId,
+        role: str,
+        content: str,
+        tool_calls: list[dict[str, Any]] | None = None,
+        tool_call_id: str | None = None,
+        *,
+        user_id: str | None = None,
+    ) -> MessageRecord:
+        """Append one chat message; returns it with its sequence number."""
+        row = prepare_chat_message(
+            {
+                "role": role,
+                "content": content,
+                "tool_calls": tool_calls,
+                "tool_call_id": tool_call_id,
+            }
+        )
+        result = await self._append(parse_session_id(session_id), [row], user_id=user_id)
+        return MessageRecord(
+            seq=result.first_seq,
+            role=row.role,
+            content=row.content,
+            tool_calls=load_json(row.tool_calls_json),
+            tool_call_id=row.tool_call_id,
+            created_at=result.created_at,
+            id=row.id,
+            item_type=row.item_type,
+            item=json.loads(row.item_json),
+        )
+
+    @operation()
+    async def add_messages(
+        self,
+        session_id: SessionId,
+        messages: Iterable[Mapping[str, Any]],
+        idempotency_key: str | None = None,
+        *,
+        user_id: str | None = None,
+    ) -> AppendResult:
+        """Append a batch atomically: all messages, contiguous and in order, or none.
+
+        With ``idempotency_key`` a retried batch (even one whose commit the client never saw
+        acknowledged) is stored once; the retry returns the first attempt's result.
+        """
+        rows = [prepare_chat_message(message, index) for index, message in enumerate(messages)]
+        key = None if idempotency_key is None else check_name(idempotency_key, "idempotency_key")
+        return await self._append(parse_session_id(session_id), rows, user_id=user_id, key=key)
+
+    @operation()
+    async def add_items(
+        self,
+        session_id: SessionId,
+        items: Sequence[Any],
+        *,
+        user_id: str | None = None,
+        create_as: SessionSpec | None = None,
+        idempotency_key: str | None = None,
+    ) -> AppendResult:
+        """Append Agents SDK items verbatim (with their chat view), atomically and in order.
+
+        ``create_as`` creates the session on this first write when it does not exist yet;
+        ``idempotency_key`` stores the batch once however often it is retried.
+        """
+        if isinstance(items, (str, bytes, Mapping)):
+            raise TypeError("items must be a list of items, not a single item")
+        rows = [prepare_item(item, index) for index, item in enumerate(items)]
+        key = None if idempotency_key is None else check_name(idempotency_key, "idempotency_key")
+        return await self._append(
+            parse_session_id(session_id), rows, user_id=user_id, create=create_as, key=key
+        )
+
+    @operation()
+    async def batch_keys(
+        self, session_id: SessionId, *, prefix: str = "", user_id: str | None = None
+    ) -> list[str]:
+        """Idempotency keys of the batches stored in the session that start with ``prefix``.
+
+        Lets a resumable job (such as ``agentledger import``) find where it stopped. With
+        ``user_id``, a missing session has no keys and another user's session raises
+        :class:`SessionNotFoundError`, as :meth:`get_items` does.
+        """
+        sid = parse_session_id(session_id)
+        user = check_owner(user_id)
+        if not isinstance(prefix, str) or "\x00" in prefix or len(prefix) > 255:
+            raise InvalidInputError("prefix must be a string of at most 255 characters, no NUL")
+        async with self._uow(autocommit=True) as uow:
+            if user is not None:
+                await self._check_owner(uow, sid, user, missing_ok=True)
+            return await uow.batches.keys(sid, prefix)
+
+    @operation()
+    async def get_items(
+        self, session_id: SessionId, limit: int | None = None, *, user_id: str | None = None
+    ) -> list[Any]:
+        """Stored items in order; with ``limit`` the latest ``limit`` of them (one query)."""
+        sid = parse_session_id(session_id)
+        user_id = check_owner(user_id)
+        checked = check_limit(limit)
+        if checked == 0:
+            return []
+        async with self._read_uow(autocommit=True) as uow:
+            items = await uow.messages.items(sid, checked, user_id)
+            if not items and user_id is not None:
+                await self._check_owner(uow, sid, user_id, missing_ok=True)
+        return items
+
+    @operation()
+    async def pop_item(self, session_id: SessionId, *, user_id: str | None = None) -> Any:
+        """Remove and return the newest item (``None`` when empty); exactly once per item."""
+        sid = parse_session_id(session_id)
+        user_id = check_owner(user_id)
+        async with self._uow() as uow:  # two statements: see MessageRepository.pop
+            item = await uow.messages.pop(sid, user_id, self._now())
+            await uow.commit()
+            if item is None and user_id is not None:
+                await self._check_owner(uow, sid, user_id, missing_ok=True)
+        return item
+
+    @operation()
+    async def clear_session(self, session_id: SessionId, *, user_id: str | None = None) -> None:
+        """Delete every message of the session (the session itself stays)."""
+        sid = parse_session_id(session_id)
+        user_id = check_owner(user_id)
+        async with self._uow() as uow:
+            if await uow.sessions.lock(sid, user_id) is None:
+                await self._check_owner(uow, sid, user_id, missing_ok=True)
+                return
+            await uow.messages.clear(sid, self._now())
+            await uow.commit()
+
+    # -- appending ------------------------------------------------------------------------------
+
+    async def _append(
+        self,
+        sid: uuid.UUID,
+        rows: list[NewRow],
+        *,
+        user_id: str | None,
+        key: str | None = None,
+        create: SessionSpec | None = None,
+    ) -> AppendResult:
+        user_id = check_owner(user_id)
+        if create is not None:
+            user_id = create.user_id
+        now = self._now()
+        if key is not None:
+            return await self._append_once(sid, rows, user_id, key, now, create)
+        if not rows:
+            async with self._uow(autocommit=True) as uow:
+                await self._check_owner(uow, sid, user_id, missing_ok=create is not None)
+            return AppendResult(sid, 0, 0, now)
+        # One statement commits by itself; a batch split over several needs a transaction.
+        async with self._uow(autocommit=fits_one_statement(rows)) as uow:
+            if create is not None and self._tenant is not None:
+                # Row-level security checks a message against its session, and a statement
+                # never sees the rows it inserts itself: create the session beforehand.
+                await uow.sessions.create_missing(sid, create, now)
+                create = None
+            base = await uow.messages.append(sid, rows, user_id=user_id, now=now, create=create)
+            if base is None:
+                await self._check_owner(uow, sid, user_id, missing_ok=False)
+                raise SessionNotFoundError(f"session {sid} does not exist")  # pragma: no cover
+            await uow.commit()
+        return AppendResult(sid, base + 1, len(rows), now)
+
+    async def _append_once(
+        self,
+        sid: uuid.UUID,
+        rows: list[NewRow],
+        user_id: str | None,
+        key: str,
+        now: datetime,
+        create: SessionSpec | None,
+    ) -> AppendResult:
+        async with self._uow() as uow:
+            result, _last_seq = await self._append_chunk(uow, sid, rows, user_id, key, now, create)
+            await uow.commit()
+        return result
+
+    async def _append_chunk(
+        self,
+        uow: UnitOfWork,
+        sid: uuid.UUID,
+        rows: list[NewRow],
+        user_id: str | None,
+        key: str,
+        now: datetime,
+        create: SessionSpec | None = None,
+        *,
+        at_seq: int | None = None,
+    ) -> tuple[AppendResult, int]:
+        """Store ``rows`` once under ``key`` in ``uow`` (the caller commits): the one engine of
+        idempotent and resumable appends (batches with a key, transcript imports, SDK-store
+        imports). A key already used returns the first attempt's result (``created=False``),
+        or refuses a different batch under it. ``at_seq``: the rows must land there (an
+        import keeps its seqs); the session's ``last_seq`` before them is returned too."""
+        last_seq = await self._lock_or_create(uow, sid, user_id, create, now)
+        fingerprint = batch_fingerprint(rows)
+        earlier = await uow.batches.find(sid, key)
+        if earlier is not None:
+            first_seq, count, created_at, stored = earlier
+            if stored != fingerprint:
+                raise InvalidInputError(
+                    f"idempotency key {key!r} was already used for a different batch in this "
+                    "session; use a new key for new messages (an import: import under a new "
+                    "id with session_id=)"
+                )
+            return AppendResult(sid, first_seq, count, created_at, created=False), last_seq
+        if at_seq is not None and last_seq != at_seq - 1:
+            raise ConflictError(
+                f"session {sid} changed during the import (it now ends at seq {last_seq}, "
+                f"expected {at_seq - 1}); run the import again"
+            )
+        first_seq = 0  # an empty batch has no position, as without a key
+        if rows:
+            appended = await uow.messages.append(sid, rows, user_id=user_id, now=now)
+            assert appended is not None  # the row is locked by this transaction
+            first_seq = appended + 1
+        await uow.batches.remember(sid, key, first_seq, len(rows), fingerprint, now)
+        return AppendResult(sid, first_seq, len(rows), now), last_seq
+
+    async def _lock_or_create(
+        self,
+        uow: UnitOfWork,
+        sid: uuid.UUID,
+        user_id: str | None,
+        create: SessionSpec | None,
+        now: datetime,
+    ) -> int:
+        """Lock the session for this unit of work, creating it first when ``create`` allows;
+        its ``last_seq``."""
+        session = await uow.sessions.lock(sid, user_id)
+        if session is not None:
+            return session.last_seq
+        await self._check_owner(uow, sid, user_id, missing_ok=create is not None)
+        assert create is not None  # _check_owner raised otherwise
+        # A concurrent first write may create it meanwhile, and row-level security may hide
+        # another tenant's row: create only if missing, then look again.
+        await uow.sessions.create_missing(sid, create, now)
+        session = await uow.sessions.lock(sid, user_id)
+        if session is None:
+            await self._check_owner(uow, sid, user_id, missing_ok=False)
+            raise SessionNotFoundError(f"session {sid} is hidden")  # pragma: no cover
+        return session.last_seq

@@ -1,0 +1,211 @@
+"""Transcripts: export a session exactly, import one back losslessly and idempotently."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from datetime import datetime
+
+from agentledger.db.uow import UnitOfWork
+from agentledger.domain.encoding import dump_json
+from agentledger.domain.records import NewRow, SessionState, TranscriptImport
+from agentledger.domain.transcripts import (
+    SessionTranscript,
+    TranscriptMessage,
+    check_transcript,
+    not_after,
+)
+from agentledger.domain.validation import (
+    check_count,
+    check_metadata,
+    check_name,
+    check_owner,
+    check_title,
+    parse_session_id,
+    prepare_item,
+)
+from agentledger.errors import AlreadyExistsError, InvalidInputError, SessionNotFoundError
+from agentledger.services.base import MAX_BATCH_SIZE, SessionId, operation
+from agentledger.services.history import History
+
+
+class Transfer(History):
+    """Export and import use cases."""
+
+    @operation()
+    async def export_session(
+        self, session_id: SessionId, *, user_id: str | None = None
+    ) -> SessionTranscript:
+        """The session and its whole (untrimmed) history, exactly as stored, for
+        :mod:`agentledger.transcripts` (JSONL or Markdown).
+
+        Read in one transaction that holds appends and trims back (PostgreSQL ``FOR SHARE``),
+        so the transcript is a consistent snapshot.
+        """
+        sid = parse_session_id(session_id)
+        user = check_owner(user_id)
+        damaged: list[int] = []
+        async with self._uow() as uow:
+            state = await uow.sessions.read(sid, user, share_lock=True)
+            if state is None:
+                suffix = "" if user is None else f" for user {user!r}"
+                raise SessionNotFoundError(
+                    f"session {sid} does not exist{suffix}; check the id (list them with "
+                    "`agentledger sessions list --user USER`)"
+                )
+            messages = await uow.messages.history(
+                sid, after_seq=state.trimmed_seq, upto_seq=state.last_seq, damaged=damaged
+            )
+        return SessionTranscript(
+            id=state.id,
+            user_id=state.user_id,
+            agent_name=state.agent_name,
+            metadata=state.metadata,
+            created_at=state.created_at,
+            updated_at=state.updated_at,
+            messages=tuple(TranscriptMessage(m.seq, m.item, m.created_at) for m in messages),
+            title=state.title,
+            archived_at=state.archived_at,
+            trimmed_seq=state.trimmed_seq,
+            damaged_seqs=tuple(damaged),
+        )
+
+    @operation()
+    async def import_session(
+        self,
+        transcript: SessionTranscript,
+        *,
+        user_id: str,
+        session_id: SessionId | None = None,
+        chunk_size: int = 500,
+    ) -> TranscriptImport:
+        """Store an exported session for ``user_id``, losslessly and idempotently.
+
+        The session keeps its id (or takes ``session_id``), agent, title, metadata, creation
+        and archive times, and each message keeps its ``seq``. Importing again adds nothing:
+        messages the session already holds are compared, not copied, and the rest is appended
+        in chunks stored under idempotency keys (``transcript:FIRST-LAST``), so an interrupted
+        import resumes where it stopped. Everything is validated before anything is written,
+        and a new session is created in the same transaction as its first chunk, so a failed
+        import leaves no empty session behind. Times from the future (beyond this clock) are
+        stored as now.
+        """
+        check_transcript(transcript)
+        user = check_name(user_id, "user_id")
+        check_count(chunk_size, "chunk_size", maximum=MAX_BATCH_SIZE)
+        target = transcript.id if session_id is None else parse_session_id(session_id)
+        agent = check_name(transcript.agent_name, "agent_name")
+        title = None if transcript.title is None else check_title(transcript.title)
+        meta = check_metadata(transcript.metadata)
+        rows = {m.seq: prepare_item(m.item, m.seq) for m in transcript.messages}
+        now = self._now()
+        stamps = {
+            m.seq: not_after(m.created_at, now)
+            for m in transcript.messages
+            if m.created_at is not None
+        }
+        archived = transcript.archived_at
+        start = transcript.trimmed_seq
+        added = 0
+        async with self._uow() as uow:
+            state = await uow.sessions.read(target)
+            if state is None:
+                await uow.sessions.create(
+                    session_id=target,
+                    user_id=user,
+                    agent_name=agent,
+                    metadata=meta,
+                    now=now,
+                    title=title,
+                    created_at=not_after(transcript.created_at, now),
+                    archived_at=None if archived is None else not_after(archived, now),
+                    start_seq=start,
+                )
+                last = start
+            else:
+                last = await self._check_import_target(uow, state, user, start, rows)
+            pending = [seq for seq in sorted(rows) if seq > last]
+            if state is None and pending:
+                # The first chunk in the creating transaction: nothing is left half-imported.
+                first, pending = pending[:chunk_size], pending[chunk_size:]
+                added += await self._import_chunk(uow, target, user, rows, first, stamps, now) or 0
+            await uow.commit()
+        for index in range(0, len(pending), chunk_size):
+            async with self._uow() as uow:
+                seqs = pending[index : index + chunk_size]
+                result = await self._import_chunk(uow, target, user, rows, seqs, stamps, now)
+                await uow.commit()
+            if result is None:  # imported before, then removed (popped or rewound): keep it so
+                break
+            added += result
+        if state is None or added:
+            async with self._uow() as uow:
+                # A restored session keeps its place in "most recently updated first".
+                await uow.sessions.update(target, updated_at=not_after(transcript.updated_at, now))
+                await uow.commit()
+        return TranscriptImport(target, added, state is None)
+
+    async def _check_import_target(
+        self,
+        uow: UnitOfWork,
+        state: SessionState,
+        user: str,
+        start: int,
+        rows: Mapping[int, NewRow],
+    ) -> int:
+        """An existing session of the importing user: move an empty one's start to the
+        transcript's, check that the messages it holds are the transcript's; its last seq."""
+        if state.user_id != user:
+            raise AlreadyExistsError(
+                f"session id {state.id} is taken by another user; import the transcript "
+                "under a new id with session_id= (CLI: --session-id NEW_UUID)"
+            )
+        last, trimmed = state.last_seq, state.trimmed_seq
+        if last == trimmed and last < start:
+            await uow.sessions.move_empty_start(state.id, start)
+            last = trimmed = start
+        if last < start:
+            raise InvalidInputError(
+                f"session {state.id} ends at seq {last} but the transcript starts at "
+                f"seq {start + 1}; import it under a new id with session_id="
+            )
+        damaged: list[int] = []
+        stored = await uow.messages.history(
+            state.id, after_seq=max(trimmed, start), upto_seq=last, damaged=damaged
+        )
+        different = [seq for seq in damaged if seq in rows]
+        different += [
+            m.seq
+            for m in stored
+            if m.seq in rows and dump_json(m.item, "item") != rows[m.seq].item_json
+        ]
+        if different:
+            raise InvalidInputError(
+                f"session {state.id} holds a different message at seq {min(different)} than "
+                "the transcript; import it under a new id with session_id="
+            )
+        return last
+
+    async def _import_chunk(
+        self,
+        uow: UnitOfWork,
+        sid: uuid.UUID,
+        user: str,
+        rows: Mapping[int, NewRow],
+        seqs: list[int],
+        stamps: Mapping[int, datetime],
+        now: datetime,
+    ) -> int | None:
+        """Append the messages ``seqs`` (consecutive) so they land at those seqs; how many
+        were added (``None`` when this chunk was imported before and has since been
+        removed)."""
+        first = seqs[0]
+        key = f"transcript:{first}-{seqs[-1]}"
+        chunk = [rows[seq] for seq in seqs]
+        result, last = await self._append_chunk(uow, sid, chunk, user, key, now, at_seq=first)
+        if not result.created:
+            return None if last < seqs[-1] else 0
+        await uow.messages.set_created_at(
+            sid, [(seq, stamps[seq]) for seq in seqs if seq in stamps]
+        )
+        return len(chunk)

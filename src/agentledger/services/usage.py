@@ -1,0 +1,55 @@
+"""Token usage: one record per agent run, totals per session and per user."""
+
+from __future__ import annotations
+
+from agentledger.domain.records import Usage
+from agentledger.domain.validation import MAX_INT64, check_name, check_owner, parse_session_id
+from agentledger.errors import InvalidInputError
+from agentledger.services.base import ServiceBase, SessionId, operation
+
+
+class Usages(ServiceBase):
+    """Usage use cases."""
+
+    @operation()
+    async def record_usage(
+        self, session_id: SessionId, usage: Usage, *, user_id: str | None = None
+    ) -> None:
+        """Record the token usage of one agent run (turn) in the session."""
+        sid = parse_session_id(session_id)
+        user_id = check_owner(user_id)
+        if not isinstance(usage, Usage):
+            raise TypeError(f"usage must be an agentledger.Usage, not {type(usage).__name__}")
+        for name in ("requests", "input_tokens", "output_tokens", "total_tokens"):
+            value = getattr(usage, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_INT64:
+                raise InvalidInputError(
+                    f"usage.{name} must be an int from 0 to {MAX_INT64}, got {value!r}"
+                )
+        if user_id is not None or self._tenant is not None:
+            # A separate read: on SQLite a transaction that reads before it writes may fail
+            # at once under concurrent writers instead of waiting for the lock. Under
+            # row-level security it turns another tenant's session into "not found" rather
+            # than a policy violation that would confirm the session exists.
+            async with self._uow(autocommit=True) as uow:
+                await self._check_owner(uow, sid, user_id, missing_ok=False)
+        async with self._uow() as uow:
+            await uow.usage.add(sid, usage, self._now())
+            await uow.commit()
+
+    @operation()
+    async def get_usage(self, session_id: SessionId, *, user_id: str | None = None) -> Usage:
+        """Token usage totals of the session."""
+        sid = parse_session_id(session_id)
+        user_id = check_owner(user_id)
+        async with self._read_uow(autocommit=True) as uow:
+            if user_id is not None:
+                await self._check_owner(uow, sid, user_id, missing_ok=True)
+            return await uow.usage.totals(session_id=sid)
+
+    @operation()
+    async def get_user_usage(self, user_id: str) -> Usage:
+        """Token usage totals over every session of ``user_id``."""
+        user_id = check_name(user_id, "user_id")
+        async with self._read_uow(autocommit=True) as uow:
+            return await uow.usage.totals(user_id=user_id)
