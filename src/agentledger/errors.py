@@ -115,12 +115,15 @@ class SessionReferencedError(LedgerDatabaseError):
         table: str | None = None,
         constraint: str | None = None,
         session_ids: tuple[uuid.UUID, ...] = (),
+        messages: bool = False,
         sqlstate: str | None = None,
     ) -> None:
         super().__init__(message, sqlstate=sqlstate)
         self.table = table
         self.constraint = constraint
         self.session_ids = session_ids
+        #: What could not be deleted was some of the sessions' messages (not the sessions).
+        self.messages = messages
 
 
 _UPGRADE_HINT = "run `agentledger db upgrade` (or `await ledger.upgrade()`) against this database"
@@ -204,6 +207,10 @@ def _configuration_problem(error: BaseException) -> ConfigurationError | None:
                 f"the database driver does not know the connection parameter {what}; remove "
                 "it from the URL or connect_args (server settings such as statement_timeout "
                 "go in connect_args={'server_settings': {...}})"
+            )
+        if isinstance(cause, UnicodeError) and "idna" in text:
+            return ConfigurationError(
+                f"the database URL's host name cannot be used ({text}); fix the host"
             )
         if isinstance(cause, ValueError) and text.startswith("invalid ") and "value" in text:
             return ConfigurationError(
@@ -319,15 +326,18 @@ OWN_TABLE_NAMES = frozenset(
 
 
 def referenced_error_from(
-    error: BaseException, session_ids: tuple[uuid.UUID, ...]
+    error: BaseException, session_ids: tuple[uuid.UUID, ...], *, messages: bool = False
 ) -> SessionReferencedError | None:
     """The :class:`SessionReferencedError` a delete's foreign-key violation means (``None``
-    for any other error): what the server said about the table and key, and the sessions."""
+    for any other error): what the server said about the table and key, and the sessions
+    (``messages``: what was deleted was some of their messages)."""
     code = sqlstate_of(error)
     if code not in ("23503", "SQLITE_CONSTRAINT_FOREIGNKEY"):
         return None
     report = server_report(error)
-    return referenced_error(report.table, report.constraint, session_ids, sqlstate=code)
+    return referenced_error(
+        report.table, report.constraint, session_ids, messages=messages, sqlstate=code
+    )
 
 
 def referenced_error(
@@ -335,23 +345,24 @@ def referenced_error(
     constraint: str | None,
     session_ids: tuple[uuid.UUID, ...],
     *,
+    messages: bool = False,
     sqlstate: str | None = None,
 ) -> SessionReferencedError:
     """The error for a delete that a foreign key of another table blocked, with the fix."""
     which = f"table {table!r}" if table else "another table"
-    named = f" (constraint {constraint!r})" if constraint else ""
-    sessions = ""
-    if session_ids:
-        shown = ", ".join(str(session_id) for session_id in session_ids[:3])
-        more = f" and {len(session_ids) - 3} more" if len(session_ids) > 3 else ""
-        sessions = f" session {shown}{more}:"
+    named = f" {constraint!r}" if constraint else ""
+    shown = ", ".join(str(session_id) for session_id in session_ids[:3])
+    more = f" and {len(session_ids) - 3} more" if len(session_ids) > 3 else ""
+    subject = f"session {shown}{more}" if session_ids else "the session"
+    what = f"messages of {subject}" if messages else subject
     return SessionReferencedError(
-        f"cannot delete{sessions} {which} refers to it through a foreign key{named} without "
-        "ON DELETE; delete or re-point those rows first, or declare the foreign key with "
-        'ondelete="CASCADE" (or "SET NULL") so that deleting a session deals with them',
+        f"cannot delete {what}: {which} refers to {'them' if messages else 'it'} through the "
+        f"foreign key{named}, which has no ON DELETE; delete or re-point those rows first, or "
+        'declare that foreign key with ondelete="CASCADE" (or "SET NULL")',
         table=table,
         constraint=constraint,
         session_ids=session_ids,
+        messages=messages,
         sqlstate=sqlstate,
     )
 

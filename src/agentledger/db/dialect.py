@@ -73,6 +73,9 @@ class Dialect:
     autocommit_statements: bool
     #: The first statement of a tenant-scoped transaction (``None``: no row-level security).
     tenant_scope: TextClause | None
+    #: Makes deferrable constraints of the transaction checked per statement (``None``: they
+    #: are already), so a delete another table's foreign key refuses fails where it is made.
+    immediate_constraints: TextClause | None = None
 
     def insert(self, table: Table) -> Any:
         """An INSERT that supports ``on_conflict_do_nothing``."""
@@ -136,6 +139,7 @@ class PostgreSQL(Dialect):
     name = "postgresql"
     autocommit_statements = True
     tenant_scope = text(f"SELECT set_config('{TENANT_SETTING}', :tenant, true)")
+    immediate_constraints = text("SET CONSTRAINTS ALL IMMEDIATE")
 
     def insert(self, table: Table) -> Any:
         return pg_insert(table)
@@ -343,7 +347,13 @@ def _sqlite_metadata_match(index: int) -> ColumnElement[bool]:
     ``json_each`` rather than ``json_extract``: a JSON path cannot address every key (a key
     holding a double quote has no path), while ``json_each`` compares the key as a value.
     """
-    entries = func.json_each(_sessions.c["metadata"]).table_valued("key", "type", "atom")
+    # Metadata damaged outside agentledger (not JSON) matches nothing instead of failing the
+    # whole listing: json_each would raise on it.
+    valid = case(
+        (func.json_valid(_sessions.c["metadata"]), _sessions.c["metadata"]),
+        else_=literal_column("'{}'"),
+    )
+    entries = func.json_each(valid).table_valued("key", "type", "atom")
     kind = case((entries.c.type.in_(("integer", "real")), "number"), else_=entries.c.type)
     return (
         select(entries.c.key)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any, TypeVar
 
 from agentledger.domain.encoding import DamagedJSON
@@ -56,6 +56,16 @@ def _damage_of(row: Any) -> DamagedJSON | None:
     return None
 
 
-def items(rows: Sequence[Any]) -> list[Any]:
-    """The ``item`` of each row."""
-    return [row.item for row in rows]
+def intact_metadata(session_id: uuid.UUID, value: Any) -> dict[str, Any]:
+    """A session's metadata as read back; damaged JSON (changed outside agentledger) reads as
+    ``{}``, logged by session id, so the session stays usable and ``update_metadata`` can
+    repair it."""
+    if isinstance(value, DamagedJSON):
+        logger.warning(
+            "agentledger: the metadata of session %s reads as {}: its stored JSON is %s; "
+            "repair it with update_metadata (or set_title) or delete the session",
+            session_id,
+            value.reason,
+        )
+        return {}
+    return value if isinstance(value, dict) else {}

@@ -14,6 +14,7 @@ or sits in the query string (``?password=``).
 
 from __future__ import annotations
 
+import ipaddress
 import shlex
 from collections.abc import Callable
 from typing import Any
@@ -180,6 +181,8 @@ def _postgres_arguments(url: URL) -> dict[str, Any]:
     settings: dict[str, str] = {}
     for name in url.query:
         if name in _POSTGRES_KEPT:
+            if name == "port":
+                _port(name, _single(url, name))
             continue
         value = _single(url, name)
         if name == "application_name":
@@ -232,6 +235,11 @@ def _unknown(name: str, known: list[str]) -> ConfigurationError:
 
 def _check_sqlite(url: URL) -> None:
     use_uri = "uri" in url.query and _flag("uri", _single(url, "uri"))
+    if use_uri and not (url.database or "").startswith("file:"):
+        raise ConfigurationError(
+            "a SQLite URL with uri=true needs a file: path, e.g. "
+            "sqlite+aiosqlite:///file:app.db?mode=ro&uri=true"
+        )
     for name in url.query:
         value = _single(url, name)
         if name in _SQLITE:
@@ -278,11 +286,48 @@ def normalize_url(url: str | URL) -> URL:
 
 
 def check_url_options(url: URL) -> None:
-    """Refuse a URL whose query parameters the driver would reject or silently ignore."""
+    """Refuse a URL whose parts or query parameters the driver would reject or silently
+    ignore."""
+    _check_parts(url)
     if url.get_backend_name() == "postgresql":
         _postgres_arguments(url)
     else:
         _check_sqlite(url)
+
+
+def _check_parts(url: URL) -> None:
+    for what, part in (
+        ("user name", url.username),
+        ("password", url.password),
+        ("host", url.host),
+        ("database name", url.database),
+    ):
+        if part and "\x00" in part:
+            raise ConfigurationError(f"the database URL's {what} contains U+0000 (%00)")
+    if url.port is not None and not 0 < url.port <= 65535:
+        raise ConfigurationError(f"the database URL's port {url.port} is not from 1 to 65535")
+    host = url.host
+    if host and not host.startswith("/") and not _is_ip(host):
+        labels = host.rstrip(".").split(".")
+        if len(host) > 253 or any(not 0 < len(label) <= 63 for label in labels):
+            raise ConfigurationError(
+                f"the database URL's host {host[:80]!r} is not a valid host name (labels of 1 "
+                "to 63 characters, 253 in all)"
+            )
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def _port(name: str, value: str) -> str:
+    if not value.isdigit() or not 0 < int(value) <= 65535:
+        raise _bad(name, value, "a port number from 1 to 65535")
+    return value
 
 
 def driver_arguments(url: URL) -> tuple[URL, dict[str, Any]]:

@@ -207,6 +207,11 @@ def dump_json(value: Any, what: str, *, jsonb: bool = False, max_depth: int | No
             raise InvalidInputError(
                 f"{what} contains itself (a circular reference), which JSON cannot represent"
             ) from None
+        if "digits" in str(error):
+            raise InvalidInputError(
+                f"{what} contains an integer too long to write as text ({error}); store it as "
+                "a string"
+            ) from None
         raise InvalidInputError(
             f"{what} contains NaN or Infinity, which JSON cannot represent; use null or a "
             "string instead"

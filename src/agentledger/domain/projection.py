@@ -24,6 +24,9 @@ from agentledger.errors import InvalidInputError
 ROLES: tuple[str, ...] = ("user", "assistant", "tool", "system", "developer")
 
 _TEXT_PART_KEYS = ("text", "refusal")
+#: Longest item ``type`` (the chat view's ``item_type`` column is varchar(64)); SDK types are
+#: short identifiers such as ``function_call_output``.
+MAX_ITEM_TYPE_LENGTH = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +82,11 @@ def chat_view(item: Any) -> ChatView:
         raise InvalidInputError(
             "a history item needs a 'type' (e.g. 'function_call') or a 'role'; got keys "
             f"{sorted(map(str, item))[:8]}"
+        )
+    if len(item_type) > MAX_ITEM_TYPE_LENGTH or "\x00" in item_type:
+        raise InvalidInputError(
+            f"a history item's 'type' must be 1 to {MAX_ITEM_TYPE_LENGTH} characters without "
+            f"U+0000 (the chat view indexes it), got {item_type[:80]!r}"
         )
     if item_type == "message":
         return _message_view(item)

@@ -70,6 +70,8 @@ class SessionTranscript:
     #: Seqs whose stored JSON is damaged (see docs/reliability.md): left out of ``messages``.
     #: A transcript with damaged messages renders as Markdown but does not export as JSONL.
     damaged_seqs: tuple[int, ...] = ()
+    #: The name the session was opened by (``ledger.agent_session(name, ...)``), if any.
+    name: str | None = None
 
     @property
     def items(self) -> list[Any]:
@@ -119,6 +121,7 @@ def jsonl_lines(transcript: SessionTranscript) -> Iterator[str]:
             "updated_at": _stamp(transcript.updated_at),
             "archived_at": _stamp(transcript.archived_at),
             "trimmed_seq": transcript.trimmed_seq,
+            "name": transcript.name,
         },
         "message_count": len(transcript.messages),
     }
@@ -195,6 +198,7 @@ def read_jsonl(lines: Iterable[str], *, source: str = "transcript") -> SessionTr
         title=header["title"],
         archived_at=header["archived_at"],
         trimmed_seq=header["trimmed_seq"],
+        name=header["name"],
     )
 
 
@@ -232,6 +236,9 @@ def _check_header(value: Any, source: str, number: int) -> dict[str, Any]:
     title = session.get("title")
     if title is not None and not isinstance(title, str):
         raise _problem(source, number, 'session "title" must be a string or null')
+    name = session.get("name")
+    if name is not None and not isinstance(name, str):
+        raise _problem(source, number, 'session "name" must be a string or null')
     metadata = session.get("metadata", {})
     if not isinstance(metadata, dict):
         raise _problem(source, number, 'session "metadata" must be an object')
@@ -258,6 +265,7 @@ def _check_header(value: Any, source: str, number: int) -> dict[str, Any]:
         ),
         "trimmed_seq": trimmed,
         "message_count": count,
+        "name": name,
     }
 
 
@@ -306,8 +314,11 @@ def check_transcript(transcript: SessionTranscript) -> None:
     for name in ("user_id", "agent_name"):
         if not isinstance(getattr(transcript, name), str):
             raise InvalidInputError(f"the transcript's {name} must be a string")
-    if transcript.title is not None and not isinstance(transcript.title, str):
-        raise InvalidInputError("the transcript's title must be a string or None")
+    for optional in ("title", "name"):
+        if getattr(transcript, optional) is not None and not isinstance(
+            getattr(transcript, optional), str
+        ):
+            raise InvalidInputError(f"the transcript's {optional} must be a string or None")
     if not isinstance(transcript.metadata, dict):
         raise InvalidInputError("the transcript's metadata must be a dict")
     for name in ("created_at", "updated_at", "archived_at"):

@@ -71,10 +71,9 @@ class LedgerSession:
     Build it with :meth:`Ledger.agent_session <agentledger.Ledger.agent_session>`. The session
     row is created, owned by ``user_id`` and named after ``agent_name``, by the first write.
 
-    ``session_id`` is a UUID (that session: one owned by someone else raises
-    :class:`~agentledger.SessionNotFoundError` on every operation; with PostgreSQL row-level
-    security on, the database hides it instead: reads find it empty and the first write
-    raises, see ``docs/security.md``) or any other string, a *name*, which stays the user's:
+    ``session_id`` is a UUID (that session; a handle on someone else's session raises
+    :class:`~agentledger.SessionNotFoundError` at its first read or write, so ``Runner.run``
+    stops before the model is called) or any other string, a *name*, which stays the user's:
     it opens the user's session of that name wherever it lives (see
     :meth:`SessionService.resolve_name`), so nobody can take or block it.
 
@@ -106,6 +105,10 @@ class LedgerSession:
         self._name = session_name(session_id)
         #: Whether ``_uuid`` is known to be this user's session of that name (always, for UUIDs).
         self._confirmed = self._name is None
+        #: Whether a UUID-addressed session is known to be this user's (or free to create).
+        self._usable = False
+        #: The id this name's session gets if the derived one turns out to be someone else's.
+        self._fallback = uuid.uuid4()
         if settings is None:
             self.session_settings = SessionSettings()
         elif isinstance(settings, SessionSettings):
@@ -130,9 +133,10 @@ class LedgerSession:
     def ledger_session_id(self) -> uuid.UUID:
         """The agentledger session this SDK session reads and writes.
 
-        For a name, the id derived from the user and the name until the first operation has
-        found where the user's session of that name lives (it differs only when another user
-        took that id first)."""
+        For a name: the session's id once it exists (after its first write, or ``await
+        session.resolve()``); before that, the id it is expected to get. It is never another
+        user's session: when another user holds the id derived from the name, this name's
+        session gets a random id of its own."""
         return self._uuid
 
     @property
@@ -147,9 +151,13 @@ class LedgerSession:
             return self._uuid
         assert self._name is not None
         spec = SessionSpec(self._user_id, self._agent_name, self._name) if create else None
-        found = await self._service.resolve_name(self._name, user_id=self._user_id, create_as=spec)
+        found = await self._service.resolve_name(
+            self._name, user_id=self._user_id, create_as=spec, new_id=self._fallback
+        )
         if found is not None:
             self._uuid, self._confirmed = found, True
+        elif not await self._service.can_write(self._uuid, user_id=self._user_id):
+            self._uuid = self._fallback  # the derived id is someone else's: never point at it
         return found
 
     @property
@@ -203,6 +211,11 @@ class LedgerSession:
         return await self._read(resolved)
 
     async def _read(self, limit: int | None) -> list[Any]:
+        if self._name is None:
+            items = await self._service.get_items(self._uuid, limit, user_id=self._user_id)
+            if not items and not self._usable:
+                await self.check_access()
+            return items
         if self._confirmed:
             return await self._service.get_items(self._uuid, limit, user_id=self._user_id)
         # A name: one read at the id derived from it, which is where the session lives unless
@@ -218,6 +231,20 @@ class LedgerSession:
         if found is None:
             return []
         return await self._service.get_items(found, limit, user_id=self._user_id)
+
+    async def check_access(self) -> None:
+        """Raise :class:`~agentledger.SessionNotFoundError` now if this handle could not
+        store a turn: it names, by UUID, another user's session. The first read does this
+        check, so ``Runner.run`` stops before calling a model whose answer would be lost. A
+        name always has a session of the user's own."""
+        if self._usable or self._name is not None:
+            return
+        if not await self._service.can_write(self._uuid, user_id=self._user_id):
+            raise SessionNotFoundError(
+                f"session {self._uuid} does not exist for user {self._user_id!r}; open one of "
+                "the user's session ids, or a name"
+            )
+        self._usable = True
 
     async def add_items(self, items: list[TResponseInputItem]) -> None:
         """Append ``items`` atomically and in order, creating the session on first write."""
@@ -444,8 +471,7 @@ class SessionAgent:
         if session.name is not None:
             await session.resolve()  # a name is always this user's; find where it lives
         else:
-            # One cheap read that fails fast, before any model call, for another user's session.
-            await session.service.get_items(session.ledger_session_id, 1, user_id=user_id)
+            await session.check_access()  # fail fast, before any model call
         return session
 
     async def _record_usage(self, session: LedgerSession, usage: SdkUsage) -> Usage:

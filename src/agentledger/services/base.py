@@ -114,8 +114,9 @@ class ServiceBase:
     async def _check_owner(
         self, uow: UnitOfWork, sid: uuid.UUID, user_id: str | None, *, missing_ok: bool
     ) -> None:
-        """Raise SessionNotFoundError unless the session exists (or may be missing) and
-        belongs to ``user_id``. Another user's session reads exactly like a missing one.
+        """Before a write: raise SessionNotFoundError unless the session exists (or,
+        ``missing_ok``, does not exist yet) and belongs to ``user_id``. Another user's session
+        raises exactly like a missing one, so a write never confirms it exists.
 
         A write that needs the session, from a service that names no tenant while PostgreSQL
         row-level security confines the role, raises PermissionDeniedError instead: every
@@ -132,6 +133,12 @@ class ServiceBase:
                 "create_session() or check the id and user_id"
             )
 
+    async def _readable(self, uow: UnitOfWork, sid: uuid.UUID, user_id: str | None) -> bool:
+        """Before a read: whether the session exists and is ``user_id``'s (any owner's without
+        one). A read of a missing or another user's session finds nothing, never an error."""
+        owner = await uow.sessions.owner_of(sid)
+        return owner is not None and (user_id is None or owner == user_id)
+
     async def _lock(self, uow: UnitOfWork, sid: uuid.UUID, user_id: str | None) -> SessionState:
         """Lock the session row for this unit of work, or raise SessionNotFoundError."""
         session = await uow.sessions.lock(sid, user_id)
@@ -143,14 +150,17 @@ class ServiceBase:
     async def _explained(
         self, error: SessionReferencedError, session_ids: tuple[uuid.UUID, ...]
     ) -> SessionReferencedError:
-        """``error`` naming the foreign key even where the database did not (SQLite)."""
+        """``error`` naming the foreign key even where the database did not (SQLite): the
+        candidate tables are asked which one holds a row of the session."""
         table, constraint = error.table, error.constraint
-        if table is None:
+        if table is None and session_ids:
             async with self._uow(autocommit=True) as uow:
-                keys = await uow.maintenance.blocking_foreign_keys()
-            if len(keys) == 1:
-                table, constraint = keys[0].table, keys[0].constraint
-        return referenced_error(table, constraint, session_ids, sqlstate=error.sqlstate)
+                key = await uow.maintenance.referring_key(session_ids[0])
+            if key is not None:
+                table, constraint = key.table, key.constraint
+        return referenced_error(
+            table, constraint, session_ids, messages=error.messages, sqlstate=error.sqlstate
+        )
 
     async def _require_every_tenant(self, operation: str) -> None:
         """Refuse maintenance across tenants from a role that row-level security confines: it

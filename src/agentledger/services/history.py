@@ -96,6 +96,11 @@ class History(ServiceBase):
         """
         if isinstance(items, (str, bytes, Mapping)):
             raise TypeError("items must be a list of items, not a single item")
+        if create_as is not None and user_id is not None and create_as.user_id != user_id:
+            raise InvalidInputError(
+                f"create_as.user_id {create_as.user_id!r} differs from user_id {user_id!r}: a "
+                "call acts for one user, who owns what it creates"
+            )
         rows = [prepare_item(item, index) for index, item in enumerate(items)]
         key = None if idempotency_key is None else check_name(idempotency_key, "idempotency_key")
         return await self._append(
@@ -108,18 +113,27 @@ class History(ServiceBase):
     ) -> list[str]:
         """Idempotency keys of the batches stored in the session that start with ``prefix``.
 
-        Lets a resumable job (such as ``agentledger import``) find where it stopped. With
-        ``user_id``, a missing session has no keys and another user's session raises
-        :class:`SessionNotFoundError`, as :meth:`get_items` does.
+        Lets a resumable job (such as ``agentledger import``) find where it stopped. A
+        missing session has no keys, and so, with ``user_id``, has another user's session:
+        reads never tell whether someone else's session exists.
         """
         sid = parse_session_id(session_id)
         user = check_owner(user_id)
         if not isinstance(prefix, str) or "\x00" in prefix or len(prefix) > 255:
             raise InvalidInputError("prefix must be a string of at most 255 characters, no NUL")
         async with self._uow(autocommit=True) as uow:
-            if user is not None:
-                await self._check_owner(uow, sid, user, missing_ok=True)
+            if user is not None and not await self._readable(uow, sid, user):
+                return []
             return await uow.batches.keys(sid, prefix)
+
+    @operation()
+    async def can_write(self, session_id: SessionId, *, user_id: str) -> bool:
+        """Whether ``user_id`` may write to the session: it is theirs, or does not exist yet
+        (a first write creates it). What any write, or create with a chosen id, would tell."""
+        sid = parse_session_id(session_id)
+        user = check_name(user_id, "user_id")
+        async with self._uow(autocommit=True) as uow:
+            return (await uow.sessions.owner_of(sid)) in (None, user)
 
     @operation()
     async def get_items(
@@ -132,10 +146,7 @@ class History(ServiceBase):
         if checked == 0:
             return []
         async with self._read_uow(autocommit=True) as uow:
-            items = await uow.messages.items(sid, checked, user_id)
-            if not items and user_id is not None:
-                await self._check_owner(uow, sid, user_id, missing_ok=True)
-        return items
+            return await uow.messages.items(sid, checked, user_id)  # the owner's rows only
 
     @operation()
     async def pop_item(self, session_id: SessionId, *, user_id: str | None = None) -> Any:

@@ -28,7 +28,7 @@ from agentledger.domain.retention import (
 )
 from agentledger.domain.time import cutoff_before
 from agentledger.domain.validation import check_count, check_name
-from agentledger.errors import SessionReferencedError
+from agentledger.errors import PermissionDeniedError, SessionReferencedError
 from agentledger.services.base import MAX_BATCH_SIZE, ServiceBase, operation
 
 logger = logging.getLogger("agentledger")
@@ -122,6 +122,11 @@ class Maintenance(ServiceBase):
         """
         user_id = check_name(user_id, "user_id")
         check_count(batch_size, "batch_size", maximum=MAX_BATCH_SIZE)
+        if self._tenant is not None and self._tenant != user_id:
+            raise PermissionDeniedError(
+                f"this service acts for {self._tenant!r}, so it can neither see nor erase "
+                f"{user_id!r}'s sessions; erase with ledger.service.erase_user({user_id!r})"
+            )
         if dry_run:
             async with self._uow(autocommit=True, tenant=user_id) as uow:
                 return ErasureReport(*await uow.maintenance.count_for_user(user_id))

@@ -74,14 +74,20 @@ class Sessions(ServiceBase):
 
     @operation()
     async def resolve_name(
-        self, name: str, *, user_id: str, create_as: SessionSpec | None = None
+        self,
+        name: str,
+        *,
+        user_id: str,
+        create_as: SessionSpec | None = None,
+        new_id: uuid.UUID | None = None,
     ) -> uuid.UUID | None:
         """The id of the session ``user_id`` opened by ``name`` (``None``: there is none).
 
         A name is its owner's: the session normally lives at the id derived from the user and
         the name (:func:`agentledger.domain.naming.resolve_session_uuid`), but when another
         user took that id first, the owner's session gets a random id and is found by its
-        recorded name. With ``create_as`` a missing session is created (its agent from it).
+        recorded name. With ``create_as`` a missing session is created (its agent from it),
+        under ``new_id`` (default: a random id) when the derived id is taken.
         """
         user = check_name(user_id, "user_id")
         name = check_name(name, "session name")
@@ -96,7 +102,7 @@ class Sessions(ServiceBase):
             # once under concurrent writers. The preferred id may be taken (by this user's
             # session: found below; by someone else's: a random id is the owner's instead).
             found = None
-            for candidate in (preferred, uuid.uuid4()):
+            for candidate in (preferred, new_id or uuid.uuid4()):
                 if await uow.sessions.create_missing(candidate, spec, now):
                     found = candidate
                 else:

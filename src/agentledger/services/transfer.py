@@ -68,6 +68,7 @@ class Transfer(History):
             archived_at=state.archived_at,
             trimmed_seq=state.trimmed_seq,
             damaged_seqs=tuple(damaged),
+            name=state.name,
         )
 
     @operation()
@@ -96,6 +97,7 @@ class Transfer(History):
         target = transcript.id if session_id is None else parse_session_id(session_id)
         agent = check_name(transcript.agent_name, "agent_name")
         title = None if transcript.title is None else check_title(transcript.title)
+        name = None if transcript.name is None else check_name(transcript.name, "name")
         meta = check_metadata(transcript.metadata)
         rows = {m.seq: prepare_item(m.item, m.seq) for m in transcript.messages}
         now = self._now()
@@ -110,6 +112,8 @@ class Transfer(History):
         async with self._uow() as uow:
             state = await uow.sessions.read(target)
             if state is None:
+                if name is not None and await uow.sessions.find_named(user, name, target):
+                    name = None  # the user has a session of that name already: it keeps it
                 await uow.sessions.create(
                     session_id=target,
                     user_id=user,
@@ -120,6 +124,7 @@ class Transfer(History):
                     created_at=not_after(transcript.created_at, now),
                     archived_at=None if archived is None else not_after(archived, now),
                     start_seq=start,
+                    name=name,
                 )
                 last = start
             else:

@@ -43,8 +43,8 @@ class Usages(ServiceBase):
         sid = parse_session_id(session_id)
         user_id = check_owner(user_id)
         async with self._read_uow(autocommit=True) as uow:
-            if user_id is not None:
-                await self._check_owner(uow, sid, user_id, missing_ok=True)
+            if user_id is not None and not await self._readable(uow, sid, user_id):
+                return Usage()
             return await uow.usage.totals(session_id=sid)
 
     @operation()

@@ -19,19 +19,21 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Select,
+    Uuid,
+    bindparam,
     delete,
     func,
     inspect,
     select,
+    text,
     true,
     tuple_,
     update,
 )
-from sqlalchemy.exc import IntegrityError
 
 from agentledger.db.models import sessions_table, usage_table
 from agentledger.db.repositories.base import Repository
-from agentledger.errors import OWN_TABLE_NAMES, referenced_error_from
+from agentledger.errors import OWN_TABLE_NAMES
 
 _sessions = sessions_table
 _usage = usage_table
@@ -68,10 +70,12 @@ class Candidate:
 
 @dataclass(frozen=True, slots=True)
 class BlockingForeignKey:
-    """A foreign key of another table that refers to agentledger's rows without ``ON DELETE``."""
+    """A foreign key of another table that refers to agentledger's rows without ``ON DELETE``;
+    ``session_column``: its column that holds the session id."""
 
     table: str
     constraint: str | None
+    session_column: str | None = None
 
 
 class MaintenanceRepository(Repository):
@@ -196,17 +200,11 @@ class MaintenanceRepository(Repository):
         statement = delete(_sessions).where(_sessions.c.id.in_(session_ids))
         if idle_before is not None:
             statement = statement.where(_sessions.c.updated_at < idle_before)
-        try:
-            result = await self._db.execute(statement.returning(_sessions.c.id, _message_count()))
-        except IntegrityError as error:
-            referenced = referenced_error_from(error, tuple(session_ids))
-            if referenced is None:
-                raise
-            raise referenced from error
-        return [
-            (session_id, int(messages), usage_records.get(session_id, 0))
-            for session_id, messages in result
-        ]
+        result = await self._delete(
+            statement.returning(_sessions.c.id, _message_count()), session_ids
+        )
+        rows: list[Any] = list(result)
+        return [(row[0], int(row[1]), usage_records.get(row[0], 0)) for row in rows]
 
     async def archive(
         self, session_ids: Sequence[uuid.UUID], *, idle_before: datetime, now: datetime
@@ -249,6 +247,21 @@ class MaintenanceRepository(Repository):
             statement = statement.where(_sessions.c.updated_at >= active_since)
         return list((await self._db.execute(statement)).scalars())
 
+    async def referring_key(self, session_id: uuid.UUID) -> BlockingForeignKey | None:
+        """The foreign key whose rows keep ``session_id`` (or its messages) from being deleted:
+        each candidate's table is asked for a row of that session. What a refusal on SQLite,
+        which does not name the key, is explained with."""
+        for key in await self.blocking_foreign_keys():
+            if key.session_column is None:
+                continue
+            table, column = _quoted(key.table), _quoted(key.session_column)
+            probe = text(f"SELECT 1 FROM {table} WHERE {column} = :sid LIMIT 1").bindparams(
+                bindparam("sid", type_=Uuid())
+            )
+            if (await self._db.execute(probe, {"sid": session_id})).first() is not None:
+                return key
+        return None
+
     async def blocking_foreign_keys(self) -> list[BlockingForeignKey]:
         """Foreign keys of other tables that refer to agentledger's tables and would block a
         delete (no ``ON DELETE CASCADE``/``SET NULL``/``SET DEFAULT``): what a delete refused
@@ -274,5 +287,22 @@ def _blocking_foreign_keys(connection: Connection) -> list[BlockingForeignKey]:
                 "SET NULL",
                 "SET DEFAULT",
             ):
-                found.append(BlockingForeignKey(table, key.get("name")))
+                found.append(BlockingForeignKey(table, key.get("name"), _session_column(key)))
     return found
+
+
+def _session_column(key: Any) -> str | None:
+    """The referring column that holds the session id (``agent_sessions.id``, or the
+    ``session_id`` of a per-session table)."""
+    wanted = "id" if key.get("referred_table") == "agent_sessions" else "session_id"
+    for constrained, referred in zip(
+        key.get("constrained_columns") or (), key.get("referred_columns") or (), strict=False
+    ):
+        if referred == wanted:
+            return str(constrained)
+    return None
+
+
+def _quoted(identifier: str) -> str:
+    """An identifier read from the catalog, quoted for SQL."""
+    return '"' + identifier.replace('"', '""') + '"'

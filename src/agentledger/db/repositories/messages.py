@@ -146,10 +146,12 @@ class MessageRepository(Repository):
         seq = (await self._db.execute(allocate)).scalar_one_or_none()
         if seq is None:
             return None
-        result = await self._db.execute(
+        result = await self._delete(
             delete(_messages)
             .where(_messages.c.session_id == session_id, _messages.c.seq == seq)
-            .returning(_messages.c.item, _messages.c.seq)
+            .returning(_messages.c.item, _messages.c.seq),
+            (session_id,),
+            messages=True,
         )
         kept = intact(session_id, result)  # a damaged newest item is removed, not returned
         return kept[0].item if kept else None
@@ -157,7 +159,11 @@ class MessageRepository(Repository):
     async def clear(self, session_id: uuid.UUID, now: datetime) -> None:
         """Delete every message and batch record; the next append starts at seq 1 again.
         The caller holds the session row's lock."""
-        await self._db.execute(delete(_messages).where(_messages.c.session_id == session_id))
+        await self._delete(
+            delete(_messages).where(_messages.c.session_id == session_id),
+            (session_id,),
+            messages=True,
+        )
         await self._db.execute(delete(_batches).where(_batches.c.session_id == session_id))
         await self._db.execute(
             update(_sessions)
@@ -169,8 +175,10 @@ class MessageRepository(Repository):
         """Drop every message after ``to_seq``, and the idempotency records of batches that
         reached past it (a retry of such a batch appends it again); ``last_seq := to_seq``.
         The caller holds the session row's lock."""
-        await self._db.execute(
-            delete(_messages).where(_messages.c.session_id == session_id, _messages.c.seq > to_seq)
+        await self._delete(
+            delete(_messages).where(_messages.c.session_id == session_id, _messages.c.seq > to_seq),
+            (session_id,),
+            messages=True,
         )
         await self._db.execute(
             delete(_batches).where(
@@ -187,10 +195,12 @@ class MessageRepository(Repository):
 
     async def trim_front(self, session_id: uuid.UUID, new_trimmed_seq: int) -> None:
         """Delete the messages up to ``new_trimmed_seq`` and record it (row lock held)."""
-        await self._db.execute(
+        await self._delete(
             delete(_messages).where(
                 _messages.c.session_id == session_id, _messages.c.seq <= new_trimmed_seq
-            )
+            ),
+            (session_id,),
+            messages=True,
         )
         await self._db.execute(
             update(_sessions)

@@ -7,14 +7,13 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import case, delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
 
 from agentledger.db.models import sessions_table
 from agentledger.db.repositories.base import Repository
+from agentledger.db.rows import intact_metadata
 from agentledger.db.statements import OWNER_QUERY, session_query
 from agentledger.domain.display import picker_title
 from agentledger.domain.records import SessionSpec, SessionState, SessionSummary
-from agentledger.errors import referenced_error_from
 
 _sessions = sessions_table
 
@@ -39,7 +38,7 @@ def state_of(row: Any) -> SessionState:
         id=row.id,
         user_id=row.user_id,
         agent_name=row.agent_name,
-        metadata=row.metadata,
+        metadata=intact_metadata(row.id, row.metadata),
         title=row.title,
         created_at=row.created_at,
         updated_at=row.updated_at,
@@ -219,7 +218,7 @@ class SessionRepository(Repository):
                 id=row.id,
                 user_id=row.user_id,
                 agent_name=row.agent_name,
-                metadata=row.metadata,
+                metadata=intact_metadata(row.id, row.metadata),
                 created_at=row.created_at,
                 updated_at=row.updated_at,
                 # Sequences are gap-free from trimmed_seq + 1 to last_seq.
@@ -237,13 +236,7 @@ class SessionRepository(Repository):
         statement = delete(_sessions).where(_sessions.c.id == session_id)
         if user_id is not None:
             statement = statement.where(_sessions.c.user_id == user_id)
-        try:
-            result = await self._db.execute(statement.returning(_sessions.c.id))
-        except IntegrityError as error:
-            referenced = referenced_error_from(error, (session_id,))
-            if referenced is None:
-                raise
-            raise referenced from error
+        result = await self._delete(statement.returning(_sessions.c.id), (session_id,))
         return result.first() is not None
 
     async def update(self, session_id: uuid.UUID, **values: Any) -> None:
