@@ -4,6 +4,8 @@ SQLAlchemy 2.0 models on PostgreSQL (asyncpg) or SQLite (aiosqlite), Alembic rev
 the package, a unit-of-work service layer, and OpenAI Agents SDK session memory.
 """
 
+import logging
+
 from agentledger._version import __version__
 from agentledger.config import LedgerSettings
 from agentledger.db.engine import configure_sqlite
@@ -26,6 +28,7 @@ from agentledger.domain.transcripts import SessionTranscript
 from agentledger.domain.windows import HistoryWindow
 from agentledger.errors import (
     AlreadyExistsError,
+    ConfigurationError,
     ConflictError,
     ConnectionLostError,
     DatabaseUnavailableError,
@@ -37,12 +40,17 @@ from agentledger.errors import (
     RetryableError,
     SchemaNotReadyError,
     SessionNotFoundError,
+    SessionReferencedError,
     UnsupportedBackendError,
 )
 from agentledger.ledger import Ledger
 from agentledger.schema.alembic import host_include_object, include_object
 from agentledger.schema.row_security import RowSecurityStatus
 from agentledger.services.facade import SessionService
+
+# A library logs, the application decides where it goes: no "No handlers" warnings, no output
+# unless the application configures logging.
+logging.getLogger("agentledger").addHandler(logging.NullHandler())
 
 
 def __getattr__(name: str) -> object:
@@ -59,6 +67,7 @@ __all__ = [
     "AgentSession",
     "AlreadyExistsError",
     "AppendResult",
+    "ConfigurationError",
     "ConflictError",
     "ConnectionLostError",
     "ConversationMessage",
@@ -85,6 +94,7 @@ __all__ = [
     "SessionNotFoundError",
     "SessionPage",
     "SessionRecord",
+    "SessionReferencedError",
     "SessionService",
     "SessionSummary",
     "SessionTranscript",

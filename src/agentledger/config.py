@@ -8,14 +8,14 @@ a repr, a log line or an error: use :func:`safe_url` whenever a URL is shown.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import AliasChoices, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import URL
 
 from agentledger.db.urls import normalize_url, safe_url
-from agentledger.domain.retention import RetentionPolicy
+from agentledger.domain.retention import RetentionPolicy, parse_policies
 from agentledger.errors import ConfigurationError
 
 __all__ = [
@@ -77,7 +77,7 @@ class LedgerSettings(BaseSettings):
         "agentledger's revisions (one history, one alembic_version): the schema check then "
         "follows that history to find agentledger's applied revisions.",
     )
-    retention: dict[str, RetentionPolicy] = Field(
+    retention: Annotated[dict[str, RetentionPolicy], NoDecode] = Field(
         default_factory=dict,
         description="Retention policies per agent name ('*': every other agent), applied by "
         '`agentledger cleanup`; JSON in AGENTLEDGER_RETENTION, e.g. {"*": {"days": 90}, '
@@ -112,6 +112,12 @@ class LedgerSettings(BaseSettings):
         if value is not None:
             normalize_url(value)
         return value
+
+    @field_validator("retention", mode="before")
+    @classmethod
+    def _policies(cls, value: object) -> dict[str, RetentionPolicy]:
+        # One set of rules for AGENTLEDGER_RETENTION, --policy-file and Python callers.
+        return parse_policies(value)
 
     @property
     def url(self) -> URL:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
@@ -154,6 +155,7 @@ def write_file(path: Path, write: Callable[[TextIO], None], *, force: bool) -> N
         ) from None
     try:
         with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as stream:
+            os.fchmod(stream.fileno(), _mode_for(path))
             write(stream)
             stream.flush()
             os.fsync(stream.fileno())
@@ -165,6 +167,17 @@ def write_file(path: Path, write: Callable[[TextIO], None], *, force: bool) -> N
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
+
+
+def _mode_for(path: Path) -> int:
+    """The permissions the file gets: those of the file it replaces, else what ``open``
+    would give a new file under the umask (the temporary file starts private, 0600)."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def _place_without_replacing(temporary: str, path: Path) -> None:

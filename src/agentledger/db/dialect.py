@@ -17,6 +17,7 @@ What differs:
 
 from __future__ import annotations
 
+import copy
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -76,6 +77,15 @@ class Dialect:
     #: Makes deferrable constraints of the transaction checked per statement (``None``: they
     #: are already), so a delete another table's foreign key refuses fails where it is made.
     immediate_constraints: TextClause | None = None
+
+    def with_deferred_constraints_kept(self) -> Dialect:
+        """This strategy without ``immediate_constraints``, for a transaction that is not
+        agentledger's (a refused delete then fails at the caller's commit instead)."""
+        if self.immediate_constraints is None:
+            return self
+        kept = copy.copy(self)
+        kept.immediate_constraints = None
+        return kept
 
     def insert(self, table: Table) -> Any:
         """An INSERT that supports ``on_conflict_do_nothing``."""

@@ -108,6 +108,20 @@ def check_pooled_connections(
             raise DisconnectionError(f"a pooled connection failed its ping: {error}") from error
 
 
+class _WithoutStatementArguments(logging.Filter):
+    """aiosqlite logs every call it runs at DEBUG, with the SQL's arguments: message contents
+    and metadata would land in an application's debug logs. Those records are dropped; its
+    other records (warnings, errors) pass."""
+
+    _CALLS = ("executing %s", "operation %s completed", "returning exception %s")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg not in self._CALLS
+
+
+_AIOSQLITE_FILTER = _WithoutStatementArguments()
+
+
 def configure_sqlite(engine: AsyncEngine, *, busy_timeout: float = 30.0) -> None:
     """Foreign keys on, WAL, a busy timeout, and transactions SQLAlchemy really controls.
 
@@ -118,6 +132,9 @@ def configure_sqlite(engine: AsyncEngine, *, busy_timeout: float = 30.0) -> None
     """
     sync_engine = engine.sync_engine
     in_memory = engine.url.database in (None, "", ":memory:")
+    aiosqlite_logger = logging.getLogger("aiosqlite")
+    if _AIOSQLITE_FILTER not in aiosqlite_logger.filters:
+        aiosqlite_logger.addFilter(_AIOSQLITE_FILTER)
 
     @event.listens_for(sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:

@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Protocol, Self
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -43,6 +44,7 @@ from agentledger.db.repositories.messages import MessageRepository
 from agentledger.db.repositories.search import SearchRepository
 from agentledger.db.repositories.sessions import SessionRepository
 from agentledger.db.repositories.usage import UsageRepository
+from agentledger.errors import LedgerDatabaseError, server_report, sqlstate_of
 
 
 class UnitOfWorkFactory(Protocol):
@@ -126,6 +128,18 @@ class _BorrowedSession(_Transaction):
         self._savepoint: AsyncSessionTransaction | None = None
 
     async def begin(self) -> AsyncSession | None:
+        # The savepoint would flush the caller's pending changes anyway; flushing first keeps
+        # their failure from being mistaken for one of agentledger's.
+        try:
+            await self._session.flush()
+        except SQLAlchemyError as error:
+            said = server_report(error).describe() or type(error).__name__
+            raise LedgerDatabaseError(
+                "your session's pending changes could not be flushed before agentledger's "
+                f"savepoint ({said}); nothing of agentledger's was written. Fix or roll back "
+                "those changes first",
+                sqlstate=sqlstate_of(error),
+            ) from error
         self._savepoint = await self._session.begin_nested()
         return self._session
 
@@ -274,6 +288,10 @@ class UnitOfWork:
     def _bind_repositories(self) -> None:
         db = lambda: self.db  # noqa: E731 - made on first use
         dialect = self.dialect
+        if isinstance(self._transaction, (_BorrowedSession, _BorrowedConnection)):
+            # The caller's transaction keeps its own constraint timing: SET CONSTRAINTS would
+            # outlive our SAVEPOINT and check the caller's deferred rows early.
+            dialect = dialect.with_deferred_constraints_kept()
         self.sessions = SessionRepository(db, dialect)
         self.messages = MessageRepository(db, dialect, self.statements, atomic=self.atomic)
         self.batches = BatchRepository(db, dialect)

@@ -83,9 +83,10 @@ def parse_policies(value: object) -> dict[str, RetentionPolicy]:
     if isinstance(value, (str, bytes)):
         try:
             value = json.loads(value)
-        except ValueError as error:
+        except (ValueError, RecursionError) as error:
+            problem = "nested too deeply" if isinstance(error, RecursionError) else str(error)
             raise InvalidInputError(
-                f"retention policies are not valid JSON ({error}); expected e.g. "
+                f"retention policies are not valid JSON ({problem}); expected e.g. "
                 '{"*": {"days": 30}}'
             ) from None
     if not isinstance(value, Mapping):

@@ -267,6 +267,7 @@ class LedgerSession:
 
     async def pop_item(self) -> TResponseInputItem | None:
         """Remove and return the newest item (``None`` when empty); each item is popped once."""
+        await self.check_access()
         target = await self.resolve(create=False)
         if target is None:
             return None
@@ -277,6 +278,7 @@ class LedgerSession:
 
     async def clear_session(self) -> None:
         """Delete every item of the session (the session row, its owner and usage stay)."""
+        await self.check_access()
         target = await self.resolve(create=False)
         if target is not None:
             await self._service.clear_session(target, user_id=self._user_id)

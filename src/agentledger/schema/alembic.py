@@ -123,8 +123,9 @@ def _foreign_schema_advice(tables: set[str]) -> str:
             "with `alembic upgrade heads` there (and set AGENTLEDGER_HOST_ALEMBIC_INI)"
         )
     return (
-        "if it is the seed's schema, run `agentledger db adopt`; if your application created "
-        "it, keep managing it from there"
+        "if it is the seed's schema, run `agentledger db adopt`; if metadata.create_all() "
+        "made it (a test or a quick start), drop those tables and run `agentledger db upgrade`; "
+        "if your application's migrations created it, keep managing it from there"
     )
 
 

@@ -78,7 +78,8 @@ class SchemaState:
             return (
                 "agentledger's tables exist but no Alembic version table records them; if your "
                 "application's Alembic history created them, run `alembic upgrade heads` there; "
-                "if it is the seed's schema, run `agentledger db adopt`"
+                "if it is the seed's schema, run `agentledger db adopt`; if metadata.create_all() "
+                "made them (a test or a quick start), drop them and run `agentledger db upgrade`"
             )
         return f"{_UPGRADE}, or set AGENTLEDGER_MIGRATE_ON_START=true"
 

@@ -150,25 +150,24 @@ class History(ServiceBase):
 
     @operation()
     async def pop_item(self, session_id: SessionId, *, user_id: str | None = None) -> Any:
-        """Remove and return the newest item (``None`` when empty); exactly once per item."""
+        """Remove and return the newest item (``None`` when empty, missing or another user's);
+        exactly once per item."""
         sid = parse_session_id(session_id)
         user_id = check_owner(user_id)
         async with self._uow() as uow:  # two statements: see MessageRepository.pop
-            item = await uow.messages.pop(sid, user_id, self._now())
+            item = await uow.messages.pop(sid, user_id, self._now())  # the owner's only
             await uow.commit()
-            if item is None and user_id is not None:
-                await self._check_owner(uow, sid, user_id, missing_ok=True)
         return item
 
     @operation()
     async def clear_session(self, session_id: SessionId, *, user_id: str | None = None) -> None:
-        """Delete every message of the session (the session itself stays)."""
+        """Delete every message of the session (the session itself stays); a missing or
+        another user's session is left alone."""
         sid = parse_session_id(session_id)
         user_id = check_owner(user_id)
         async with self._uow() as uow:
             if await uow.sessions.lock(sid, user_id) is None:
-                await self._check_owner(uow, sid, user_id, missing_ok=True)
-                return
+                return  # missing, or another user's: nothing to clear, as for a missing one
             await uow.messages.clear(sid, self._now())
             await uow.commit()
 
