@@ -616,22 +616,32 @@ async def revisions_of(url: str) -> tuple[str, ...]:
         return await ledger.current_revisions()
 
 
-def test_db_downgrade_refused_by_a_host_table_reports_the_server(
-    pg_database_url: str, capsys: pytest.CaptureFixture[str]
+def test_db_downgrade_refused_while_a_host_table_refers_to_ours(
+    database_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    run_sync(add_host_table(pg_database_url))
+    # On PostgreSQL the server would refuse the DROP; on SQLite (foreign keys off while
+    # migrating) it would succeed and leave tickets pointing at nothing. Both refuse first.
+    run_sync(add_host_table(database_url))
 
-    code, out, err = cli(capsys, pg_database_url, "db", "downgrade", "base")
+    code, out, err = cli(capsys, database_url, "db", "downgrade", "base")
 
     assert code == 1, (out, err)
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
-    assert "depend" in err.lower(), err
-    assert TABLE in err, err
-    assert "check the server log" not in err, err
+    assert f"{TABLE}.{CONSTRAINT} -> agent_sessions" in err, err
+    assert "drop those keys" in err, err
     assert "Traceback" not in err
-    # The refused downgrade left the schema as it was.
-    assert run_sync(revisions_of(pg_database_url)) == (HEAD,)
+    # The refused downgrade left the schema and the rows as they were.
+    assert run_sync(revisions_of(database_url)) == (HEAD,)
+    assert OWNED_TABLES | {TABLE} <= run_sync(tables_of(database_url))
+
+
+async def tables_of(url: str) -> set[str]:
+    engine = open_engine(url)
+    try:
+        return await table_names(engine)
+    finally:
+        await engine.dispose()
 
 
 # -- 6. ensure_schema ----------------------------------------------------------------------------

@@ -142,6 +142,8 @@ async def test_squatting_the_derived_id_does_not_block_alices_name(
     assert await session.pop_item() is None
     await session.clear_session()
     assert await session.windowed(max_turns=1).get_items() == []
+    # Nor does the session point at mallory's: its id is a fresh one of alice's to be.
+    assert session.ledger_session_id != PREFERRED
 
     first_turn = [user_item("alice's question"), reply("alice's answer")]
     second_turn = [user_item("alice's follow-up"), reply("alice's second answer")]

@@ -23,6 +23,7 @@ row-level security policies (see :mod:`agentledger.schema.row_security`).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Protocol, Self
@@ -44,7 +45,12 @@ from agentledger.db.repositories.messages import MessageRepository
 from agentledger.db.repositories.search import SearchRepository
 from agentledger.db.repositories.sessions import SessionRepository
 from agentledger.db.repositories.usage import UsageRepository
-from agentledger.errors import LedgerDatabaseError, server_report, sqlstate_of
+from agentledger.errors import (
+    LedgerDatabaseError,
+    referenced_error_from,
+    server_report,
+    sqlstate_of,
+)
 
 
 class UnitOfWorkFactory(Protocol):
@@ -313,8 +319,22 @@ class UnitOfWork:
 
     async def commit(self) -> None:
         """Make the work durable (owned) or release the SAVEPOINT into the caller's transaction.
-        Statements that ran through the driver (single statements) committed by themselves."""
-        await self._transaction.commit(self._session)
+        Statements that ran through the driver (single statements) committed by themselves.
+
+        A foreign key checked only now (``DEFERRABLE INITIALLY DEFERRED``; SQLite cannot be
+        told to check one earlier) that refuses a delete raises
+        :class:`~agentledger.errors.SessionReferencedError`, as at the delete itself."""
+        try:
+            await self._transaction.commit(self._session)
+        except SQLAlchemyError as error:
+            # SQLite keeps the transaction open after a refused COMMIT: end it here, or the
+            # connection would go back to the pool inside it.
+            with contextlib.suppress(SQLAlchemyError):
+                await self._transaction.rollback(self._session)
+            referenced = referenced_error_from(error, ())
+            if referenced is None:
+                raise
+            raise referenced from error
         self._committed = True
 
     async def rollback(self) -> None:

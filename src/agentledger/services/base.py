@@ -150,16 +150,21 @@ class ServiceBase:
     async def _explained(
         self, error: SessionReferencedError, session_ids: tuple[uuid.UUID, ...]
     ) -> SessionReferencedError:
-        """``error`` naming the foreign key even where the database did not (SQLite): the
-        candidate tables are asked which one holds a row of the session."""
-        table, constraint = error.table, error.constraint
-        if table is None and session_ids:
+        """``error`` naming the foreign key even where the database did not (SQLite: the
+        candidate tables are asked which one holds a row of the session), and saying whether
+        that key refers to the sessions or to their messages."""
+        table, constraint, messages = error.table, error.constraint, error.messages
+        if session_ids:
             async with self._uow(autocommit=True) as uow:
-                key = await uow.maintenance.referring_key(session_ids[0])
+                if table is None:
+                    key = await uow.maintenance.referring_key(session_ids[0])
+                else:
+                    key = await uow.maintenance.foreign_key(table, constraint)
             if key is not None:
                 table, constraint = key.table, key.constraint
+                messages = messages or key.on_messages
         return referenced_error(
-            table, constraint, session_ids, messages=error.messages, sqlstate=error.sqlstate
+            table, constraint, session_ids, messages=messages, sqlstate=error.sqlstate
         )
 
     async def _require_every_tenant(self, operation: str) -> None:

@@ -133,12 +133,17 @@ class Maintenance(ServiceBase):
         total = ErasureReport()
         after: uuid.UUID | None = None
         while True:
-            async with self._uow(tenant=user_id) as uow:
-                batch = await uow.maintenance.user_sessions(user_id, after=after, limit=batch_size)
-                if not batch:
-                    return total
-                deleted, blocked = await self._delete_sessions(uow, [c.id for c in batch])
-                await uow.commit()
+            try:
+                async with self._uow(tenant=user_id) as uow:
+                    batch = await uow.maintenance.user_sessions(
+                        user_id, after=after, limit=batch_size
+                    )
+                    if not batch:
+                        return total
+                    deleted, blocked = await self._delete_sessions(uow, [c.id for c in batch])
+                    await uow.commit()
+            except SessionReferencedError:  # refused at commit: each session on its own
+                deleted, blocked = await self._delete_each([c.id for c in batch], tenant=user_id)
             after = batch[-1].id
             total += ErasureReport(
                 len(deleted),
@@ -250,19 +255,25 @@ class Maintenance(ServiceBase):
         never chosen again."""
         after: tuple[datetime, uuid.UUID] | None = None
         while True:
-            async with self._uow() as uow:
-                batch = await uow.maintenance.idle(
-                    scope,
-                    cutoff,
-                    after=after,
-                    limit=batch_size,
-                    max_messages=max_messages,
-                    unarchived_only=archive_at is not None,
+            try:
+                async with self._uow() as uow:
+                    batch = await uow.maintenance.idle(
+                        scope,
+                        cutoff,
+                        after=after,
+                        limit=batch_size,
+                        max_messages=max_messages,
+                        unarchived_only=archive_at is not None,
+                    )
+                    if not batch:
+                        return
+                    counts, blocked = await self._retire_batch(uow, batch, cutoff, archive_at)
+                    await uow.commit()
+            except SessionReferencedError:  # refused at commit: each session on its own
+                deleted, blocked = await self._delete_each(
+                    [candidate.id for candidate in batch], idle_before=cutoff
                 )
-                if not batch:
-                    return
-                counts, blocked = await self._retire_batch(uow, batch, cutoff, archive_at)
-                await uow.commit()
+                counts = _deletion_counts(deleted, blocked)
             after = batch[-1].key
             progress(counts, blocked)
 
@@ -278,12 +289,7 @@ class Maintenance(ServiceBase):
             done = await uow.maintenance.archive(ids, idle_before=cutoff, now=archive_at)
             return RetentionCounts(archived_sessions=done), []
         deleted, blocked = await self._delete_sessions(uow, ids, idle_before=cutoff)
-        counts = RetentionCounts(
-            deleted_sessions=len(deleted),
-            deleted_messages=sum(messages for _sid, messages, _usage in deleted),
-            blocked_sessions=len(blocked),
-        )
-        return counts, blocked
+        return _deletion_counts(deleted, blocked), blocked
 
     async def _delete_sessions(
         self,
@@ -307,20 +313,38 @@ class Maintenance(ServiceBase):
                     deleted += await uow.maintenance.delete([sid], idle_before=idle_before)
             except SessionReferencedError as error:
                 blocked.append(BlockedSession(sid, error.table, error.constraint))
-        if blocked and blocked[0].table is None:  # SQLite does not name the foreign key
-            keys = await uow.maintenance.blocking_foreign_keys()
-            if len(keys) == 1:
-                blocked = [
-                    BlockedSession(b.session_id, keys[0].table, keys[0].constraint) for b in blocked
-                ]
+        named: list[BlockedSession] = []
         for session in blocked:
-            logger.warning(
-                "agentledger: session %s was not deleted: table %s refers to it (foreign key "
-                "%s without ON DELETE)",
-                session.session_id,
-                session.table or "(unknown)",
-                session.constraint or "(unnamed)",
-            )
+            if session.table is None:  # SQLite does not name the foreign key: find its table
+                key = await uow.maintenance.referring_key(session.session_id)
+                if key is not None:
+                    session = BlockedSession(session.session_id, key.table, key.constraint)
+            named.append(session)
+        _log_blocked(named)
+        return deleted, named
+
+    async def _delete_each(
+        self,
+        session_ids: list[uuid.UUID],
+        *,
+        idle_before: datetime | None = None,
+        tenant: str | None = None,
+    ) -> tuple[Deleted, list[BlockedSession]]:
+        """Delete these sessions one transaction each: what a batch falls back to when a
+        foreign key checked at commit (deferred) refused it as a whole."""
+        deleted: Deleted = []
+        blocked: list[BlockedSession] = []
+        for sid in session_ids:
+            try:
+                async with self._uow(tenant=tenant) as uow:
+                    gone = await uow.maintenance.delete([sid], idle_before=idle_before)
+                    await uow.commit()
+            except SessionReferencedError as error:
+                explained = await self._explained(error, (sid,))
+                blocked.append(BlockedSession(sid, explained.table, explained.constraint))
+            else:
+                deleted += gone
+        _log_blocked(blocked)
         return deleted, blocked
 
     async def _trim_sessions(
@@ -377,3 +401,22 @@ class Maintenance(ServiceBase):
                 await uow.messages.trim_front(sid, state.trimmed_seq + cut)
                 await uow.commit()
         return cut
+
+
+def _deletion_counts(deleted: Deleted, blocked: list[BlockedSession]) -> RetentionCounts:
+    return RetentionCounts(
+        deleted_sessions=len(deleted),
+        deleted_messages=sum(messages for _sid, messages, _usage in deleted),
+        blocked_sessions=len(blocked),
+    )
+
+
+def _log_blocked(blocked: list[BlockedSession]) -> None:
+    for session in blocked:
+        logger.warning(
+            "agentledger: session %s was not deleted: table %s refers to it (foreign key "
+            "%s without ON DELETE)",
+            session.session_id,
+            session.table or "(unknown)",
+            session.constraint or "(unnamed)",
+        )

@@ -76,6 +76,8 @@ class BlockingForeignKey:
     table: str
     constraint: str | None
     session_column: str | None = None
+    #: The key refers to messages (``conversation_messages``), not to sessions.
+    on_messages: bool = False
 
 
 class MaintenanceRepository(Repository):
@@ -262,6 +264,13 @@ class MaintenanceRepository(Repository):
                 return key
         return None
 
+    async def foreign_key(self, table: str, constraint: str | None) -> BlockingForeignKey | None:
+        """The blocking foreign key the database named (``None``: not one of them)."""
+        for key in await self.blocking_foreign_keys():
+            if key.table == table and (constraint is None or key.constraint == constraint):
+                return key
+        return None
+
     async def blocking_foreign_keys(self) -> list[BlockingForeignKey]:
         """Foreign keys of other tables that refer to agentledger's tables and would block a
         delete (no ``ON DELETE CASCADE``/``SET NULL``/``SET DEFAULT``): what a delete refused
@@ -287,7 +296,14 @@ def _blocking_foreign_keys(connection: Connection) -> list[BlockingForeignKey]:
                 "SET NULL",
                 "SET DEFAULT",
             ):
-                found.append(BlockingForeignKey(table, key.get("name"), _session_column(key)))
+                found.append(
+                    BlockingForeignKey(
+                        table,
+                        key.get("name"),
+                        _session_column(key),
+                        on_messages=key.get("referred_table") == "conversation_messages",
+                    )
+                )
     return found
 
 
