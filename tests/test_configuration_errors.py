@@ -177,3 +177,52 @@ def test_the_url_host_stays_visible() -> None:
     assert safe_url(make_url("postgresql://a:b@host.example:6543/db")) == (
         "postgresql://a:***@host.example:6543/db"
     )
+
+
+@pytest.mark.parametrize(
+    ("url", "named"),
+    [
+        ("postgresql://app@db.example:70000/app", "port"),
+        ("postgresql://app@db.example/app?port=0", "port"),
+        ("postgresql://app@db.example/app?port=99999", "port"),
+        ("postgresql://app@db\x00.example/app", "U+0000"),
+        ("postgresql://app@db.example/a\x00pp", "U+0000"),
+        (f"postgresql://app@{'x' * 64}.example/app", "host"),
+        ("postgresql://app@db..example/app", "host"),
+        ("sqlite+aiosqlite:///relative.db?uri=true", "file:"),
+    ],
+)
+def test_unusable_url_parts_are_configuration_errors(url: str, named: str) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        Ledger.from_settings(LedgerSettings(database_url=url))
+    assert named in str(raised.value)
+    assert "Traceback" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        ("[" * 50_000 + "]" * 50_000, "nested too deeply"),
+        ('{"*": {"days": -1}}', "days"),
+        ('{"*": {"weeks": 1}}', "allowed keys"),
+        ("not json", "not valid JSON"),
+    ],
+)
+def test_a_bad_retention_setting_is_refused_with_its_rule(
+    monkeypatch: pytest.MonkeyPatch, value: str, said: str
+) -> None:
+    monkeypatch.setenv("AGENTLEDGER_RETENTION", value)
+    with pytest.raises(Exception) as raised:  # noqa: PT011 - pydantic's ValidationError
+        LedgerSettings()
+    assert said in str(raised.value)
+
+
+def test_a_retention_setting_from_the_environment_is_parsed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(
+        "AGENTLEDGER_RETENTION", '{"*": {"days": 30}, "support": {"days": 9, "archive": true}}'
+    )
+    parsed = LedgerSettings().retention
+    assert parsed["*"].days == 30
+    assert parsed["support"].archive is True

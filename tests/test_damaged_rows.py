@@ -70,3 +70,41 @@ async def test_a_damaged_row_is_left_out_of_every_read(
     assert (await svc.pop_item(session.id))["content"] == "m2"
     assert [item["content"] for item in await svc.get_items(session.id)] == ["m1"]
     assert not any(SECRET in r.getMessage() for r in caplog.records)
+
+
+async def test_damaged_session_metadata_reads_as_empty_and_never_blocks_a_listing(
+    ledger: Ledger, backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    svc = ledger.service
+    damaged = await svc.create_session(user_id="u", agent_name="a", metadata={"k": 1})
+    intact = await svc.create_session(user_id="u", agent_name="a", metadata={"k": 1})
+    if backend == "sqlite":
+        statement = "UPDATE agent_sessions SET metadata = :bad WHERE id = :sid"
+        bad, sid = "{not json " + SECRET, damaged.id.hex
+    else:
+        statement = "UPDATE agent_sessions SET metadata = CAST(:bad AS json) WHERE id = :sid"
+        bad, sid = "[" * 5_000 + f'"{SECRET}"' + "]" * 5_000, damaged.id
+    async with ledger.engine.begin() as connection:
+        await connection.execute(text(statement), {"bad": bad, "sid": sid})
+    caplog.set_level(logging.WARNING, logger="agentledger")
+
+    record = await svc.get_session(damaged.id)
+    assert record is not None
+    assert record.metadata == {}
+    page = await svc.list_user_sessions("u")
+    assert {summary.id: summary.metadata for summary in page.sessions} == {
+        damaged.id: {},
+        intact.id: {"k": 1},
+    }
+    filtered = await svc.list_user_sessions("u", metadata={"k": 1})
+    assert [summary.id for summary in filtered.sessions] == [intact.id]
+
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(str(damaged.id) in warning for warning in warnings)
+    assert not any(SECRET in r.getMessage() for r in caplog.records)
+
+    # Setting metadata again repairs it.
+    await svc.update_metadata(damaged.id, {"k": 2})
+    repaired = await svc.get_session(damaged.id)
+    assert repaired is not None
+    assert repaired.metadata == {"k": 2}

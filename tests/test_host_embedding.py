@@ -598,6 +598,15 @@ def test_schema_state_inside_the_host_history(
         code, out, err = cli(capsys, url, "db", "current", "--check")
         assert code == 1, (out, err)
         assert_advises_host_upgrade(out)
+
+    # agentledger's own history commands must not migrate a database whose revisions run in
+    # the host's history: they refuse, pointing at the host's Alembic, and change nothing.
+    for command in (("db", "upgrade"), ("db", "downgrade", "base")):
+        code, out, err = cli(capsys, url, *command)
+        assert code == 1, (command, out, err)
+        assert "must not migrate this database" in err, err
+        assert "alembic upgrade heads" in err, err
+        assert run_sync(host_version_rows(url)) == ["host_0001"]
         assert_advises_host_upgrade(run_sync(ledger_refuses(url)))
 
 

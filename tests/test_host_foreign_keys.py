@@ -19,8 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from agentledger import (
-    LedgerDatabaseError,
     Ledger,
+    LedgerDatabaseError,
     SchemaNotReadyError,
     SessionReferencedError,
     SessionService,
@@ -246,7 +246,6 @@ async def test_one_step_down_and_up_keeps_every_message(empty_database_url: str)
 
 
 async def test_using_a_database_never_migrated_says_what_to_run(empty_database_url: str) -> None:
-    async with Ledger.from_url(empty_database_url) as ledger:
-        async with ledger.engine.connect() as connection:
-            with pytest.raises(SchemaNotReadyError, match="agentledger db upgrade"):
-                await ledger.service.using(connection).create_session("u", "support")
+    async with Ledger.from_url(empty_database_url) as ledger, ledger.engine.connect() as connection:
+        with pytest.raises(SchemaNotReadyError, match="agentledger db upgrade"):
+            await ledger.service.using(connection).create_session("u", "support")

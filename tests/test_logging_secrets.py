@@ -49,3 +49,24 @@ async def test_echo_logs_statements_but_not_parameters(
     text = "\n".join(record.getMessage() for record in caplog.records)
     assert "conversation_messages" in text  # statements are logged...
     assert CONTENT not in text  # ...their parameters are not
+
+
+async def test_aiosqlite_debug_logs_carry_no_message_content(
+    database_url: str, backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # aiosqlite logs each call with its arguments at DEBUG; an application that turns every
+    # logger up to DEBUG must still not find message content in its logs.
+    caplog.set_level(logging.DEBUG)
+    async with Ledger.from_url(database_url) as ledger:
+        svc = ledger.service
+        session = await svc.create_session(user_id="u", agent_name="a")
+        await svc.add_message(session.id, role="user", content=CONTENT)
+        assert [m.content for m in (await svc.get_session(session.id)).messages] == [CONTENT]  # type: ignore[union-attr]
+    assert caplog.records  # the logging was on
+    for record in caplog.records:
+        assert CONTENT not in record.getMessage(), (record.name, record.levelname)
+
+
+def test_the_library_logger_has_a_null_handler() -> None:
+    handlers = logging.getLogger("agentledger").handlers
+    assert any(isinstance(handler, logging.NullHandler) for handler in handlers)

@@ -102,7 +102,7 @@ async def test_can_write_tells_whether_a_write_would_be_stored(ledger: Ledger) -
 
 async def test_create_as_for_another_user_than_user_id_is_refused(ledger: Ledger) -> None:
     sid = uuid.uuid4()
-    with pytest.raises(InvalidInputError, match="create_as.user_id"):
+    with pytest.raises(InvalidInputError, match=r"create_as\.user_id"):
         await ledger.service.add_items(
             sid, [user_item("x")], user_id=INTRUDER, create_as=SessionSpec(OWNER, "A")
         )

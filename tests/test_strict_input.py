@@ -35,6 +35,9 @@ NOT_ROUND_TRIPPABLE: dict[str, Any] = {
     "a float key deep down": {"type": "x", "data": [[{"ok": {2.5: "no"}}]]},
     "a tuple": {"type": "x", "data": ("a", "b")},
     "a cycle": _cyclic(),
+    "a type longer than the chat view's column": {"type": "t" * 65},
+    "a type with NUL": {"type": "function\x00call"},
+    "an integer of more than 4300 digits": {"type": "x", "data": 10**5000},
 }
 
 

@@ -10,6 +10,7 @@ import io
 import json
 import os
 import re
+import stat
 import subprocess
 import sys
 import uuid
@@ -338,6 +339,7 @@ def test_existing_files_are_replaced_only_with_force(
         assert target.read_bytes() == original
     assert sorted(exports.iterdir()) == [target]
 
+    target.chmod(0o640)  # shared with a group: replacing it keeps that
     code, out, err = cli(
         capsys, database_url, "sessions", "export", str(first), "-o", str(target), "--force"
     )
@@ -346,6 +348,18 @@ def test_existing_files_are_replaced_only_with_force(
         url_export(database_url, first)
     )
     assert sorted(exports.iterdir()) == [target]
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640
+
+    # A new file gets what the umask gives any new file, not the temporary file's 0600.
+    fresh = exports / "fresh.jsonl"
+    previous = os.umask(0o022)
+    try:
+        code, _, err = cli(capsys, database_url, "sessions", "export", str(first), "-o", str(fresh))
+    finally:
+        os.umask(previous)
+    assert code == 0, err
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o644
+    fresh.unlink()
 
     # --all: one existing target refuses the whole run before anything is written.
     folder = tmp_path / "all"

@@ -329,3 +329,30 @@ def test_cli_export_and_import(
             assert await ledger.service.get_items(new_id) == await ledger.service.get_items(sid)
 
     run_sync(check())
+
+
+async def test_a_named_session_keeps_its_name_through_export_and_import(
+    ledger: Ledger, empty_database_url: str
+) -> None:
+    memory = ledger.agent_session("support-chat", user_id="alice", agent_name="A")
+    await memory.add_items([{"role": "user", "content": "hello"}])
+    transcript = await ledger.service.export_session(memory.ledger_session_id)
+    assert transcript.name == "support-chat"
+    parsed = loads_jsonl(dumps_jsonl(transcript))
+    assert parsed.name == "support-chat"
+
+    async with Ledger.from_url(empty_database_url) as other:
+        await other.upgrade()
+        await other.service.import_session(parsed, user_id="alice")
+        # The same name opens the imported history there.
+        there = other.agent_session("support-chat", user_id="alice", agent_name="A")
+        assert await there.get_items() == [{"role": "user", "content": "hello"}]
+
+        # Imported again under a new id, the copy leaves the name to the session holding it.
+        copy = await other.service.import_session(parsed, user_id="alice", session_id=uuid.uuid4())
+        record = await other.service.get_session(copy.session_id, user_id="alice")
+        assert record is not None
+        assert record.name is None
+        assert await other.service.resolve_name("support-chat", user_id="alice") == (
+            memory.ledger_session_id
+        )
