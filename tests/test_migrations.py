@@ -1,6 +1,6 @@
 """agentledger's Alembic history on PostgreSQL and SQLite.
 
-Proves what DESIGN.md ("Migrations") promises: a single head on the ``agentledger`` branch;
+Proves what docs/migrations.md promises: a single head on the ``agentledger`` branch;
 upgrade from an empty database, idempotently, into agentledger's own version table; downgrade to
 base and up again with data present; models and revisions agree (autogenerate finds no diff);
 the repository-root ``alembic.ini`` works from a checkout; a database that is not at head fails

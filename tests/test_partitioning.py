@@ -1,6 +1,6 @@
 """Beyond one machine: agentledger on a hash-partitioned ``conversation_messages``.
 
-Every key of the message table contains ``session_id`` (DESIGN.md, "Schema rules"), so the table
+Every key of the message table contains ``session_id`` (docs/schema.md), so the table
 can be hash-partitioned (or distributed, Citus-style) by session without changing the library.
 This test proves it on PostgreSQL: the schema comes from agentledger's own migrations, then
 the SQL of docs/scaling.md (read from the page, run as written) replaces

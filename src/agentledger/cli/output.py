@@ -29,8 +29,7 @@ from agentledger.errors import LedgerError
 EXIT_OK = 0
 #: agentledger refused or failed the operation (or ``db current --check``: not at head).
 EXIT_FAILED = 1
-#: argparse's convention for a wrong command line.
-EXIT_USAGE = 2
+#: Ctrl-C, as a shell reports SIGINT (a wrong command line exits 2, argparse's convention).
 EXIT_INTERRUPTED = 130
 #: The reader of our output went away (``agentledger ... | head``), as SIGPIPE reports it.
 EXIT_BROKEN_PIPE = 141

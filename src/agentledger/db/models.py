@@ -1,6 +1,6 @@
 """The declarative schema: sessions, their messages, idempotent batches and token usage.
 
-Rules the schema carries (see DESIGN.md, "Schema rules"):
+Rules the schema carries (docs/schema.md explains each):
 
 * Order is ``conversation_messages.seq``, a gap-free per-session sequence allocated from
   ``agent_sessions.last_seq`` under the session row's lock. Timestamps are informational only.

@@ -75,9 +75,6 @@ class RetentionPolicy(BaseModel):
         return ", ".join(parts) or "keep everything"
 
 
-RetentionPolicies = Mapping[str, RetentionPolicy]
-
-
 def parse_policies(value: object) -> dict[str, RetentionPolicy]:
     """Validate a policy set: a mapping (or JSON text) of agent name -> policy (or its dict)."""
     if isinstance(value, (str, bytes)):

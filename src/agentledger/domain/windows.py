@@ -229,11 +229,11 @@ def history_window(
     max_tokens: int | None = None,
     count_tokens: TokenCounter = approx_tokens,
 ) -> list[Any]:
-    """The window over ``items`` (a new list, in order); see the module docstring."""
-    start = window_start(
-        items, max_turns=max_turns, max_tokens=max_tokens, count_tokens=count_tokens
-    )
-    return list(items[start:])
+    """The window over ``items`` (a new list, in order); see the module docstring. The
+    documented one-call form of ``HistoryWindow(...).apply(items)``, for any list of items."""
+    return HistoryWindow(
+        max_turns=max_turns, max_tokens=max_tokens, count_tokens=count_tokens
+    ).apply(items)
 
 
 def has_unanchored_outputs(items: Sequence[Any]) -> bool:

@@ -345,10 +345,6 @@ class StreamedAgentRun:
         return self._session.ledger_session_id
 
     @property
-    def is_complete(self) -> bool:
-        return self._usage is not None
-
-    @property
     def final_output(self) -> Any:
         """The final output (``None`` until the stream has ended)."""
         return self.raw.final_output

@@ -45,7 +45,6 @@ SEED_MESSAGE_COLUMNS: dict[str, str] = {
     "tool_call_id": "VARCHAR",
     "created_at": "TIMESTAMP",
 }
-SEED_INDEXES = ("idx_sessions_user_id", "idx_messages_session_id", "idx_messages_created_at")
 #: The revision whose schema adoption produces.
 ADOPTED_REVISION = "agentledger_0001"
 
