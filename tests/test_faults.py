@@ -25,8 +25,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agentledger import Ledger, SessionService, UnitOfWork
-from agentledger import errors as errors_module
+from agentledger import Ledger, SessionService, UnitOfWork, translation
 from agentledger.errors import (
     ConflictError,
     ConnectionLostError,
@@ -151,7 +150,7 @@ class _ConflictingFactory:
 
 @pytest.fixture
 def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(errors_module, "CONFLICT_RETRY", errors_module.RetryPolicy(backoff=0.0))
+    monkeypatch.setattr(translation, "CONFLICT_RETRY", translation.RetryPolicy(backoff=0.0))
 
 
 @pytest.mark.usefixtures("no_backoff")
@@ -181,7 +180,7 @@ async def test_a_lasting_conflict_surfaces_as_conflict_error_after_the_bound(
         await svc.add_messages(session.id, _batch(3))
     assert caught.value.retryable
     assert caught.value.sqlstate == "40001"
-    assert factory.attempts == errors_module.CONFLICT_RETRY.attempts
+    assert factory.attempts == translation.CONFLICT_RETRY.attempts
     assert await ledger.service.get_items(session.id) == []
     # Without retries (e.g. a service over a host's transactions) the first conflict surfaces.
     once = _ConflictingFactory(ledger, failures=1)

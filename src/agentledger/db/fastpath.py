@@ -45,7 +45,7 @@ from sqlalchemy.sql import ClauseElement, Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.util import greenlet_spawn
 
-from agentledger.errors import translate_db_error
+from agentledger.translation import translate_db_error
 
 T = TypeVar("T")
 

@@ -45,8 +45,8 @@ from agentledger.db.repositories.messages import MessageRepository
 from agentledger.db.repositories.search import SearchRepository
 from agentledger.db.repositories.sessions import SessionRepository
 from agentledger.db.repositories.usage import UsageRepository
-from agentledger.errors import (
-    LedgerDatabaseError,
+from agentledger.errors import LedgerDatabaseError
+from agentledger.translation import (
     referenced_error_from,
     server_report,
     sqlstate_of,

@@ -20,11 +20,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from agentledger.db.engine import migration_connection
 from agentledger.db.uow import UnitOfWork
 from agentledger.db.urls import safe_url
-from agentledger.errors import LedgerError, SchemaNotReadyError, translated
+from agentledger.errors import (
+    LedgerError,
+    SchemaNotReadyError,
+)
 from agentledger.schema import alembic, row_security
 from agentledger.schema.adopt import ADOPTED_REVISION, AdoptionReport, adopt_seed_schema
 from agentledger.schema.row_security import RowSecurityStatus
 from agentledger.schema.state import SchemaState, schema_state
+from agentledger.translation import translated
 
 T = TypeVar("T")
 

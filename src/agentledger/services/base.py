@@ -15,17 +15,17 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Concatenate, ParamSpec, TypeVar
 
+from agentledger import translation
 from agentledger.db.uow import UnitOfWork, UnitOfWorkFactory
 from agentledger.domain.records import SessionState
 from agentledger.domain.time import utcnow
 from agentledger.errors import (
-    CONFLICT_RETRY,
     PermissionDeniedError,
     SessionNotFoundError,
     SessionReferencedError,
     referenced_error,
-    run_translated,
 )
+from agentledger.translation import run_translated
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -49,9 +49,9 @@ def operation(
 ) -> Callable[
     [Callable[Concatenate[S, P], Awaitable[T]]], Callable[Concatenate[S, P], Awaitable[T]]
 ]:
-    """A public use case: database errors leave as LedgerErrors (:func:`errors.translated`),
+    """A public use case: database errors leave as LedgerErrors (:func:`translation.translated`),
     and with ``retry`` a :class:`ConflictError` reruns the whole operation under
-    :data:`errors.CONFLICT_RETRY` when the service owns its units of work (a failed attempt was
+    :data:`translation.CONFLICT_RETRY` when the service owns its units of work (a failed attempt was
     rolled back entirely). Inside :meth:`SessionService.using` the host's transaction is at
     stake, so the conflict surfaces at once. Batched operations whose earlier batches stay
     committed take ``retry=False`` (they report totals; call them again to resume)."""
@@ -61,7 +61,7 @@ def operation(
     ) -> Callable[Concatenate[S, P], Awaitable[T]]:
         @functools.wraps(method)
         async def run(service: S, /, *args: P.args, **kwargs: P.kwargs) -> T:
-            policy = CONFLICT_RETRY if retry and service._retry_conflicts else None
+            policy = translation.CONFLICT_RETRY if retry and service._retry_conflicts else None
             return await run_translated(
                 lambda: method(service, *args, **kwargs), retry=policy, name=method.__name__
             )

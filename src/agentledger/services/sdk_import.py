@@ -29,8 +29,12 @@ from agentledger.db.engine import create_engine
 from agentledger.domain.naming import resolve_session_uuid, session_name
 from agentledger.domain.records import SessionSpec
 from agentledger.domain.validation import prepare_item
-from agentledger.errors import InvalidInputError, LedgerError, translate_db_error
+from agentledger.errors import (
+    InvalidInputError,
+    LedgerError,
+)
 from agentledger.services.facade import SessionService
+from agentledger.translation import translate_db_error
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _KEY_PREFIX = "sdk-import"

@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentledger.db.dialect import Dialect
-from agentledger.errors import referenced_error_from
+from agentledger.translation import referenced_error_from
 
 
 class Repository:

@@ -33,7 +33,7 @@ from sqlalchemy import (
 
 from agentledger.db.models import sessions_table, usage_table
 from agentledger.db.repositories.base import Repository
-from agentledger.errors import OWN_TABLE_NAMES
+from agentledger.translation import OWN_TABLE_NAMES
 
 _sessions = sessions_table
 _usage = usage_table

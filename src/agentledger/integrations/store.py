@@ -1,0 +1,82 @@
+"""What a framework adapter needs of agentledger: two small protocols, no framework imports.
+
+An adapter (the Agents SDK's today; Google ADK's and LangChain's next) keeps a conversation
+through a :class:`HistoryStore` (what :class:`~agentledger.SessionService` offers for one
+conversation's items) and gets the store for a user from a :class:`StoreProvider` (what
+:class:`~agentledger.Ledger` offers). Depending on these instead of the concrete classes keeps
+the adapters out of the composition root, and lets a test hand them a fake that mypy checks
+against the same protocol.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from agentledger.domain.records import AppendResult, SessionRecord, SessionSpec, Usage
+
+#: A session id as callers pass it: a UUID or its string form.
+SessionRef = uuid.UUID | str
+
+
+@runtime_checkable
+class HistoryStore(Protocol):
+    """One user's conversations as an adapter reads and writes them. Another user's session
+    behaves as a missing one: reads find nothing, writes raise ``SessionNotFoundError``. Each
+    method returns an awaitable (declared so, rather than ``async def``, so that decorated
+    service methods match)."""
+
+    def get_items(
+        self, session_id: SessionRef, limit: int | None = None, *, user_id: str | None = None
+    ) -> Awaitable[list[Any]]: ...
+
+    def add_items(
+        self,
+        session_id: SessionRef,
+        items: Sequence[Any],
+        *,
+        user_id: str | None = None,
+        create_as: SessionSpec | None = None,
+        idempotency_key: str | None = None,
+    ) -> Awaitable[AppendResult]: ...
+
+    def pop_item(self, session_id: SessionRef, *, user_id: str | None = None) -> Awaitable[Any]: ...
+
+    def clear_session(
+        self, session_id: SessionRef, *, user_id: str | None = None
+    ) -> Awaitable[None]: ...
+
+    def can_write(self, session_id: SessionRef, *, user_id: str) -> Awaitable[bool]: ...
+
+    def resolve_name(
+        self,
+        name: str,
+        *,
+        user_id: str,
+        create_as: SessionSpec | None = None,
+        new_id: uuid.UUID | None = None,
+    ) -> Awaitable[uuid.UUID | None]: ...
+
+    def create_session(
+        self,
+        user_id: str,
+        agent_name: str,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        session_id: SessionRef | None = None,
+    ) -> Awaitable[SessionRecord]: ...
+
+    def record_usage(
+        self, session_id: SessionRef, usage: Usage, *, user_id: str | None = None
+    ) -> Awaitable[None]: ...
+
+
+@runtime_checkable
+class StoreProvider(Protocol):
+    """Hands an adapter the store to use on a user's behalf, and names the owner of a session
+    opened without one (or refuses: sessions are never filed under a shared default)."""
+
+    def service_for(self, user_id: str | None) -> HistoryStore: ...
+
+    def owner(self, user_id: str | None) -> str: ...

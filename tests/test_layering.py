@@ -1,0 +1,95 @@
+"""The layers import one way (docs/index.md, "Architecture"), and the Agents SDK stays out of
+``import agentledger`` and of naming a session.
+
+Read from the source's import statements, so a new module that reaches up a layer fails here
+rather than in a review.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import agentledger
+
+PACKAGE = Path(agentledger.__file__).parent
+
+#: What each part of the package may import from agentledger (besides itself).
+ALLOWED: dict[str, set[str]] = {
+    "errors": set(),
+    "translation": {"errors"},
+    "domain": {"errors", "domain"},
+    "db": {"errors", "translation", "domain", "db"},
+    "schema": {"errors", "translation", "domain", "db", "schema", "migrations"},
+    "services": {"errors", "translation", "domain", "db", "services"},
+    "integrations": {"errors", "domain", "integrations"},
+}
+
+#: Third-party packages a part must not import.
+FORBIDDEN_THIRD_PARTY: dict[str, set[str]] = {
+    "errors": {"sqlalchemy", "agents"},
+    "translation": {"sqlalchemy", "agents"},
+    "domain": {"sqlalchemy", "agents", "alembic"},
+    "db": {"agents"},
+    "services": {"agents"},
+}
+
+
+def part_of(path: Path) -> str:
+    relative = path.relative_to(PACKAGE)
+    return relative.parts[0].removesuffix(".py")
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            if node.module == "agentledger":
+                found.update(f"agentledger.{alias.name}" for alias in node.names)
+    return found
+
+
+SOURCES = sorted(
+    path
+    for path in PACKAGE.rglob("*.py")
+    if part_of(path) in ALLOWED and "migrations" not in path.parts
+)
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda path: str(path.relative_to(PACKAGE)))
+def test_each_module_imports_only_the_layers_below_it(path: Path) -> None:
+    part = part_of(path)
+    for module in imported_modules(path):
+        top = module.split(".")[0]
+        if top == "agentledger":
+            target = module.split(".")[1] if "." in module else ""
+            assert target in ALLOWED[part] or target == "", (
+                f"{path.relative_to(PACKAGE)} ({part}) imports {module}"
+            )
+        else:
+            assert top not in FORBIDDEN_THIRD_PARTY.get(part, set()), (
+                f"{path.relative_to(PACKAGE)} ({part}) imports {module}"
+            )
+
+
+def test_importing_agentledger_and_naming_a_session_leave_the_agents_sdk_unloaded() -> None:
+    script = (
+        "import sys, agentledger\n"
+        "from agentledger.domain.naming import resolve_session_uuid, session_name\n"
+        "resolve_session_uuid('support-chat', 'alice'); session_name('support-chat')\n"
+        "from agentledger import Ledger, SessionService, LedgerSettings\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('agents', 'openai'))\n"
+        "print(loaded)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]", result.stdout
