@@ -31,10 +31,9 @@ from agentledger.domain.records import SessionSpec
 from agentledger.domain.validation import prepare_item
 from agentledger.errors import (
     InvalidInputError,
-    LedgerError,
 )
 from agentledger.services.facade import SessionService
-from agentledger.translation import translate_db_error
+from agentledger.translation import translated
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _KEY_PREFIX = "sdk-import"
@@ -98,59 +97,80 @@ async def import_sdk_store(
     table = _identifier(messages_table, "messages table")
     engine = create_engine(source_url(source), foreign=True)
     sessions = items = unreadable = done = 0
+
+    def progress(rows: int) -> None:
+        if on_progress is not None:
+            on_progress(done + rows, total)
+
     try:
-        async with engine.connect() as connection:
-            if not await connection.run_sync(lambda sync: inspect(sync).has_table(messages_table)):
-                raise InvalidInputError(
-                    f"the source has no table {messages_table!r}; pass the Agents SDK's "
-                    "messages table with --messages-table (messages_table=)"
+        with translated():
+            async with engine.connect() as connection:
+                total = await _count_rows(connection, table, messages_table)
+                names = await connection.scalars(
+                    text(f"SELECT DISTINCT session_id FROM {table} ORDER BY session_id")
                 )
-            total = int(await connection.scalar(text(f"SELECT count(*) FROM {table}")) or 0)
-            names = (
-                (
-                    await connection.execute(
-                        text(f"SELECT DISTINCT session_id FROM {table} ORDER BY session_id")
-                    )
-                )
-                .scalars()
-                .all()
-            )
-            for name in names:
-                spec = SessionSpec(user_id, agent_name, session_name(str(name)))
-                target = (
-                    resolve_session_uuid(str(name), user_id)
-                    if spec.name is None
-                    else await service.resolve_name(spec.name, user_id=user_id, create_as=spec)
-                )
-                assert target is not None  # created when missing
-                prefix = _prefix(str(name))
-                after = _last_imported_id(
-                    await service.batch_keys(target, prefix=prefix, user_id=user_id)
-                )
-                sessions += 1
-                async for first, last, chunk, bad in _chunks(
-                    connection, table, str(name), after, chunk_size
-                ):
-                    unreadable += bad
-                    result = await service.add_items(
-                        target,
-                        chunk,
-                        user_id=user_id,
-                        create_as=spec,
-                        idempotency_key=f"{prefix}{first}-{last}",
-                    )
-                    if result.created:
-                        items += result.count
-                    done += len(chunk) + bad
-                    if on_progress is not None:
-                        on_progress(done, total)
-    except LedgerError:
-        raise
-    except Exception as error:
-        raise translate_db_error(error) from error
+                for name in names.all():
+                    sessions += 1
+                    added, bad, rows = await _import_one(
+                        service, connection, table, str(name), (user_id, agent_name),
+                        chunk_size, progress,
+                    )  # fmt: skip
+                    items, unreadable, done = items + added, unreadable + bad, done + rows
     finally:
         await engine.dispose()
     return ImportReport(sessions=sessions, items=items, unreadable=unreadable)
+
+
+async def _count_rows(connection: AsyncConnection, table: str, name: str) -> int:
+    """The source's row count, or a refusal naming the option when the table is missing."""
+    if not await connection.run_sync(lambda sync: inspect(sync).has_table(name)):
+        raise InvalidInputError(
+            f"the source has no table {name!r}; pass the Agents SDK's messages table with "
+            "--messages-table (messages_table=)"
+        )
+    return int(await connection.scalar(text(f"SELECT count(*) FROM {table}")) or 0)
+
+
+async def _import_one(
+    service: SessionService,
+    connection: AsyncConnection,
+    table: str,
+    source_session: str,
+    owner: tuple[str, str],
+    chunk_size: int,
+    progress: Callable[[int], None],
+) -> tuple[int, int, int]:
+    """Copy one SDK session where ``ledger.agent_session(name, user_id=...)`` finds it,
+    resuming after the chunks an earlier run stored: ``(items added, unreadable rows, source
+    rows read)``; ``progress(rows read so far)`` after every chunk. ``owner``: the user and
+    agent name the sessions are created for."""
+    user_id, agent_name = owner
+    spec = SessionSpec(user_id, agent_name, session_name(source_session))
+    target = (
+        resolve_session_uuid(source_session, user_id)
+        if spec.name is None
+        else await service.resolve_name(spec.name, user_id=user_id, create_as=spec)
+    )
+    assert target is not None  # created when missing
+    prefix = _prefix(source_session)
+    after = _last_imported_id(await service.batch_keys(target, prefix=prefix, user_id=user_id))
+    added = unreadable = read = 0
+    async for first, last, chunk, bad in _chunks(
+        connection, table, source_session, after, chunk_size
+    ):
+        result = await service.add_items(
+            target,
+            chunk,
+            user_id=user_id,
+            create_as=spec,
+            idempotency_key=f"{prefix}{first}-{last}",
+        )
+        if result.created:
+            added += result.count
+        unreadable += bad
+        read += len(chunk) + bad
+        progress(read)
+    return added, unreadable, read
 
 
 _UNREADABLE = object()

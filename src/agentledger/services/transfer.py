@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from agentledger.db.uow import UnitOfWork
 from agentledger.domain.encoding import dump_json
@@ -91,54 +93,25 @@ class Transfer(History):
         import leaves no empty session behind. Times from the future (beyond this clock) are
         stored as now.
         """
-        check_transcript(transcript)
-        user = check_name(user_id, "user_id")
-        check_count(chunk_size, "chunk_size", maximum=MAX_BATCH_SIZE)
-        target = transcript.id if session_id is None else parse_session_id(session_id)
-        agent = check_name(transcript.agent_name, "agent_name")
-        title = None if transcript.title is None else check_title(transcript.title)
-        name = None if transcript.name is None else check_name(transcript.name, "name")
-        meta = check_metadata(transcript.metadata)
-        rows = {m.seq: prepare_item(m.item, m.seq) for m in transcript.messages}
-        now = self._now()
-        stamps = {
-            m.seq: not_after(m.created_at, now)
-            for m in transcript.messages
-            if m.created_at is not None
-        }
-        archived = transcript.archived_at
-        start = transcript.trimmed_seq
+        plan = self._import_plan(transcript, user_id, session_id, chunk_size)
+        target, user, rows, now = plan.target, plan.user, plan.rows, plan.now
         added = 0
         async with self._uow() as uow:
             state = await uow.sessions.read(target)
             if state is None:
-                if name is not None and await uow.sessions.find_named(user, name, target):
-                    name = None  # the user has a session of that name already: it keeps it
-                await uow.sessions.create(
-                    session_id=target,
-                    user_id=user,
-                    agent_name=agent,
-                    metadata=meta,
-                    now=now,
-                    title=title,
-                    created_at=not_after(transcript.created_at, now),
-                    archived_at=None if archived is None else not_after(archived, now),
-                    start_seq=start,
-                    name=name,
-                )
-                last = start
+                await self._create_imported(uow, plan)
+                last = plan.start
             else:
-                last = await self._check_import_target(uow, state, user, start, rows)
+                last = await self._check_import_target(uow, state, user, plan.start, rows)
             pending = [seq for seq in sorted(rows) if seq > last]
             if state is None and pending:
                 # The first chunk in the creating transaction: nothing is left half-imported.
                 first, pending = pending[:chunk_size], pending[chunk_size:]
-                added += await self._import_chunk(uow, target, user, rows, first, stamps, now) or 0
+                added += await self._import_chunk(uow, plan, first) or 0
             await uow.commit()
         for index in range(0, len(pending), chunk_size):
             async with self._uow() as uow:
-                seqs = pending[index : index + chunk_size]
-                result = await self._import_chunk(uow, target, user, rows, seqs, stamps, now)
+                result = await self._import_chunk(uow, plan, pending[index : index + chunk_size])
                 await uow.commit()
             if result is None:  # imported before, then removed (popped or rewound): keep it so
                 break
@@ -149,6 +122,54 @@ class Transfer(History):
                 await uow.sessions.update(target, updated_at=not_after(transcript.updated_at, now))
                 await uow.commit()
         return TranscriptImport(target, added, state is None)
+
+    def _import_plan(
+        self,
+        transcript: SessionTranscript,
+        user_id: str,
+        session_id: SessionId | None,
+        chunk_size: int,
+    ) -> _ImportPlan:
+        """Everything an import writes, validated before anything is: bad input writes
+        nothing."""
+        check_transcript(transcript)
+        check_count(chunk_size, "chunk_size", maximum=MAX_BATCH_SIZE)
+        now = self._now()
+        return _ImportPlan(
+            transcript=transcript,
+            target=transcript.id if session_id is None else parse_session_id(session_id),
+            user=check_name(user_id, "user_id"),
+            agent=check_name(transcript.agent_name, "agent_name"),
+            title=None if transcript.title is None else check_title(transcript.title),
+            name=None if transcript.name is None else check_name(transcript.name, "name"),
+            metadata=check_metadata(transcript.metadata),
+            rows={m.seq: prepare_item(m.item, m.seq) for m in transcript.messages},
+            stamps={
+                m.seq: not_after(m.created_at, now)
+                for m in transcript.messages
+                if m.created_at is not None
+            },
+            now=now,
+        )
+
+    async def _create_imported(self, uow: UnitOfWork, plan: _ImportPlan) -> None:
+        """Create the session an import restores, with the transcript's start and times."""
+        name = plan.name
+        if name is not None and await uow.sessions.find_named(plan.user, name, plan.target):
+            name = None  # the user has a session of that name already: it keeps it
+        archived = plan.transcript.archived_at
+        await uow.sessions.create(
+            session_id=plan.target,
+            user_id=plan.user,
+            agent_name=plan.agent,
+            metadata=plan.metadata,
+            now=plan.now,
+            title=plan.title,
+            created_at=not_after(plan.transcript.created_at, plan.now),
+            archived_at=None if archived is None else not_after(archived, plan.now),
+            start_seq=plan.start,
+            name=name,
+        )
 
     async def _check_import_target(
         self,
@@ -192,25 +213,41 @@ class Transfer(History):
         return last
 
     async def _import_chunk(
-        self,
-        uow: UnitOfWork,
-        sid: uuid.UUID,
-        user: str,
-        rows: Mapping[int, NewRow],
-        seqs: list[int],
-        stamps: Mapping[int, datetime],
-        now: datetime,
+        self, uow: UnitOfWork, plan: _ImportPlan, seqs: list[int]
     ) -> int | None:
         """Append the messages ``seqs`` (consecutive) so they land at those seqs; how many
         were added (``None`` when this chunk was imported before and has since been
         removed)."""
-        first = seqs[0]
+        sid, stamps, first = plan.target, plan.stamps, seqs[0]
         key = f"transcript:{first}-{seqs[-1]}"
-        chunk = [rows[seq] for seq in seqs]
-        result, last = await self._append_chunk(uow, sid, chunk, user, key, now, at_seq=first)
+        chunk = [plan.rows[seq] for seq in seqs]
+        result, last = await self._append_chunk(
+            uow, sid, chunk, plan.user, key, plan.now, at_seq=first
+        )
         if not result.created:
             return None if last < seqs[-1] else 0
         await uow.messages.set_created_at(
             sid, [(seq, stamps[seq]) for seq in seqs if seq in stamps]
         )
         return len(chunk)
+
+
+@dataclass(frozen=True, slots=True)
+class _ImportPlan:
+    """A validated import: the target session, its attributes and the rows by seq."""
+
+    transcript: SessionTranscript
+    target: uuid.UUID
+    user: str
+    agent: str
+    title: str | None
+    name: str | None
+    metadata: dict[str, Any]
+    rows: Mapping[int, NewRow]
+    stamps: Mapping[int, datetime]
+    now: datetime
+
+    @property
+    def start(self) -> int:
+        """The seq before the transcript's first message (retention may have trimmed)."""
+        return self.transcript.trimmed_seq

@@ -1,0 +1,237 @@
+"""The JSONL format (``agentledger.transcript`` version 1): writing and reading it."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from typing import Any, TextIO
+
+from agentledger.domain.display import json_text
+from agentledger.domain.encoding import MAX_JSON_DEPTH, dump_json
+from agentledger.domain.time import as_utc
+from agentledger.domain.transcripts.model import (
+    FORMAT,
+    MAX_SEQ,
+    VERSION,
+    SessionTranscript,
+    TranscriptMessage,
+)
+from agentledger.errors import InvalidInputError, LedgerDatabaseError
+
+
+def _stamp(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _line(value: Any, what: str, wrapping: int) -> str:
+    """One JSONL line; ``wrapping`` is how many levels the line adds around stored values."""
+    return json_text(dump_json(value, what, max_depth=MAX_JSON_DEPTH + wrapping))
+
+
+def jsonl_lines(transcript: SessionTranscript) -> Iterator[str]:
+    """The transcript's JSONL lines, without line ends.
+
+    Refuses (before the first line) a transcript with damaged messages: a JSONL export is a
+    complete copy or nothing."""
+    if transcript.damaged_seqs:
+        shown = ", ".join(map(str, transcript.damaged_seqs[:10]))
+        raise LedgerDatabaseError(
+            f"session {transcript.id} cannot be exported losslessly: the stored JSON of "
+            f"message(s) {shown} is damaged (changed outside agentledger); repair or delete "
+            "those rows (docs/reliability.md, 'Damaged rows'), or export it as Markdown, "
+            "which shows the rest"
+        )
+    header = {
+        "format": FORMAT,
+        "version": VERSION,
+        "session": {
+            "id": str(transcript.id),
+            "user_id": transcript.user_id,
+            "agent_name": transcript.agent_name,
+            "title": transcript.title,
+            "metadata": transcript.metadata,
+            "created_at": _stamp(transcript.created_at),
+            "updated_at": _stamp(transcript.updated_at),
+            "archived_at": _stamp(transcript.archived_at),
+            "trimmed_seq": transcript.trimmed_seq,
+            "name": transcript.name,
+        },
+        "message_count": len(transcript.messages),
+    }
+    yield _line(header, "session header", 2)
+    for message in transcript.messages:
+        yield _line(
+            {"seq": message.seq, "created_at": _stamp(message.created_at), "item": message.item},
+            f"message {message.seq}",
+            1,
+        )
+
+
+def write_jsonl(transcript: SessionTranscript, stream: TextIO) -> None:
+    """Write the transcript as JSONL to a text stream (open it with ``encoding="utf-8"``)."""
+    for line in jsonl_lines(transcript):
+        stream.write(line)
+        stream.write("\n")
+
+
+def dumps_jsonl(transcript: SessionTranscript) -> str:
+    return "".join(f"{line}\n" for line in jsonl_lines(transcript))
+
+
+def loads_jsonl(text: str, *, source: str = "transcript") -> SessionTranscript:
+    """Parse JSONL text (split on ``\\n`` only, never on U+2028 and the like)."""
+    return read_jsonl(text.split("\n"), source=source)
+
+
+def read_jsonl(lines: Iterable[str], *, source: str = "transcript") -> SessionTranscript:
+    """Parse and validate a JSONL transcript; :class:`InvalidInputError` names the bad line."""
+    header: dict[str, Any] | None = None
+    messages: list[TranscriptMessage] = []
+    expected = 0
+    number = 0
+    for number, raw in enumerate(lines, start=1):
+        line = raw.rstrip("\r\n")
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except ValueError as error:
+            raise InvalidInputError(
+                f"{source}, line {number}: not valid JSON ({error}); export the session "
+                "again with `agentledger sessions export`"
+            ) from None
+        except RecursionError:
+            raise InvalidInputError(
+                f"{source}, line {number}: nested too deeply to read (agentledger stores at "
+                f"most {MAX_JSON_DEPTH} levels)"
+            ) from None
+        if header is None:
+            header = _check_header(value, source, number)
+            expected = header["trimmed_seq"] + 1
+            continue
+        messages.append(_check_message(value, source, number, expected))
+        expected += 1
+    if header is None:
+        raise InvalidInputError(
+            f"{source} is empty; expected an agentledger transcript (JSONL with a header line)"
+        )
+    if len(messages) != header["message_count"]:
+        raise InvalidInputError(
+            f"{source} holds {len(messages)} of the {header['message_count']} messages its "
+            "header announces: the file is incomplete; export the session again"
+        )
+    return SessionTranscript(
+        id=header["id"],
+        user_id=header["user_id"],
+        agent_name=header["agent_name"],
+        metadata=header["metadata"],
+        created_at=header["created_at"],
+        updated_at=header["updated_at"],
+        messages=tuple(messages),
+        title=header["title"],
+        archived_at=header["archived_at"],
+        trimmed_seq=header["trimmed_seq"],
+        name=header["name"],
+    )
+
+
+def _problem(source: str, number: int, what: str) -> InvalidInputError:
+    return InvalidInputError(f"{source}, line {number}: {what}")
+
+
+def _check_header(value: Any, source: str, number: int) -> dict[str, Any]:
+    if not isinstance(value, dict) or value.get("format") != FORMAT:
+        raise _problem(
+            source,
+            number,
+            f'not an agentledger transcript (the first line must have "format": "{FORMAT}")',
+        )
+    if value.get("version") != VERSION:
+        raise _problem(
+            source,
+            number,
+            f"transcript version {value.get('version')!r} is not supported (this agentledger "
+            f"reads version {VERSION}); upgrade agentledger",
+        )
+    session = value.get("session")
+    count = value.get("message_count")
+    if not isinstance(session, dict):
+        raise _problem(source, number, 'the header has no "session" object')
+    if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+        raise _problem(source, number, '"message_count" must be a non-negative integer')
+    try:
+        session_id = uuid.UUID(str(session.get("id")))
+    except ValueError:
+        raise _problem(source, number, 'session "id" is not a UUID') from None
+    for key in ("user_id", "agent_name"):
+        if not isinstance(session.get(key), str):
+            raise _problem(source, number, f"session {key!r} must be a string")
+    title = session.get("title")
+    if title is not None and not isinstance(title, str):
+        raise _problem(source, number, 'session "title" must be a string or null')
+    name = session.get("name")
+    if name is not None and not isinstance(name, str):
+        raise _problem(source, number, 'session "name" must be a string or null')
+    metadata = session.get("metadata", {})
+    if not isinstance(metadata, dict):
+        raise _problem(source, number, 'session "metadata" must be an object')
+    trimmed = session.get("trimmed_seq", 0)
+    if not isinstance(trimmed, int) or isinstance(trimmed, bool) or not trimmed >= 0:
+        raise _problem(source, number, 'session "trimmed_seq" must be a non-negative integer')
+    if trimmed + count > MAX_SEQ:
+        raise _problem(
+            source,
+            number,
+            f'session "trimmed_seq" {trimmed} plus {count} messages passes the highest '
+            f"sequence number a session can hold ({MAX_SEQ})",
+        )
+    return {
+        "id": session_id,
+        "user_id": session["user_id"],
+        "agent_name": session["agent_name"],
+        "title": title,
+        "metadata": metadata,
+        "created_at": _parse_stamp(session.get("created_at"), "created_at", source, number),
+        "updated_at": _parse_stamp(session.get("updated_at"), "updated_at", source, number),
+        "archived_at": _parse_stamp(
+            session.get("archived_at"), "archived_at", source, number, optional=True
+        ),
+        "trimmed_seq": trimmed,
+        "message_count": count,
+        "name": name,
+    }
+
+
+def _parse_stamp(value: Any, what: str, source: str, number: int, *, optional: bool = False) -> Any:
+    if value is None and optional:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise _problem(source, number, f"{what} must be an ISO 8601 timestamp") from None
+    if parsed.tzinfo is None:
+        raise _problem(source, number, f"{what} must carry a UTC offset")
+    try:
+        return as_utc(parsed)
+    except OverflowError:
+        raise _problem(
+            source, number, f"{what} {value!r} lies outside the years 1 to 9999 in UTC"
+        ) from None
+
+
+def _check_message(value: Any, source: str, number: int, expected: int) -> TranscriptMessage:
+    if not isinstance(value, dict) or "item" not in value:
+        raise _problem(source, number, 'a message line must be {"seq": n, "item": {...}}')
+    seq = value.get("seq")
+    if seq != expected or isinstance(seq, bool):
+        raise _problem(
+            source,
+            number,
+            f"expected the message with seq {expected}, found seq {seq!r}: messages must be "
+            "contiguous and in order",
+        )
+    created_at = value.get("created_at")
+    stamp = None if created_at is None else _parse_stamp(created_at, "created_at", source, number)
+    return TranscriptMessage(seq=expected, item=value["item"], created_at=stamp)

@@ -1,0 +1,122 @@
+"""What a transcript is (a session and its messages) and what makes one valid to store.
+
+Pure: the service builds a :class:`SessionTranscript` (``export_session``) and stores one
+(``import_session``) after :func:`check_transcript`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from agentledger.domain.time import as_utc
+from agentledger.errors import InvalidInputError
+
+#: The highest sequence number a session can reach (the column is a BIGINT).
+MAX_SEQ = 2**63 - 1
+
+FORMAT = "agentledger.transcript"
+VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptMessage:
+    """One stored item with its position in the session."""
+
+    seq: int
+    item: Any
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionTranscript:
+    """A session and its history, as exported; ``messages`` are ``trimmed_seq + 1 ...``."""
+
+    id: uuid.UUID
+    user_id: str
+    agent_name: str
+    metadata: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    messages: tuple[TranscriptMessage, ...] = ()
+    title: str | None = None
+    archived_at: datetime | None = None
+    trimmed_seq: int = 0
+    #: Seqs whose stored JSON is damaged (see docs/reliability.md): left out of ``messages``.
+    #: A transcript with damaged messages renders as Markdown but does not export as JSONL.
+    damaged_seqs: tuple[int, ...] = ()
+    #: The name the session was opened by (``ledger.agent_session(name, ...)``), if any.
+    name: str | None = None
+
+    @property
+    def items(self) -> list[Any]:
+        """The items in order, as ``get_items`` returns them."""
+        return [message.item for message in self.messages]
+
+    @property
+    def last_seq(self) -> int:
+        return self.trimmed_seq + len(self.messages)
+
+
+def check_transcript(transcript: SessionTranscript) -> None:
+    """Refuse a transcript that would not be stored exactly as it says (one built in Python
+    skips :func:`read_jsonl`'s checks): wrong types, naive or out-of-range times, and seqs
+    that are not ``trimmed_seq + 1, + 2, ...`` (a duplicate or a gap would renumber or lose
+    messages). Items are checked when they are prepared for storing."""
+    if not isinstance(transcript, SessionTranscript):
+        raise TypeError("expected a SessionTranscript (see transcripts.read_jsonl)")
+    if not isinstance(transcript.id, uuid.UUID):
+        raise InvalidInputError("the transcript's id must be a uuid.UUID")
+    for name in ("user_id", "agent_name"):
+        if not isinstance(getattr(transcript, name), str):
+            raise InvalidInputError(f"the transcript's {name} must be a string")
+    for optional in ("title", "name"):
+        if getattr(transcript, optional) is not None and not isinstance(
+            getattr(transcript, optional), str
+        ):
+            raise InvalidInputError(f"the transcript's {optional} must be a string or None")
+    if not isinstance(transcript.metadata, dict):
+        raise InvalidInputError("the transcript's metadata must be a dict")
+    for name in ("created_at", "updated_at", "archived_at"):
+        _check_time(getattr(transcript, name), name, optional=name == "archived_at")
+    start = transcript.trimmed_seq
+    if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+        raise InvalidInputError("the transcript's trimmed_seq must be an int, 0 or more")
+    if not isinstance(transcript.messages, (tuple, list)):
+        raise InvalidInputError("the transcript's messages must be a tuple of TranscriptMessage")
+    if start + len(transcript.messages) > MAX_SEQ:
+        raise InvalidInputError(
+            f"trimmed_seq {start} plus {len(transcript.messages)} messages passes the highest "
+            f"sequence number a session can hold ({MAX_SEQ})"
+        )
+    for index, message in enumerate(transcript.messages):
+        if not isinstance(message, TranscriptMessage):
+            raise InvalidInputError(f"message {index} of the transcript is not a TranscriptMessage")
+        expected = start + 1 + index
+        if message.seq != expected or isinstance(message.seq, bool):
+            raise InvalidInputError(
+                f"message {index} of the transcript has seq {message.seq!r}, expected "
+                f"{expected}: seqs must run from trimmed_seq + 1 without duplicates or gaps"
+            )
+        _check_time(message.created_at, f"created_at of message {expected}", optional=True)
+
+
+def _check_time(value: object, what: str, *, optional: bool) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        raise InvalidInputError(f"the transcript's {what} must be a timezone-aware datetime")
+    try:
+        as_utc(value)
+    except OverflowError:
+        raise InvalidInputError(
+            f"the transcript's {what} lies outside the years 1 to 9999 in UTC"
+        ) from None
+
+
+def not_after(value: datetime, now: datetime) -> datetime:
+    """``value``, or ``now`` when it lies in the future: an imported time from the future
+    (a skewed clock, or a crafted file) would otherwise keep a session safe from retention."""
+    return min(as_utc(value), now)
