@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-stamp
 .PHONY: demo test lint typecheck check docs package postgres venv bench bench-quick soak clean
 
 # The bench extra (matplotlib, pyinstrument) too: the suite runs the benchmark's documented
-# commands in smoke mode (tests/test_docs_snippets.py, docs/performance.md).
+# commands in smoke mode (tests/docs/test_docs_snippets.py, docs/performance.md).
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
