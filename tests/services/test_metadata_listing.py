@@ -329,3 +329,23 @@ async def test_filtered_listing_with_titles_is_still_one_statement(ledger: Ledge
     page = await svc.list_user_sessions("u1", limit=100, metadata={"tier": "gold"})
     assert len(page) == 30
     assert {s.title for s in page} == {f"question {i}" for i in range(30)}
+
+
+async def test_a_filter_matches_only_equal_values_when_stored_ones_hold_nul(
+    ledger: Ledger,
+) -> None:
+    # SQLite's JSON functions end text at U+0000: "pro\x00-trial" must still not equal "pro".
+    svc = ledger.service
+    exact = await svc.create_session("u", "a", {"plan": "pro"})
+    await svc.create_session("u", "a", {"plan": "pro\x00-trial"})
+    free = await svc.create_session("u", "a", {"plan": "free"})
+    await svc.create_session("u", "a", {"plan\x00x": "free"})
+    backslash = await svc.create_session("u", "a", {"plan": "a\\u0000"})  # no NUL: 7 chars
+
+    async def matching(value: str) -> set[uuid.UUID]:
+        page = await svc.list_user_sessions("u", 50, metadata={"plan": value})
+        return {summary.id for summary in page.sessions}
+
+    assert await matching("pro") == {exact.id}
+    assert await matching("free") == {free.id}
+    assert await matching("a\\u0000") == {backslash.id}

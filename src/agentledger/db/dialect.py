@@ -38,6 +38,7 @@ from sqlalchemy import (
     false,
     func,
     insert,
+    literal,
     literal_column,
     or_,
     select,
@@ -363,17 +364,34 @@ def _sqlite_metadata_match(index: int) -> ColumnElement[bool]:
         (func.json_valid(_sessions.c["metadata"]), _sessions.c["metadata"]),
         else_=literal_column("'{}'"),
     )
-    entries = func.json_each(valid).table_valued("key", "type", "atom")
+    entries = func.json_each(valid).table_valued("key", "type", "atom", "fullkey")
     kind = case((entries.c.type.in_(("integer", "real")), "number"), else_=entries.c.type)
+    # SQLite's JSON functions end text at U+0000, so "pro\u0000-trial" would read as "pro" (and
+    # a key "plan\u0000x" as "plan"). A filter never holds U+0000 (metadata_params refuses it),
+    # so an entry whose key or value does is no match: found in the JSON text of the path and of
+    # the value (json_extract of two paths returns JSON, escapes intact).
+    raw_value = func.json_extract(valid, entries.c.fullkey, entries.c.fullkey)
     return (
         select(entries.c.key)
         .where(
             entries.c.key == bindparam(f"meta_key_{index}", type_=Text),
             kind == bindparam(f"meta_kind_{index}", type_=Text),
             entries.c.atom.is_(bindparam(f"meta_value_{index}")),
+            ~_holds_escaped_nul(entries.c.fullkey),
+            ~_holds_escaped_nul(raw_value),
         )
         .exists()
     )
+
+
+_BACKSLASH_PAIR = literal("\\\\", Text)  # an escaped backslash in JSON text: \\
+_ESCAPED_NUL = literal("\\u0000", Text)  # U+0000 in JSON text: \u0000
+
+
+def _holds_escaped_nul(json_text: ColumnElement[Any]) -> ColumnElement[bool]:
+    """JSON text holds U+0000 (``\\u0000`` once escaped backslashes are set aside, so that a
+    literal backslash followed by ``u0000`` does not count)."""
+    return func.instr(func.replace(json_text, _BACKSLASH_PAIR, ""), _ESCAPED_NUL) > 0
 
 
 def _sqlite_json_scalar(value: Any) -> tuple[str, Any]:
