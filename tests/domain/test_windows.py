@@ -322,3 +322,41 @@ async def test_unbounded_window_reads_everything_once() -> None:
     reader = TailReader(THREE_TURNS)
     assert await read_window(reader, HistoryWindow()) == THREE_TURNS
     assert reader.requests == [None]
+
+
+# -- chat-format tool calls (add_message with tool_calls / tool_call_id) ----------------------
+
+
+def chat_call(*call_ids: str) -> dict[str, Any]:
+    """How get_items returns an assistant message stored with ``tool_calls``."""
+    return {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [
+            {"id": call_id, "type": "function", "function": {"name": "f", "arguments": "{}"}}
+            for call_id in call_ids
+        ],
+    }
+
+
+def chat_output(call_id: str) -> dict[str, Any]:
+    return {"role": "tool", "tool_call_id": call_id, "content": f"result {call_id}"}
+
+
+@pytest.mark.parametrize("answer", [output, chat_output], ids=["as-item", "as-chat"])
+def test_a_window_never_separates_a_chat_tool_call_from_its_outputs(answer: Any) -> None:
+    items = [
+        user("weather?"),
+        chat_call("c1", "c2"),
+        answer("c1"),
+        user("interjection"),
+        answer("c2"),
+        assistant("done"),
+    ]
+    for budget in range(len(items) + 1):
+        window = history_window(items, max_tokens=budget, count_tokens=one_token)
+        assert not has_unanchored_outputs(window), (budget, window)
+    for turns in (1, 2):
+        window = history_window(items, max_turns=turns)
+        assert not has_unanchored_outputs(window), (turns, window)
+    assert cut_points(items) == [True, True, False, False, False, True, True]

@@ -127,29 +127,45 @@ def _is_reasoning(item: Any) -> bool:
 def _is_output_side(item: dict[str, Any]) -> bool:
     """True for items that answer an earlier item (tool outputs, approval responses)."""
     item_type = item.get("type")
-    return (isinstance(item_type, str) and item_type.endswith("_output")) or isinstance(
-        item.get("approval_request_id"), str
+    return (
+        (isinstance(item_type, str) and item_type.endswith("_output"))
+        or isinstance(item.get("approval_request_id"), str)
+        or (item.get("role") == "tool" and isinstance(item.get("tool_call_id"), str))
     )
 
 
-def _link_key(item: Any) -> tuple[str, str] | None:
-    """The key binding ``item`` to the other items of its call (None: bound to nothing)."""
+def _link_keys(item: Any) -> tuple[tuple[str, str], ...]:
+    """The keys binding ``item`` to the other items of its calls (empty: bound to nothing).
+
+    Responses items carry one ``call_id`` (or an approval id); a chat-format assistant message
+    (``add_message(..., tool_calls=[...])``) carries one per tool call, and a chat-format tool
+    message names its call by ``tool_call_id``."""
     if not isinstance(item, dict):
-        return None
+        return ()
     call_id = item.get("call_id")
     if isinstance(call_id, str) and call_id:
-        return ("call", call_id)
+        return (("call", call_id),)
+    tool_call_id = item.get("tool_call_id")
+    if item.get("role") == "tool" and isinstance(tool_call_id, str) and tool_call_id:
+        return (("call", tool_call_id),)
+    tool_calls = item.get("tool_calls")
+    if isinstance(tool_calls, list) and tool_calls:
+        return tuple(
+            ("call", call["id"])
+            for call in tool_calls
+            if isinstance(call, dict) and isinstance(call.get("id"), str) and call["id"]
+        )
     item_type = item.get("type")
     item_id = item.get("id")
     if item_type == "local_shell_call_output" and isinstance(item_id, str):
         # The Responses API names the shell call this output answers by its "id".
-        return ("call", item_id)
+        return (("call", item_id),)
     if item_type == "mcp_approval_request" and isinstance(item_id, str):
-        return ("approval", item_id)
+        return (("approval", item_id),)
     approval = item.get("approval_request_id")
     if isinstance(approval, str) and approval:
-        return ("approval", approval)
-    return None
+        return (("approval", approval),)
+    return ()
 
 
 def cut_points(items: Sequence[Any]) -> list[bool]:
@@ -161,8 +177,7 @@ def cut_points(items: Sequence[Any]) -> list[bool]:
     count = len(items)
     span: dict[tuple[str, str], tuple[int, int]] = {}
     for index, item in enumerate(items):
-        key = _link_key(item)
-        if key is not None:
+        for key in _link_keys(item):
             first, _last = span.get(key, (index, index))
             span[key] = (first, index)
     blocked = [0] * (count + 2)
@@ -245,12 +260,10 @@ def has_unanchored_outputs(items: Sequence[Any]) -> bool:
     """
     seen: set[tuple[str, str]] = set()
     for item in items:
-        key = _link_key(item)
-        if key is None:
-            continue
-        if key not in seen and _is_output_side(item):
+        keys = _link_keys(item)
+        if _is_output_side(item) and any(key not in seen for key in keys):
             return True
-        seen.add(key)
+        seen.update(keys)
     return False
 
 
