@@ -179,7 +179,16 @@ def translate_db_error(error: BaseException) -> LedgerError:
 
 
 def _contention(error: BaseException, code: str | None) -> LedgerError | None:
-    """Conflicts (retry the operation) and lock or statement timeouts."""
+    """Conflicts (retry the operation), lock or statement timeouts, and a transaction an
+    earlier failure already aborted."""
+    if code == "25P02":
+        return LedgerDatabaseError(
+            "the transaction was already aborted by an earlier failed statement, so the "
+            "database ignores everything until it is rolled back; nothing of agentledger's was "
+            "written. Inside service.using(...) that is your transaction: roll it back and run "
+            "your unit of work again",
+            sqlstate=code,
+        )
     if code in ("40001", "40P01"):
         return ConflictError(
             "the database aborted the transaction to resolve a conflict; retry the operation",

@@ -49,12 +49,7 @@ async def test_unicode_round_trips_exactly(ledger: Ledger) -> None:
         await svc.add_messages(
             session.id,
             [
-                {
-                    "role": "assistant",
-                    "content": value,
-                    "tool_calls": tool_calls,
-                    "tool_call_id": tool_call_id,
-                }
+                {"role": "tool", "content": value, "tool_call_id": tool_call_id},
             ],
         )
 
@@ -87,7 +82,7 @@ async def test_unicode_round_trips_exactly(ledger: Ledger) -> None:
             "content 2": value,
             "tool_call_id 2": tool_call_id,
             "content 3": value,
-            "tool_calls 3": tool_calls,
+            "tool_calls 3": None,
             "tool_call_id 3": tool_call_id,
             "item content": value,
             "item tool_calls": tool_calls,

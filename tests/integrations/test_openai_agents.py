@@ -844,3 +844,17 @@ async def test_usage_of_a_run_that_fails_after_spending_tokens_is_recorded(
         await runner.run("Weather in Paris?", session_id="loop", user_id="u1", max_turns=1)
     sid = resolve_session_uuid("loop", "u1")
     assert await ledger.service.get_usage(sid) == Usage(1, 6, 2, 8)
+
+
+async def test_a_streamed_run_that_fails_reports_its_usage_once_ended(ledger: Ledger) -> None:
+    model = ScriptedModel(weather_turn_script()[:1])
+    model.set_default_usage(SdkUsage(requests=1, input_tokens=6, output_tokens=2, total_tokens=8))
+    runner = SessionAgent(Agent(name="W", model=model, tools=[get_weather]), ledger)
+    stream = await runner.run_streamed(
+        "Weather in Paris?", session_id="loop", user_id="u1", max_turns=1
+    )
+    with pytest.raises(MaxTurnsExceeded):
+        async for _event in stream.stream_events():
+            pass
+    assert stream.usage == Usage(1, 6, 2, 8)  # the stream has ended: no "still streaming"
+    assert await ledger.service.get_usage(stream.session_id) == Usage(1, 6, 2, 8)

@@ -24,7 +24,7 @@ ALLOWED: dict[str, set[str]] = {
     "translation": {"errors"},
     "domain": {"errors", "domain"},
     "db": {"errors", "translation", "domain", "db"},
-    "schema": {"errors", "translation", "domain", "db", "schema", "migrations"},
+    "schema": {"errors", "translation", "domain", "db", "schema", "migrations", "_version"},
     "services": {"errors", "translation", "domain", "db", "services"},
     "integrations": {"errors", "domain", "integrations"},
 }

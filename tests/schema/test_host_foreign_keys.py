@@ -221,8 +221,27 @@ async def test_pending_host_changes_that_cannot_be_flushed_are_named_as_the_host
     message = str(caught.value)
     assert "your session's pending changes could not be flushed" in message
     assert "nothing of agentledger's was written" in message
+    assert "await session.rollback()" in message
     assert not isinstance(caught.value, SessionReferencedError)
     assert (await ledger.service.list_user_sessions("u")).sessions == ()
+
+
+async def test_a_host_transaction_aborted_earlier_is_named_as_the_hosts(
+    pg_database_url: str,
+) -> None:
+    # PostgreSQL only: SQLite has no aborted-transaction state (a failed statement leaves the
+    # transaction usable).
+    async with Ledger.from_url(pg_database_url) as ledger, ledger.engine.connect() as host:
+        await host.begin()
+        with pytest.raises(Exception):  # noqa: B017, PT011 - the host's own failure, swallowed
+            await host.execute(text("SELECT 1/0"))
+        with pytest.raises(LedgerDatabaseError) as caught:
+            await ledger.service.using(host).create_session("u", "support")
+        await host.rollback()
+        assert "already aborted by an earlier failed statement" in str(caught.value)
+        assert "your transaction" in str(caught.value)
+        assert caught.value.sqlstate == "25P02"
+        assert (await ledger.service.list_user_sessions("u")).sessions == ()
 
 
 # -- schema ------------------------------------------------------------------------------------

@@ -494,3 +494,24 @@ async def test_alembic_offline_sql_does_not_connect(backend: str, tmp_path: Path
     assert stamps[-1] == HEAD
     assert f"CREATE TABLE {HOST_VERSION_TABLE} " not in sql
     assert not (tmp_path / "never_created.db").exists()
+
+
+async def test_a_database_migrated_by_a_newer_agentledger_says_to_install_it(
+    empty_ledger: Ledger,
+) -> None:
+    await empty_ledger.upgrade()
+    async with empty_ledger.engine.begin() as connection:
+        await connection.execute(
+            text(f"UPDATE {VERSION_TABLE} SET version_num = 'agentledger_9999'")
+        )
+    fresh = Ledger(empty_ledger.engine)  # a new process: the schema is checked again
+    with pytest.raises(SchemaNotReadyError) as refused:
+        await fresh.service.create_session("user-1", "agent")
+    message = str(refused.value)
+    assert "agentledger_9999" in message
+    assert "a newer agentledger migrated this database" in message
+    assert "agentledger db upgrade" not in message
+    # Migrating with this version is refused with the same advice, before Alembic fails.
+    with pytest.raises(SchemaNotReadyError, match="newer agentledger"):
+        await fresh.upgrade()
+    assert await fresh.current_revisions() == ("agentledger_9999",)

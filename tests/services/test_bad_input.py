@@ -43,8 +43,12 @@ async def count(ledger: Ledger, table: str) -> int:
 
 
 def one(**message: Any) -> Call:
-    """add_message with the given keyword arguments (role and content defaulted)."""
-    arguments = {"role": "user", "content": "hello", **message}
+    """add_message with the given keyword arguments (role and content defaulted; the role
+    that may carry the tool field given: assistant for tool_calls, tool for tool_call_id)."""
+    role = (
+        "tool" if "tool_call_id" in message else "assistant" if "tool_calls" in message else "user"
+    )
+    arguments = {"role": role, "content": "hello", **message}
 
     async def call(svc: SessionService, session_id: uuid.UUID) -> object:
         return await svc.add_message(session_id, **arguments)
@@ -277,3 +281,25 @@ async def test_errors_are_ledger_errors_or_plain_argument_errors(ledger: Ledger)
     with pytest.raises(TypeError, match="mapping"):
         await svc.add_messages(session.id, ["not a mapping"])  # type: ignore[list-item]
     assert await history(ledger, session.id) == []
+
+
+@pytest.mark.parametrize(
+    ("role", "fields", "said"),
+    [
+        ("tool", {}, "needs the tool_call_id"),
+        ("user", {"tool_call_id": "call_1"}, "only a tool message has a tool_call_id"),
+        ("assistant", {"tool_call_id": "call_1"}, "only a tool message has a tool_call_id"),
+        ("user", {"tool_calls": [{"id": "c", "type": "function"}]}, "only an assistant"),
+        ("tool", {"tool_calls": [{"id": "c"}], "tool_call_id": "c"}, "only an assistant"),
+    ],
+)
+async def test_tool_fields_go_only_where_a_model_accepts_them(
+    ledger: Ledger, role: str, fields: dict[str, Any], said: str
+) -> None:
+    svc = ledger.service
+    session = await svc.create_session("u", "a")
+    with pytest.raises(InvalidInputError, match=said):
+        await svc.add_message(session.id, role, "x", **fields)
+    with pytest.raises(InvalidInputError, match=said):
+        await svc.add_messages(session.id, [{"role": role, "content": "x", **fields}])
+    assert await svc.get_items(session.id) == []

@@ -362,3 +362,24 @@ async def test_rewind_through_the_sdk_session_id(ledger: Ledger) -> None:
     with pytest.raises(SessionNotFoundError):
         await ledger.service.rewind_session(other.ledger_session_id, 0, user_id=other.user_id)
     assert await sdk_session.get_items() == items[:1]
+
+
+async def test_a_retried_batch_after_pop_is_never_acknowledged_over_other_messages(
+    ledger: Ledger,
+) -> None:
+    svc = ledger.service
+    session = await svc.create_session("u", "a")
+    batch = [{"role": "user", "content": "q1"}, {"role": "assistant", "content": "a1"}]
+    await svc.add_messages(session.id, batch, idempotency_key="turn-1")
+    popped = await svc.pop_item(session.id)
+    assert popped["content"] == "a1"
+    await svc.add_message(session.id, "assistant", "a1-regenerated")  # lands at seq 2
+
+    retried = await svc.add_messages(session.id, batch, idempotency_key="turn-1")
+
+    # The key was forgotten with the popped item: the retry is stored, not acknowledged as
+    # seqs 1-2 (which now hold q1 and a1-regenerated).
+    assert retried.created
+    assert list(retried.seqs) == [3, 4]
+    contents = [m["content"] for m in await svc.get_items(session.id)]
+    assert contents == ["q1", "a1-regenerated", "q1", "a1"]

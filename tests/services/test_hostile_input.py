@@ -423,7 +423,7 @@ async def test_a_row_past_sqlites_own_length_limit_is_refused_typed(database_url
             raw = (await connection.get_raw_connection()).driver_connection
             await raw._execute(raw._conn.setlimit, sqlite3.SQLITE_LIMIT_LENGTH, 10_000)
         with pytest.raises(InvalidInputError, match="SQLITE_MAX_LENGTH"):
-            await ledger.service.add_message(session.id, "tool", "x" * 6_000)
+            await ledger.service.add_message(session.id, "tool", "x" * 6_000, tool_call_id="c1")
         record = await ledger.service.get_session(session.id)
         assert record is not None
         assert [m.content for m in record.messages] == ["fits"]

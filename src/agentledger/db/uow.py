@@ -142,8 +142,9 @@ class _BorrowedSession(_Transaction):
             said = server_report(error).describe() or type(error).__name__
             raise LedgerDatabaseError(
                 "your session's pending changes could not be flushed before agentledger's "
-                f"savepoint ({said}); nothing of agentledger's was written. Fix or roll back "
-                "those changes first",
+                f"savepoint ({said}), so SQLAlchemy rolled your transaction back; nothing of "
+                "agentledger's was written. Roll the session back (`await session.rollback()`), "
+                "fix those changes and run the whole unit of work again",
                 sqlstate=sqlstate_of(error),
             ) from error
         self._savepoint = await self._session.begin_nested()

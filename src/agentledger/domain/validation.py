@@ -225,9 +225,28 @@ def prepare_chat_message(message: Mapping[str, Any], index: int | None = None) -
     tool_call_id = message.get("tool_call_id")
     if tool_call_id is not None:
         tool_call_id = check_tool_call_id(tool_call_id, f"{where} tool_call_id")
+    _check_tool_fields(where, role, tool_calls, tool_call_id)
     item = item_from_chat(role, content, tool_calls, tool_call_id)
     view = ChatView(role, content, tool_calls, tool_call_id, item.get("type", "message"))
     return new_row(view, dump_json(item, where), where)
+
+
+def _check_tool_fields(
+    where: str, role: str, tool_calls: list[Any] | None, tool_call_id: str | None
+) -> None:
+    """The chat API's pairing, which models enforce on input: only an assistant message makes
+    tool calls, and a tool message answers exactly one of them by its id. Stored otherwise,
+    the history would come back as input a model refuses."""
+    if tool_calls and role != "assistant":
+        raise InvalidInputError(f"{where}: only an assistant message has tool_calls, not {role!r}")
+    if role == "tool" and tool_call_id is None:
+        raise InvalidInputError(
+            f"{where}: a tool message needs the tool_call_id of the call it answers"
+        )
+    if tool_call_id is not None and role != "tool":
+        raise InvalidInputError(
+            f"{where}: only a tool message has a tool_call_id, not a {role!r} message"
+        )
 
 
 def prepare_item(item: Any, index: int | None = None) -> NewRow:

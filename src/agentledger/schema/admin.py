@@ -86,8 +86,11 @@ class SchemaAdmin:
             raise LedgerError(f"migrating failed: {error}") from error
 
     async def _own_history(self) -> None:
-        """Refuse agentledger's own history commands where its revisions run in the host's."""
+        """Refuse agentledger's own history commands where its revisions run in the host's,
+        or where a newer agentledger migrated the database (its revisions are not here)."""
         state = await self.state()
+        if state.unknown:
+            raise SchemaNotReadyError(f"cannot migrate this database: {state.advice()}")
         if state.in_host_history:
             raise SchemaNotReadyError(
                 "agentledger's revisions run in your application's Alembic history here, so "

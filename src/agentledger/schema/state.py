@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, inspect
 
+from agentledger._version import __version__
 from agentledger.schema.alembic import (
     HOST_VERSION_TABLE,
     VERSION_TABLE,
@@ -59,10 +60,23 @@ class SchemaState:
     def at_head(self) -> bool:
         return self.head in self.current
 
+    @property
+    def unknown(self) -> tuple[str, ...]:
+        """Applied revisions this version of agentledger does not ship (a newer one's)."""
+        known = known_revisions()
+        return tuple(revision for revision in self.current if revision not in known)
+
     def advice(self) -> str | None:
         """What to run to reach head (``None`` at head)."""
         if self.at_head:
             return None
+        if self.unknown:
+            return (
+                f"revision {', '.join(self.unknown)} is not one of agentledger {__version__}'s: "
+                "a newer agentledger migrated this database. Install that version (its "
+                "revisions ship with it); to go back to this one, first run `agentledger db "
+                f"downgrade {self.head}` with the newer version installed"
+            )
         if self.in_host_history:
             advice = (
                 "agentledger's revisions run in your application's Alembic history: run "

@@ -24,7 +24,7 @@ from agentledger.domain.validation import (
     check_title,
     parse_session_id,
 )
-from agentledger.errors import SessionNotFoundError, SessionReferencedError
+from agentledger.errors import InvalidInputError, SessionNotFoundError, SessionReferencedError
 from agentledger.services.base import ServiceBase, SessionId, operation
 
 
@@ -147,7 +147,7 @@ class Sessions(ServiceBase):
         user_id = check_name(user_id, "user_id")
         checked = check_limit(limit)
         if checked is None or not 1 <= checked <= MAX_PAGE_SIZE:
-            raise ValueError(f"limit must be between 1 and {MAX_PAGE_SIZE}, got {limit}")
+            raise InvalidInputError(f"limit must be between 1 and {MAX_PAGE_SIZE}, got {limit}")
         after = None if cursor is None else cursors.decode_listing(cursor)
         agent = None if agent_name is None else check_name(agent_name, "agent_name")
         meta_filter = check_metadata_filter(metadata)

@@ -153,6 +153,7 @@ class MessageRepository(Repository):
             (session_id,),
             messages=True,
         )
+        await self._forget_batches_after(session_id, seq - 1)
         kept = intact(session_id, result)  # a damaged newest item is removed, not returned
         return kept[0].item if kept else None
 
@@ -180,17 +181,23 @@ class MessageRepository(Repository):
             (session_id,),
             messages=True,
         )
-        await self._db.execute(
-            delete(_batches).where(
-                _batches.c.session_id == session_id,
-                _batches.c["count"] > 0,
-                _batches.c.first_seq + _batches.c["count"] - 1 > to_seq,
-            )
-        )
+        await self._forget_batches_after(session_id, to_seq)
         await self._db.execute(
             update(_sessions)
             .where(_sessions.c.id == session_id)
             .values(last_seq=to_seq, updated_at=now)
+        )
+
+    async def _forget_batches_after(self, session_id: uuid.UUID, last_kept: int) -> None:
+        """Forget the idempotency keys of batches that reached past ``last_kept``: their
+        messages are (partly) gone, so a retry must append again, never acknowledge seqs that
+        now hold, or will hold, other messages."""
+        await self._db.execute(
+            delete(_batches).where(
+                _batches.c.session_id == session_id,
+                _batches.c["count"] > 0,
+                _batches.c.first_seq + _batches.c["count"] - 1 > last_kept,
+            )
         )
 
     async def trim_front(self, session_id: uuid.UUID, new_trimmed_seq: int) -> None:

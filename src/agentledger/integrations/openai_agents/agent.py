@@ -81,7 +81,8 @@ class StreamedAgentRun:
 
     @property
     def usage(self) -> Usage:
-        """Token usage of the run; available once the stream has ended."""
+        """Token usage of the run; available once the stream has ended (also when it ended
+        with an error)."""
         if self._usage is None:
             raise RuntimeError(
                 "the run is still streaming; consume stream_events() or await result() first"
@@ -94,7 +95,9 @@ class StreamedAgentRun:
             async for event in self.raw.stream_events():
                 yield event
         except AgentsException as error:
-            await self._owner._record_failed_run(self._session, error)
+            # The stream has ended, in failure: its usage (recorded when the SDK had it) is
+            # what ``usage`` reports from now on.
+            self._usage = await self._owner._record_failed_run(self._session, error)
             raise
         await self._finish()
 
@@ -212,12 +215,14 @@ class SessionAgent:
         )
         return record
 
-    async def _record_failed_run(self, session: LedgerSession, error: AgentsException) -> None:
-        """Tokens spent by a run that failed (max turns, guardrail, ...) still count."""
+    async def _record_failed_run(self, session: LedgerSession, error: AgentsException) -> Usage:
+        """Tokens spent by a run that failed (max turns, guardrail, ...) still count; the
+        usage recorded (zero when the SDK did not report any)."""
         run_data = error.run_data
         if run_data is None:
-            return
+            return Usage()
         try:
-            await self._record_usage(session, run_data.context_wrapper.usage)
+            return await self._record_usage(session, run_data.context_wrapper.usage)
         except LedgerError:
             logger.warning("could not record the usage of a failed agent run", exc_info=True)
+            return usage_from_sdk(run_data.context_wrapper.usage)
