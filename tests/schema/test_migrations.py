@@ -13,6 +13,7 @@ import asyncio
 import os
 import re
 import sys
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -515,3 +516,40 @@ async def test_a_database_migrated_by_a_newer_agentledger_says_to_install_it(
     with pytest.raises(SchemaNotReadyError, match="newer agentledger"):
         await fresh.upgrade()
     assert await fresh.current_revisions() == ("agentledger_9999",)
+
+
+async def test_trimmed_sessions_keep_their_start_through_a_downgrade_and_upgrade(
+    empty_ledger: Ledger,
+) -> None:
+    await empty_ledger.upgrade()
+    service = empty_ledger.service
+    trimmed = await service.create_session("user-1", "agent")
+    await service.add_messages(
+        trimmed.id, [{"role": "user", "content": f"m{n}"} for n in range(1, 7)]
+    )
+    emptied = await service.create_session("user-1", "agent")
+    await service.add_messages(emptied.id, [{"role": "user", "content": "gone"}])
+    async with empty_ledger.engine.begin() as connection:  # the front of each, trimmed
+        for sid, through in ((trimmed.id, 4), (emptied.id, 1)):
+            key = sid if connection.dialect.name == "postgresql" else sid.hex
+            await connection.execute(
+                text("DELETE FROM conversation_messages WHERE session_id = :s AND seq <= :t"),
+                {"s": key, "t": through},
+            )
+            await connection.execute(
+                text("UPDATE agent_sessions SET trimmed_seq = :t WHERE id = :s"),
+                {"s": key, "t": through},
+            )
+    before = await service.export_session(trimmed.id)
+
+    await empty_ledger.downgrade("agentledger_0001")
+    await empty_ledger.upgrade()
+
+    after = await service.export_session(trimmed.id)
+    assert (after.trimmed_seq, after.messages) == (4, before.messages)
+    page = await service.list_user_sessions("user-1")
+    counts = {summary.id: summary.message_count for summary in page.sessions}
+    assert counts == {trimmed.id: 2, emptied.id: 0}
+    # Its own export imports again, elsewhere under a new id.
+    copy = await service.import_session(after, user_id="user-1", session_id=uuid.uuid4())
+    assert copy.items_added == 2
