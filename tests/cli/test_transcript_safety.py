@@ -476,6 +476,9 @@ def _bad_jsonl_cases() -> dict[str, tuple[str, int]]:
         value["session"].update(changes)
         return json.dumps(value)
 
+    def with_item(item: Any) -> str:
+        return json.dumps({"seq": 2, "item": item, "created_at": now.isoformat()})
+
     def with_stamp(line: str, stamp: str) -> str:
         value = json.loads(line)
         value["created_at"] = stamp
@@ -502,6 +505,24 @@ def _bad_jsonl_cases() -> dict[str, tuple[str, int]]:
             f"{header}\n" + with_stamp(first, "0001-01-01T00:00:00+05:00") + f"\n{second}\n",
             2,
         ),
+        # What storing would refuse is refused while reading, with the line.
+        "unknown role": (
+            f"{header}\n{first}\n{with_item({'role': 'hacker', 'content': 'x'})}\n",
+            3,
+        ),
+        "lone surrogate": (
+            f"{header}\n{first}\n" + with_item({"role": "user", "content": "\ud800"}) + "\n",
+            3,
+        ),
+        "NaN": (f'{header}\n{first}\n{{"seq": 2, "item": {{"type": "x", "v": NaN}}}}\n', 3),
+        "item not an object": (f'{header}\n{first}\n{{"seq": 2, "item": "text"}}\n', 3),
+        "title too long": (with_session(title="t" * 300) + f"\n{first}\n{second}\n", 1),
+        "agent name too long": (with_session(agent_name="a" * 300) + f"\n{first}\n{second}\n", 1),
+        "seq as a float": (
+            f'{header}\n{{"seq": 1.0, "item": {{"role": "user", "content": "a"}}}}\n{second}\n',
+            2,
+        ),
+        "more messages than announced": (f"{header}\n{first}\n{second}\n{second}\n", 4),
     }
 
 
@@ -539,6 +560,40 @@ def test_cli_import_of_unreadable_jsonl_is_one_line_and_writes_nothing(
         assert_one_error_line(err, path.name, f"line {line}")
         assert "RecursionError" not in err
         assert run_sync(url_snapshot(database_url)) == before, case
+
+
+def test_a_folder_import_checks_every_file_first_and_names_a_refused_one(
+    database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good_a, good_b = plain_transcript(count=2), plain_transcript(count=3)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.jsonl").write_text(dumps_jsonl(good_a), encoding="utf-8", newline="\n")
+    (folder / "b.jsonl").write_text(dumps_jsonl(good_b), encoding="utf-8", newline="\n")
+    bad = dumps_jsonl(plain_transcript(count=1)).replace("message 1", "\\ud800")
+    (folder / "z.jsonl").write_text(bad, encoding="utf-8", newline="\n")
+    before = run_sync(url_snapshot(database_url))
+
+    code, _, err = cli(capsys, database_url, "sessions", "import", str(folder), "--user", USER)
+
+    assert code == 1
+    assert_one_error_line(err, "z.jsonl", "line 2", "surrogate")
+    assert run_sync(url_snapshot(database_url)) == before  # a, b not stored either
+
+    # A refusal only the database can make (the id is another user's) names the file and
+    # what was stored before it.
+    (folder / "z.jsonl").write_text(dumps_jsonl(plain_transcript(count=1)), encoding="utf-8")
+    taken = json.loads((folder / "z.jsonl").read_text(encoding="utf-8").splitlines()[0])
+    run_sync(claim(database_url, uuid.UUID(taken["session"]["id"]), "mallory"))
+    code, _, err = cli(capsys, database_url, "sessions", "import", str(folder), "--user", USER)
+    assert code == 1
+    assert_one_error_line(err, "z.jsonl", "taken by another user", "a.jsonl", "b.jsonl")
+    assert run_sync(url_items(database_url, good_a.id)) == good_a.items
+
+
+async def claim(url: str, session_id: uuid.UUID, user: str) -> None:
+    async with Ledger.from_url(url) as ledger:
+        await ledger.service.create_session(user, "helper", session_id=session_id)
 
 
 # -- 6. impossible transcripts are refused before anything is written --------------------------

@@ -208,14 +208,21 @@ async def import_sessions(ledger: Ledger, args: argparse.Namespace, out: Output)
     if args.session_id is not None and len(files) != 1:
         raise InvalidInputError("--session-id applies to a single transcript file")
     service = acting_for(ledger, args.user)
+    if len(files) > 1:
+        for name in files:  # every file checked before the first is stored
+            read_transcript(name)
     sessions = created = items = 0
     imported: list[dict[str, object]] = []
     with out.progress(len(files), "files") as progress:
         for done, name in enumerate(files, start=1):
             transcript = read_transcript(name)
-            result = await service.import_session(
-                transcript, user_id=args.user, session_id=args.session_id
-            )
+            try:
+                result = await service.import_session(
+                    transcript, user_id=args.user, session_id=args.session_id
+                )
+            except LedgerError as error:
+                stored = [str(entry["file"]) for entry in imported]
+                raise _refused_file(name, error, stored) from error
             sessions += 1
             created += result.created
             items += result.items_added
@@ -242,6 +249,22 @@ async def import_sessions(ledger: Ledger, args: argparse.Namespace, out: Output)
             f"{args.user!r}"
         )
     return EXIT_OK
+
+
+def _refused_file(name: str, error: LedgerError, stored: list[str]) -> LedgerError:
+    """The refusal of one file of an import, naming it and what was stored before it (kept:
+    a rerun adds only what is new)."""
+    source = "standard input" if name == STANDARD_STREAM else name
+    message = str(error) if str(error).startswith(source) else f"{source}: {error}"
+    if stored:
+        message += (
+            f" (imported before it: {', '.join(stored[:3])}"
+            + (f" and {len(stored) - 3} more" if len(stored) > 3 else "")
+            + "; they stay, and running the import again adds only what is new)"
+        )
+    return (
+        InvalidInputError(message) if isinstance(error, InvalidInputError) else LedgerError(message)
+    )
 
 
 async def import_sdk(ledger: Ledger, args: argparse.Namespace, out: Output) -> int:

@@ -18,6 +18,7 @@ from agentledger.domain.transcripts.model import (
     SessionTranscript,
     TranscriptMessage,
 )
+from agentledger.domain.validation import check_metadata, check_name, check_title, prepare_item
 from agentledger.errors import InvalidInputError, LedgerDatabaseError
 
 
@@ -111,13 +112,20 @@ def read_jsonl(lines: Iterable[str], *, source: str = "transcript") -> SessionTr
             header = _check_header(value, source, number)
             expected = header["trimmed_seq"] + 1
             continue
+        if len(messages) == header["message_count"]:
+            raise _problem(
+                source,
+                number,
+                f"the header announces {header['message_count']} messages but more follow; "
+                "export the session again",
+            )
         messages.append(_check_message(value, source, number, expected))
         expected += 1
     if header is None:
         raise InvalidInputError(
             f"{source} is empty; expected an agentledger transcript (JSONL with a header line)"
         )
-    if len(messages) != header["message_count"]:
+    if len(messages) < header["message_count"]:
         raise InvalidInputError(
             f"{source} holds {len(messages)} of the {header['message_count']} messages its "
             "header announces: the file is incomplete; export the session again"
@@ -187,6 +195,16 @@ def _check_header(value: Any, source: str, number: int) -> dict[str, Any]:
             f'session "trimmed_seq" {trimmed} plus {count} messages passes the highest '
             f"sequence number a session can hold ({MAX_SEQ})",
         )
+    try:  # what storing the session would refuse, refused here with the line
+        check_name(session["user_id"], "session user_id")
+        check_name(session["agent_name"], "session agent_name")
+        if title is not None:
+            check_title(title)
+        if name is not None:
+            check_name(name, "session name")
+        check_metadata(metadata)
+    except InvalidInputError as error:
+        raise _problem(source, number, str(error)) from None
     return {
         "id": session_id,
         "user_id": session["user_id"],
@@ -225,7 +243,7 @@ def _check_message(value: Any, source: str, number: int, expected: int) -> Trans
     if not isinstance(value, dict) or "item" not in value:
         raise _problem(source, number, 'a message line must be {"seq": n, "item": {...}}')
     seq = value.get("seq")
-    if seq != expected or isinstance(seq, bool):
+    if seq != expected or not isinstance(seq, int) or isinstance(seq, bool):
         raise _problem(
             source,
             number,
@@ -234,4 +252,8 @@ def _check_message(value: Any, source: str, number: int, expected: int) -> Trans
         )
     created_at = value.get("created_at")
     stamp = None if created_at is None else _parse_stamp(created_at, "created_at", source, number)
+    try:
+        prepare_item(value["item"])  # what storing it would refuse, refused here with the line
+    except InvalidInputError as error:
+        raise _problem(source, number, str(error)) from None
     return TranscriptMessage(seq=expected, item=value["item"], created_at=stamp)
