@@ -274,6 +274,25 @@ async def test_erase_user_skips_and_reports_referenced_sessions(ledger: Ledger) 
     await assert_only_referenced_remain(ledger)
 
 
+async def test_dry_runs_count_what_the_real_runs_delete(ledger: Ledger) -> None:
+    await seed_referenced(ledger)
+    svc = ledger.service
+    kept: list[BlockedSession] = []
+
+    assert await svc.cleanup_sessions(timedelta(0), dry_run=True, on_blocked=kept.append) == 3
+    assert set(kept) == expected_blocked()
+    assert await svc.count_idle_sessions(timedelta(0)) == (3, 3)
+    retention = await svc.apply_retention({"*": {"days": 0}}, dry_run=True)
+    assert (retention.deleted_sessions, retention.deleted_messages) == (3, 3)
+    assert set(retention.blocked) == expected_blocked()
+    erasure = await svc.erase_user("u", dry_run=True)
+    assert (erasure.sessions, erasure.messages) == (3, 3)
+    assert set(erasure.blocked) == expected_blocked()
+
+    report = await svc.erase_user("u")  # the real run agrees
+    assert (report.sessions, report.messages, set(report.blocked)) == (3, 3, expected_blocked())
+
+
 async def seed_url(url: str) -> None:
     async with Ledger.from_url(url) as ledger:
         await seed_referenced(ledger)

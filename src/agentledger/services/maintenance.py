@@ -69,8 +69,11 @@ class Maintenance(ServiceBase):
         check_count(max_batch_messages, "max_batch_messages")
         await self._require_every_tenant("cleanup")
         if dry_run:
-            async with self._uow(autocommit=True) as uow:
-                return (await uow.maintenance.count_idle(AgentScope(), cutoff))[0]
+            sessions, _messages, kept = await self._count_idle(AgentScope(), cutoff)
+            if on_blocked is not None:
+                for session in kept:
+                    on_blocked(session)
+            return sessions
         total = 0
 
         def progress(counts: RetentionCounts, blocked: list[BlockedSession]) -> None:
@@ -92,8 +95,23 @@ class Maintenance(ServiceBase):
         """``(sessions, messages)`` a cleanup with ``older_than`` would delete now."""
         cutoff = self._cutoff(older_than)
         await self._require_every_tenant("cleanup")
+        sessions, messages, _kept = await self._count_idle(AgentScope(), cutoff)
+        return sessions, messages
+
+    async def _count_idle(
+        self, scope: AgentScope, cutoff: datetime, *, unarchived_only: bool = False
+    ) -> tuple[int, int, list[BlockedSession]]:
+        """What deleting the scope's idle sessions would do: ``(sessions, messages)`` it
+        would delete, and the sessions another table's foreign key would keep."""
         async with self._uow(autocommit=True) as uow:
-            return await uow.maintenance.count_idle(AgentScope(), cutoff)
+            kept = [] if unarchived_only else await uow.maintenance.kept_idle(scope, cutoff)
+            sessions, messages = await uow.maintenance.count_idle(
+                scope,
+                cutoff,
+                unarchived_only=unarchived_only,
+                excluding=[session.session_id for session in kept],
+            )
+        return sessions, messages, kept
 
     def _cutoff(self, older_than: object) -> datetime:
         if not isinstance(older_than, timedelta) or older_than < timedelta(0):
@@ -129,7 +147,11 @@ class Maintenance(ServiceBase):
             )
         if dry_run:
             async with self._uow(autocommit=True, tenant=user_id) as uow:
-                return ErasureReport(*await uow.maintenance.count_for_user(user_id))
+                kept = await uow.maintenance.kept_of_user(user_id)
+                counts = await uow.maintenance.count_for_user(
+                    user_id, excluding=[session.session_id for session in kept]
+                )
+            return ErasureReport(*counts, tuple(kept))
         total = ErasureReport()
         after: uuid.UUID | None = None
         while True:
@@ -231,14 +253,16 @@ class Maintenance(ServiceBase):
                 max_messages=max_messages,
             )
             return
-        async with self._uow(autocommit=True) as uow:
-            sessions, messages = await uow.maintenance.count_idle(
-                scope, cutoff, unarchived_only=policy.archive
-            )
+        sessions, messages, kept = await self._count_idle(
+            scope, cutoff, unarchived_only=policy.archive
+        )
         if policy.archive:
             progress(RetentionCounts(archived_sessions=sessions), [])
         else:
-            progress(RetentionCounts(deleted_sessions=sessions, deleted_messages=messages), [])
+            counts = RetentionCounts(
+                deleted_sessions=sessions, deleted_messages=messages, blocked_sessions=len(kept)
+            )
+            progress(counts, kept)
 
     async def _retire_idle(
         self,

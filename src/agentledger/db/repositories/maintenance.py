@@ -21,10 +21,13 @@ from sqlalchemy import (
     Select,
     Uuid,
     bindparam,
+    column,
     delete,
+    exists,
     func,
     inspect,
     select,
+    table,
     text,
     true,
     tuple_,
@@ -33,6 +36,7 @@ from sqlalchemy import (
 
 from agentledger.db.models import sessions_table, usage_table
 from agentledger.db.repositories.base import Repository
+from agentledger.domain.records import BlockedSession
 from agentledger.translation import OWN_TABLE_NAMES
 
 _sessions = sessions_table
@@ -120,16 +124,49 @@ class MaintenanceRepository(Repository):
         return chosen
 
     async def count_idle(
-        self, scope: AgentScope, cutoff: datetime, *, unarchived_only: bool = False
+        self,
+        scope: AgentScope,
+        cutoff: datetime,
+        *,
+        unarchived_only: bool = False,
+        excluding: Sequence[uuid.UUID] = (),
     ) -> tuple[int, int]:
-        """``(sessions, messages)`` of the scope idle since before ``cutoff``."""
+        """``(sessions, messages)`` of the scope idle since before ``cutoff``, leaving out
+        the sessions ``excluding`` names (those another table keeps)."""
         statement = select(func.count(), func.coalesce(func.sum(_message_count()), 0)).where(
             scope.condition(), _sessions.c.updated_at < cutoff
         )
         if unarchived_only:
             statement = statement.where(_sessions.c.archived_at.is_(None))
+        if excluding:
+            statement = statement.where(_sessions.c.id.not_in(excluding))
         sessions, messages = (await self._db.execute(statement)).one()
         return int(sessions), int(messages)
+
+    async def kept_idle(self, scope: AgentScope, cutoff: datetime) -> list[BlockedSession]:
+        """The scope's sessions idle since before ``cutoff`` that a delete would skip."""
+        return await self._kept(scope.condition(), _sessions.c.updated_at < cutoff)
+
+    async def kept_of_user(self, user_id: str) -> list[BlockedSession]:
+        """The sessions of ``user_id`` that an erasure would skip."""
+        return await self._kept(_sessions.c.user_id == user_id)
+
+    async def _kept(self, *conditions: ColumnElement[bool]) -> list[BlockedSession]:
+        """The sessions matching ``conditions`` that a row of another table refers to (through
+        a foreign key without ``ON DELETE``): what a delete would skip, for dry runs to count
+        exactly. Each is named with the first such key found."""
+        found: dict[uuid.UUID, BlockedSession] = {}
+        for key in await self.blocking_foreign_keys():
+            if key.session_column is None:
+                continue
+            referring = table(key.table, column(key.session_column))
+            statement = select(_sessions.c.id).where(
+                *conditions,
+                exists().where(referring.c[key.session_column] == _sessions.c.id),
+            )
+            for session_id in (await self._db.execute(statement)).scalars():
+                found.setdefault(session_id, BlockedSession(session_id, key.table, key.constraint))
+        return sorted(found.values(), key=lambda blocked: blocked.session_id)
 
     async def user_sessions(
         self, user_id: str, *, after: uuid.UUID | None, limit: int
@@ -164,20 +201,24 @@ class MaintenanceRepository(Repository):
         ordered = sorted(rows, key=lambda row: (row[1], row[0]))
         return [Candidate(row[0], row[1], int(row[2])) for row in ordered]
 
-    async def count_for_user(self, user_id: str) -> tuple[int, int, int]:
-        """``(sessions, messages, usage records)`` of ``user_id``."""
+    async def count_for_user(
+        self, user_id: str, *, excluding: Sequence[uuid.UUID] = ()
+    ) -> tuple[int, int, int]:
+        """``(sessions, messages, usage records)`` of ``user_id``, leaving out the sessions
+        ``excluding`` names."""
         owned = _sessions.alias("owned")
         usage_records = (
             select(func.count())
             .select_from(_usage.join(owned, owned.c.id == _usage.c.session_id))
             .where(owned.c.user_id == user_id)
-            .scalar_subquery()
         )
-        result = await self._db.execute(
-            select(func.count(), func.coalesce(func.sum(_message_count()), 0), usage_records).where(
-                _sessions.c.user_id == user_id
-            )
+        chosen = select(func.count(), func.coalesce(func.sum(_message_count()), 0)).where(
+            _sessions.c.user_id == user_id
         )
+        if excluding:
+            usage_records = usage_records.where(owned.c.id.not_in(excluding))
+            chosen = chosen.where(_sessions.c.id.not_in(excluding))
+        result = await self._db.execute(chosen.add_columns(usage_records.scalar_subquery()))
         sessions, messages, usage = result.one()
         return int(sessions), int(messages), int(usage)
 
@@ -286,10 +327,10 @@ def _message_count() -> ColumnElement[Any]:
 def _blocking_foreign_keys(connection: Connection) -> list[BlockingForeignKey]:
     inspector = inspect(connection)
     found = []
-    for table in inspector.get_table_names():
-        if table in OWN_TABLE_NAMES:
+    for name in inspector.get_table_names():
+        if name in OWN_TABLE_NAMES:
             continue
-        for key in inspector.get_foreign_keys(table):
+        for key in inspector.get_foreign_keys(name):
             action = str((key.get("options") or {}).get("ondelete") or "").upper()
             if key.get("referred_table") in OWN_TABLE_NAMES and action not in (
                 "CASCADE",
@@ -298,7 +339,7 @@ def _blocking_foreign_keys(connection: Connection) -> list[BlockingForeignKey]:
             ):
                 found.append(
                     BlockingForeignKey(
-                        table,
+                        name,
                         key.get("name"),
                         _session_column(key),
                         on_messages=key.get("referred_table") == "conversation_messages",
