@@ -186,6 +186,21 @@ async def test_adopt_refuses_unknown_roles_and_foreign_shapes(seed_db: str) -> N
             await ledger.adopt()
 
 
+@pytest.mark.parametrize("value", ["[1, 2]", '"a string"', "42"])
+async def test_adopt_refuses_metadata_that_is_not_an_object(seed_db: str, value: str) -> None:
+    connection = await asyncpg.connect(seed_db)
+    try:
+        await connection.execute(
+            "UPDATE agent_sessions SET metadata = CAST($1 AS jsonb) WHERE id = $2", value, ALICE
+        )
+    finally:
+        await connection.close()
+    async with Ledger.from_url(seed_db) as ledger:
+        with pytest.raises(LedgerError, match="1 sessions have metadata that is not a JSON"):
+            await ledger.adopt()
+        assert await ledger.current_revisions() == ()
+
+
 async def test_adopt_refuses_a_database_agentledger_already_manages(database_url: str) -> None:
     async with Ledger.from_url(database_url) as ledger:
         with pytest.raises(LedgerError, match="agentledger db upgrade"):

@@ -7,8 +7,8 @@ holds to ``agent_sessions`` survive), rebuilds message order from ``created_at``
 the best the seed recorded — and stamps the database so normal upgrades follow.
 
 It refuses, changing nothing, when the tables are not the seed's shape, when messages have no
-session (the seed allowed a NULL ``session_id``), or when a role is outside agentledger's set:
-nothing is ever dropped silently. Everything runs in the caller's single transaction.
+session (the seed allowed a NULL ``session_id``), when a role is outside agentledger's set, or
+when a session's metadata is not a JSON object: nothing is ever dropped silently. Everything runs in the caller's single transaction.
 """
 
 from __future__ import annotations
@@ -139,6 +139,20 @@ def _check_rows(connection: Connection) -> tuple[int, int]:
         raise AdoptionRefusedError(
             f"messages use roles agentledger does not know ({', '.join(map(repr, unknown))}); "
             f"map them to one of {', '.join(ROLES)} first (nothing was changed)"
+        )
+    not_objects = connection.scalar(
+        text(
+            "SELECT count(*) FROM agent_sessions WHERE metadata IS NOT NULL "
+            "AND jsonb_typeof(CAST(metadata AS jsonb)) <> 'object'"
+        )
+    )
+    if not_objects:
+        raise AdoptionRefusedError(
+            f"{not_objects} sessions have metadata that is not a JSON object (agentledger's "
+            "metadata is one, so it would read as {} and be lost at the next update); wrap "
+            "it, e.g. UPDATE agent_sessions SET metadata = jsonb_build_object('value', "
+            "metadata) WHERE jsonb_typeof(metadata) <> 'object', then adopt again (nothing "
+            "was changed)"
         )
     sessions = int(connection.scalar(text("SELECT count(*) FROM agent_sessions")) or 0)
     messages = int(connection.scalar(text("SELECT count(*) FROM conversation_messages")) or 0)
