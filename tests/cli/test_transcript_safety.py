@@ -989,3 +989,36 @@ def test_closed_pipe_during_markdown_export_ends_quietly(database_url: str, tmp_
     args = ["sessions", "export", sid, "--format", "markdown"]
     code, err = _run_with_early_closing_reader(database_url, args, tmp_path)
     _assert_quiet_broken_pipe(code, err, "export --format markdown")
+
+
+def test_force_writes_through_links_and_never_replaces_special_files(
+    database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def seed() -> uuid.UUID:
+        async with Ledger.from_url(database_url) as ledger:
+            session = await ledger.service.create_session(USER, "helper")
+            await ledger.service.add_message(session.id, "user", "hello")
+            return session.id
+
+    sid = run_sync(seed())
+    out = tmp_path / "out"
+    out.mkdir()
+    real = out / "real.jsonl"
+    real.write_text("old\n", encoding="utf-8")
+    link = out / "link.jsonl"
+    link.symlink_to(real)
+    export = ("sessions", "export", str(sid), "--force", "-o")
+
+    code, _, err = cli(capsys, database_url, *export, str(link))
+    assert code == 0, err
+    assert link.is_symlink()  # still the link, and its target holds the export
+    assert loads_jsonl(real.read_text(encoding="utf-8")).id == sid
+
+    fifo = out / "pipe"
+    os.mkfifo(fifo)
+    for special in (fifo, out):
+        code, _, err = cli(capsys, database_url, *export, str(special))
+        assert code == 1
+        assert_one_error_line(err, "not a regular file")
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+    assert sorted(path.name for path in out.iterdir()) == ["link.jsonl", "pipe", "real.jsonl"]

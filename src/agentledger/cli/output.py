@@ -144,7 +144,10 @@ def refuse_existing(paths: Iterable[Path], *, force: bool) -> None:
 def write_file(path: Path, write: Callable[[TextIO], None], *, force: bool) -> None:
     """Write a file atomically: ``write`` fills a temporary file next to ``path``, which then
     takes its name, so ``path`` is never left partial (a failure leaves it as it was). Without
-    ``force`` an existing ``path`` is refused, even one that appeared meanwhile."""
+    ``force`` an existing ``path`` is refused, even one that appeared meanwhile. A symbolic
+    link is written through (its target is replaced); a path that is not a regular file (a
+    FIFO, a device, a folder) is refused, as renaming over it would replace it."""
+    path = _regular_target(path)
     folder = path.parent
     try:
         handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
@@ -166,6 +169,18 @@ def write_file(path: Path, write: Callable[[TextIO], None], *, force: bool) -> N
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
+
+
+def _regular_target(path: Path) -> Path:
+    """Where writing ``path`` lands: a symbolic link's target; refused when what is there is
+    not a regular file."""
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
+    if target.exists() and not target.is_file():
+        raise LedgerError(
+            f"{str(path)!r} is not a regular file (a folder, FIFO or device); write to a file "
+            "path, or use -o - for standard output"
+        )
+    return target
 
 
 def _mode_for(path: Path) -> int:
