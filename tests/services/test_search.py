@@ -174,8 +174,12 @@ async def test_cursors_are_checked(ledger: Ledger) -> None:
         await ledger.service.search(
             "alice", "needle", limit=1, cursor=page.next_cursor, agent_name="B"
         )
+    with pytest.raises(InvalidInputError, match="different search"):  # another user's search
+        await ledger.service.search("bob", "needle", limit=1, cursor=page.next_cursor)
     with pytest.raises(InvalidInputError, match="malformed search cursor"):
         await ledger.service.search("alice", "needle", cursor="not-a-cursor")
+    with pytest.raises(InvalidInputError, match="limit"):
+        await ledger.service.search("alice", "needle", limit=0)
 
 
 async def test_bad_arguments_are_refused(ledger: Ledger) -> None:

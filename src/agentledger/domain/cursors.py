@@ -75,7 +75,8 @@ def decode_search(cursor: object, fingerprint: str) -> tuple[float, uuid.UUID, i
         ) from error
     if made_for != fingerprint:
         raise InvalidInputError(
-            "this cursor belongs to a different search; repeat the same query, agent_name and "
-            "include_archived to get the next page, or omit the cursor to start over"
+            "this cursor belongs to a different search; repeat the same user_id, query, "
+            "agent_name and include_archived to get the next page, or omit the cursor to start "
+            "over"
         )
     return parsed

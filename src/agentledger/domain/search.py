@@ -158,7 +158,10 @@ def snippet(content: str, terms: tuple[str, ...], context: int = SNIPPET_CONTEXT
 # -- cursors -------------------------------------------------------------------------------------
 
 
-def query_fingerprint(query: str, agent_name: str | None, include_archived: bool) -> str:
-    """Identity of a search, so a cursor is only used with the search that made it."""
-    raw = json.dumps([query, agent_name, include_archived], ensure_ascii=False)
+def query_fingerprint(
+    user_id: str, query: str, agent_name: str | None, include_archived: bool
+) -> str:
+    """Identity of a search (whose, what, where), so a cursor is only used with the search
+    that made it."""
+    raw = json.dumps([user_id, query, agent_name, include_archived], ensure_ascii=False)
     return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:16]

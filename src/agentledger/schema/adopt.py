@@ -8,7 +8,8 @@ the best the seed recorded — and stamps the database so normal upgrades follow
 
 It refuses, changing nothing, when the tables are not the seed's shape, when messages have no
 session (the seed allowed a NULL ``session_id``), when a role is outside agentledger's set, or
-when a session's metadata is not a JSON object: nothing is ever dropped silently. Everything runs in the caller's single transaction.
+when a session's metadata is not a JSON object: nothing is ever dropped silently. Everything
+runs in the caller's single transaction.
 """
 
 from __future__ import annotations

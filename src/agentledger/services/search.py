@@ -6,6 +6,7 @@ from agentledger.domain import cursors
 from agentledger.domain.records import SearchHit, SearchPage
 from agentledger.domain.search import parse_query, query_fingerprint, snippet
 from agentledger.domain.validation import MAX_PAGE_SIZE, check_limit, check_name
+from agentledger.errors import InvalidInputError
 from agentledger.services.base import ServiceBase, operation
 
 
@@ -36,9 +37,9 @@ class Search(ServiceBase):
         terms = parse_query(query)
         checked = check_limit(limit)
         if checked is None or not 1 <= checked <= MAX_PAGE_SIZE:
-            raise ValueError(f"limit must be between 1 and {MAX_PAGE_SIZE}, got {limit}")
+            raise InvalidInputError(f"limit must be between 1 and {MAX_PAGE_SIZE}, got {limit}")
         agent = None if agent_name is None else check_name(agent_name, "agent_name")
-        fingerprint = query_fingerprint(terms.text, agent, bool(include_archived))
+        fingerprint = query_fingerprint(user_id, terms.text, agent, bool(include_archived))
         after = None if cursor is None else cursors.decode_search(cursor, fingerprint)
         async with self._uow(autocommit=True) as uow:
             rows = await uow.search.search(
