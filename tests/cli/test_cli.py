@@ -59,9 +59,7 @@ def test_durations_parse_and_print() -> None:
 
 
 def test_bad_duration_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        main(["cleanup", "--older-than", "3x"])
-    assert exit_info.value.code == 2
+    assert main(["cleanup", "--older-than", "3x"]) == 2
     assert "invalid duration" in capsys.readouterr().err
 
 
@@ -136,8 +134,8 @@ def test_show_respects_owner_and_reports_errors_in_one_line(
     assert err.startswith("agentledger: error: no session")
     assert err.count("\n") == 1
     code, _, err = cli(capsys, "--database-url", database_url, "sessions", "show", "nope")
-    assert code == 1
-    assert "malformed session id" in err
+    assert code == 2
+    assert "not a session UUID" in err
     assert "Traceback" not in err
 
 
@@ -298,3 +296,31 @@ def test_json_output_for_scripts(
     assert json.loads(out)["dry_run"] is False
     code, out, _ = cli(capsys, "--database-url", url, "db", "downgrade", "base", "--json")
     assert json.loads(out)["current"] == []
+
+
+SOME_ID = "00000000-0000-4000-8000-000000000001"
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (("cleanup", "--older-than", "30d", "--policy", "p.json"), "not allowed with"),
+        (("cleanup", "--batch-size", "0"), "from 1 to 10000"),
+        (("erase-user", "u", "--batch-size", "-1"), "from 1 to 10000"),
+        (("sessions", "list", "--user", "u", "--limit", "0"), "from 1 to 1000"),
+        (("search", "x", "--user", "u", "--limit", "1e20"), "from 1 to 1000"),
+        (("sessions", "import", "a.jsonl", "--user", "u", "--session-id", "nope"), "UUID"),
+        (("sessions", "show", "not-a-uuid"), "not a session UUID"),
+        (
+            ("sessions", "import", "a.jsonl", "b.jsonl", "--user", "u", "--session-id", SOME_ID),
+            "single transcript file",
+        ),
+    ],
+)
+def test_command_line_mistakes_exit_2_and_name_the_rule(
+    database_url: str, capsys: pytest.CaptureFixture[str], args: tuple[str, ...], said: str
+) -> None:
+    code, out, err = cli(capsys, "--database-url", database_url, *args)
+    assert code == 2, (out, err)
+    assert said in err
+    assert "Traceback" not in err

@@ -62,9 +62,7 @@ def test_meta_pairs_parse_as_text_or_json() -> None:
 
 @pytest.mark.parametrize("bad", ["novalue", "=x", ":=1", "n:=NaN", "n:=Infinity", "n:={bad"])
 def test_bad_meta_pairs_are_usage_errors(capsys: pytest.CaptureFixture[str], bad: str) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        main(["sessions", "meta", str(uuid.uuid4()), bad])
-    assert exit_info.value.code == 2
+    assert main(["sessions", "meta", str(uuid.uuid4()), bad]) == 2
     assert "KEY=VALUE" in capsys.readouterr().err
 
 
@@ -170,7 +168,6 @@ def test_fork_and_rewind_refuse_in_one_line_and_write_nothing(
         (("sessions", "rewind", sid, "--to", "5"), "to_seq 5 is outside the history"),
         (("sessions", "rewind", sid, "--to", "-1"), "to_seq must be zero or positive"),
         (("sessions", "rewind", sid, "--to", "0", "--user", "bob"), "for user 'bob'"),
-        (("sessions", "rewind", "nope", "--to", "0"), "malformed session id"),
         (("sessions", "meta", sid, "x=1", "--user", "bob"), "for user 'bob'"),
         (("sessions", "meta", sid, "--user", "bob"), f"no session {sid} for user 'bob'"),
     ]:
@@ -183,9 +180,7 @@ def test_fork_and_rewind_refuse_in_one_line_and_write_nothing(
         assert "Traceback" not in err
 
     assert run_sync(_list(database_url, "alice")) == before
-    with pytest.raises(SystemExit) as exit_info:
-        main(["--database-url", database_url, "sessions", "rewind", sid])
-    assert exit_info.value.code == 2
+    assert main(["--database-url", database_url, "sessions", "rewind", sid]) == 2
     assert "--to" in capsys.readouterr().err
 
 
@@ -217,9 +212,9 @@ def test_meta_and_title(database_url: str, capsys: pytest.CaptureFixture[str]) -
     code, out, _ = cli(capsys, database_url, "sessions", "meta", sid, "--clear-title", "--json")
     assert json.loads(out)["title"] is None
 
-    with pytest.raises(SystemExit) as exit_info:
-        main(["--database-url", database_url, "sessions", "meta", sid, "a=1", "--title", "T"])
-    assert exit_info.value.code == 2
+    assert (
+        main(["--database-url", database_url, "sessions", "meta", sid, "a=1", "--title", "T"]) == 2
+    )
     assert "not allowed" in capsys.readouterr().err
     record = run_sync(_get(database_url, session_id))
     assert record is not None
@@ -279,6 +274,6 @@ def test_erase_user_needs_yes(database_url: str, capsys: pytest.CaptureFixture[s
     assert json.loads(out)["sessions"] == 0
 
     code, _, err = cli(capsys, database_url, "erase-user", "bob", "--yes", "--batch-size", "0")
-    assert code == 1
-    assert "batch_size must be at least 1" in err
+    assert code == 2
+    assert "from 1 to 10000" in err
     assert len(run_sync(_list(database_url, "bob"))) == 1

@@ -503,7 +503,5 @@ async def test_a_default_user_id_owns_sessions_opened_without_one(database_url: 
 
 
 def test_cli_chat_requires_a_user(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        main(["--database-url", "sqlite+aiosqlite://", "chat", "--session", NAME])
-    assert exit_info.value.code == 2
+    assert main(["--database-url", "sqlite+aiosqlite://", "chat", "--session", NAME]) == 2
     assert "--user" in capsys.readouterr().err

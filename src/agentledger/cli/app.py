@@ -36,7 +36,9 @@ from agentledger.cli.output import (
     EXIT_BROKEN_PIPE,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
+    EXIT_USAGE,
     Output,
+    UsageError,
     error_line,
 )
 from agentledger.config import LedgerSettings
@@ -74,7 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``agentledger`` script; returns the process exit code."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exited:  # argparse: --help (0) or a wrong command line (2)
+        return exited.code if isinstance(exited.code, int) else EXIT_USAGE
     try:
         settings = (
             LedgerSettings(database_url=args.database_url)
@@ -82,6 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             else LedgerSettings()
         )
         return asyncio.run(_dispatch(args, settings))
+    except UsageError as error:
+        _fail(str(error))
+        return EXIT_USAGE
     except LedgerError as error:
         _fail(str(error))
     except ValidationError as error:

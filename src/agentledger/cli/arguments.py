@@ -6,9 +6,11 @@ import argparse
 import json
 import re
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+from agentledger.cli.output import UsageError
 from agentledger.domain.naming import resolve_session_uuid, session_name
 from agentledger.ledger import Ledger
 from agentledger.services.facade import SessionService
@@ -31,6 +33,32 @@ def parse_duration(text: str) -> timedelta:
             f"duration {text!r} is longer than any date range ({timedelta.max.days} days at most)"
         )
     return timedelta(seconds=seconds)
+
+
+def count_from(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: a whole number from ``low`` to ``high`` (``--limit``,
+    ``--batch-size``), refused as a command-line mistake (exit 2) naming the real range."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            raise argparse.ArgumentTypeError(
+                f"expected a whole number from {low} to {high}, got {text!r}"
+            )
+        return value
+
+    return parse
+
+
+def session_uuid(text: str) -> str:
+    """An argparse type: a session UUID (``--session-id``)."""
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a session UUID, got {text!r}") from None
 
 
 def format_duration(duration: timedelta) -> str:
@@ -83,6 +111,11 @@ async def session_ref(
     ``ledger.agent_session`` or ``chat``) works too, looked up among that user's sessions."""
     name = None if user is None else session_name(session_id)
     if name is None or user is None:
+        if session_name(session_id) is not None:  # not a UUID, and no --user to name it
+            raise UsageError(
+                f"ID {session_id!r} is not a session UUID; pass one, or --user USER to open "
+                "that user's session by name"
+            )
         return session_id
     found = await service.resolve_name(name, user_id=user)
     return found if found is not None else resolve_session_uuid(name, user)

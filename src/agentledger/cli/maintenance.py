@@ -7,12 +7,13 @@ import dataclasses
 import sys
 from typing import Any
 
-from agentledger.cli.arguments import add_json_flag, format_duration, parse_duration
+from agentledger.cli.arguments import add_json_flag, count_from, format_duration, parse_duration
 from agentledger.cli.output import EXIT_FAILED, EXIT_OK, Output, error_line
 from agentledger.domain.records import BlockedSession, ErasureReport
 from agentledger.domain.retention import RetentionPolicy, RetentionReport, load_policy_file
 from agentledger.errors import LedgerError
 from agentledger.ledger import Ledger
+from agentledger.services.base import MAX_BATCH_SIZE
 
 
 def register(commands: Any) -> None:
@@ -20,7 +21,8 @@ def register(commands: Any) -> None:
         "cleanup", help="delete idle sessions, or apply retention policies per agent"
     )
     add_json_flag(cleanup)
-    cleanup.add_argument(
+    chosen = cleanup.add_mutually_exclusive_group()
+    chosen.add_argument(
         "--older-than",
         type=parse_duration,
         help="delete sessions idle this long, e.g. 30d, 12h, 1d12h (without it: --policy FILE, "
@@ -28,9 +30,12 @@ def register(commands: Any) -> None:
     )
     cleanup.add_argument("--dry-run", action="store_true", help="only count")
     cleanup.add_argument(
-        "--batch-size", type=int, default=500, help="sessions per transaction (default 500)"
+        "--batch-size",
+        type=count_from(1, MAX_BATCH_SIZE),
+        default=500,
+        help="sessions per transaction (default 500)",
     )
-    cleanup.add_argument(
+    chosen.add_argument(
         "--policy",
         metavar="FILE",
         help="JSON retention policies per agent (default: the AGENTLEDGER_RETENTION setting)",
@@ -43,7 +48,10 @@ def register(commands: Any) -> None:
     erase.add_argument("user", metavar="USER", help="user id")
     erase.add_argument("--yes", action="store_true", help="really erase (cannot be undone)")
     erase.add_argument(
-        "--batch-size", type=int, default=500, help="sessions per transaction (default 500)"
+        "--batch-size",
+        type=count_from(1, MAX_BATCH_SIZE),
+        default=500,
+        help="sessions per transaction (default 500)",
     )
     add_json_flag(erase)
     erase.set_defaults(handler=erase_user)
@@ -53,8 +61,6 @@ def register(commands: Any) -> None:
 
 
 async def cleanup_sessions(ledger: Ledger, args: argparse.Namespace, out: Output) -> int:
-    if args.older_than is not None and args.policy is not None:
-        raise LedgerError("use either --older-than or --policy, not both")
     if args.older_than is None:
         return await _cleanup_by_policy(ledger, args, out)
     age = format_duration(args.older_than)

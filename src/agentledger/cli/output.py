@@ -29,10 +29,19 @@ from agentledger.errors import LedgerError
 EXIT_OK = 0
 #: agentledger refused or failed the operation (or ``db current --check``: not at head).
 EXIT_FAILED = 1
-#: Ctrl-C, as a shell reports SIGINT (a wrong command line exits 2, argparse's convention).
+#: The command line was wrong (argparse's convention; :class:`UsageError` for what only the
+#: command can tell).
+EXIT_USAGE = 2
+#: Ctrl-C, as a shell reports SIGINT.
 EXIT_INTERRUPTED = 130
 #: The reader of our output went away (``agentledger ... | head``), as SIGPIPE reports it.
 EXIT_BROKEN_PIPE = 141
+
+
+class UsageError(LedgerError):
+    """A command line that cannot mean anything (options that exclude each other, an ID that
+    is not a UUID where only a UUID fits): exit 2, as argparse's own refusals."""
+
 
 #: The path that means standard output (``-o -``) or standard input (``sessions import -``).
 STANDARD_STREAM = "-"

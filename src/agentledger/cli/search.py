@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from agentledger.cli.arguments import acting_for, add_json_flag
+from agentledger.cli.arguments import acting_for, add_json_flag, count_from
 from agentledger.cli.output import EXIT_OK, Output
 from agentledger.domain.records import SearchHit
+from agentledger.domain.validation import MAX_PAGE_SIZE
 from agentledger.ledger import Ledger
 
 
@@ -15,7 +16,9 @@ def register(commands: Any) -> None:
     search = commands.add_parser("search", help="full-text search over a user's history")
     search.add_argument("query", nargs="+", metavar="QUERY", help='words, "a phrase", -word, or')
     search.add_argument("--user", required=True, help="user id whose history to search")
-    search.add_argument("--limit", type=int, default=20, help="hits per page (default 20)")
+    search.add_argument(
+        "--limit", type=count_from(1, MAX_PAGE_SIZE), default=20, help="hits per page (default 20)"
+    )
     search.add_argument("--cursor", help="next_cursor printed by the previous page")
     search.add_argument("--agent", help="only this agent's sessions")
     search.add_argument("--archived", action="store_true", help="include archived sessions")

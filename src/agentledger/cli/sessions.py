@@ -10,11 +10,13 @@ from agentledger.cli.arguments import (
     acting_for,
     add_json_flag,
     add_session_argument,
+    count_from,
     parse_meta_pair,
     session_ref,
 )
 from agentledger.cli.output import EXIT_OK, Output
 from agentledger.domain.records import MessageRecord, SessionRecord, SessionSummary
+from agentledger.domain.validation import MAX_PAGE_SIZE
 from agentledger.errors import LedgerError
 from agentledger.ledger import Ledger
 
@@ -22,7 +24,9 @@ from agentledger.ledger import Ledger
 def register(session_commands: Any) -> None:
     listing = session_commands.add_parser("list", help="a user's sessions, newest first")
     listing.add_argument("--user", required=True, help="user id")
-    listing.add_argument("--limit", type=int, default=20, help="page size (default 20)")
+    listing.add_argument(
+        "--limit", type=count_from(1, MAX_PAGE_SIZE), default=20, help="page size (default 20)"
+    )
     listing.add_argument("--cursor", help="next_cursor printed by the previous page")
     listing.add_argument("--agent", help="only this agent's sessions")
     listing.add_argument(

@@ -10,12 +10,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from agentledger.cli.arguments import acting_for, add_json_flag, session_ref
+from agentledger.cli.arguments import acting_for, add_json_flag, session_ref, session_uuid
 from agentledger.cli.output import (
     EXIT_FAILED,
     EXIT_OK,
     STANDARD_STREAM,
     Output,
+    UsageError,
     error_line,
     make_folder,
     reading,
@@ -70,7 +71,10 @@ def register_session_commands(session_commands: Any) -> None:
     )
     importing.add_argument("--user", required=True, help="user id that will own the sessions")
     importing.add_argument(
-        "--session-id", metavar="UUID", help="import one file under this id instead of its own"
+        "--session-id",
+        metavar="UUID",
+        type=session_uuid,
+        help="import one file under this id instead of its own",
     )
     add_json_flag(importing)
     importing.set_defaults(handler=import_sessions)
@@ -206,7 +210,7 @@ def read_transcript(name: str) -> SessionTranscript:
 async def import_sessions(ledger: Ledger, args: argparse.Namespace, out: Output) -> int:
     files = _transcript_files(args.files)
     if args.session_id is not None and len(files) != 1:
-        raise InvalidInputError("--session-id applies to a single transcript file")
+        raise UsageError("--session-id applies to a single transcript file")
     service = acting_for(ledger, args.user)
     if len(files) > 1:
         for name in files:  # every file checked before the first is stored
