@@ -667,6 +667,14 @@ def test_db_downgrade_refused_while_a_host_table_refers_to_ours(
     # The refused downgrade left the schema and the rows as they were.
     assert run_sync(revisions_of(database_url)) == (HEAD,)
     assert OWNED_TABLES | {TABLE} <= run_sync(tables_of(database_url))
+    # A relative step as deep as the history is refused too; one that keeps the tables is not.
+    code, _, err = cli(capsys, database_url, "db", "downgrade", "-4")
+    assert code == 1, err
+    assert "drop those keys" in err
+    code, _, err = cli(capsys, database_url, "db", "downgrade", "-1")
+    assert code == 0, err
+    assert run_sync(revisions_of(database_url)) == (EARLIER,)
+    assert cli(capsys, database_url, "db", "upgrade")[0] == 0
 
 
 async def tables_of(url: str) -> set[str]:

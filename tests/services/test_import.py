@@ -134,3 +134,43 @@ def test_cli_import(database_url: str, tmp_path: Path, capsys: pytest.CaptureFix
     )
     assert bad == 1
     assert "not a plain SQL table name" in capsys.readouterr().err
+
+
+def test_an_sdk_session_on_another_users_id_is_left_out_and_the_rest_imported(
+    database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    taken = "0b0e7c9e-9d1f-4c43-9b2e-8f7d6a5c4b3a"
+
+    async def fill() -> None:
+        store = SQLiteSession(taken, str(tmp_path / "sdk.db"))
+        plain = SQLiteSession("plain", str(tmp_path / "sdk.db"))
+        try:
+            await store.add_items([{"role": "user", "content": "on a taken id"}])
+            await plain.add_items([{"role": "user", "content": "plain"}])
+        finally:
+            store.close()
+            plain.close()
+
+    async def squat() -> None:
+        async with Ledger.from_url(database_url) as ledger:
+            await ledger.service.create_session("mallory", "A", session_id=taken)
+
+    run_sync(fill())
+    run_sync(squat())
+    code = main(
+        ["--database-url", database_url, "import", str(tmp_path / "sdk.db"), "--user", "u9"]
+    )
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "imported 1 new items into 1 sessions" in captured.out
+    assert f"SDK session '{taken}' was not imported" in captured.err
+    assert "the id is in use" in captured.err
+    assert "create it with create_session" not in captured.err
+
+    async def check() -> None:
+        async with Ledger.from_url(database_url) as ledger:
+            assert await ledger.service.get_items(taken, user_id="mallory") == []
+            memory = ledger.agent_session("plain", user_id="u9", agent_name="A")
+            assert await memory.get_items() == [{"role": "user", "content": "plain"}]
+
+    run_sync(check())

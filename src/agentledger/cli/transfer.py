@@ -285,7 +285,12 @@ async def import_sdk(ledger: Ledger, args: argparse.Namespace, out: Output) -> i
         )
     out.result(
         f"imported {report.items} new items into {report.sessions} sessions for user {args.user!r}",
-        {"sessions": report.sessions, "items": report.items, "unreadable": report.unreadable},
+        {
+            "sessions": report.sessions,
+            "items": report.items,
+            "unreadable": report.unreadable,
+            "refused": [{"session": name, "reason": why} for name, why in report.refused],
+        },
     )
     if report.unreadable:
         print(
@@ -295,4 +300,6 @@ async def import_sdk(ledger: Ledger, args: argparse.Namespace, out: Output) -> i
             ),
             file=sys.stderr,
         )
-    return EXIT_OK
+    for name, why in report.refused:
+        print(error_line(f"SDK session {name!r} was not imported: {why}"), file=sys.stderr)
+    return EXIT_FAILED if report.refused else EXIT_OK

@@ -110,7 +110,12 @@ class SchemaAdmin:
     ) -> None:
         if connection is None:
             await self._own_history()
-        await self.run(alembic.downgrade, revision, connection=connection)
+
+        def step(sync: Connection, target: str) -> None:
+            alembic.refuse_dropping_referenced_tables(sync, target)
+            alembic.downgrade(sync, target)
+
+        await self.run(step, revision, connection=connection)
         self._ready = False
 
     async def adopt(self, on_progress: Callable[[int, int], None] | None) -> AdoptionReport:

@@ -22,13 +22,14 @@ from alembic import command
 from alembic import context as alembic_context
 from alembic import op as alembic_op
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.script.revision import RevisionError
 from alembic.util import CommandError
 from sqlalchemy import Connection, inspect
 
 from agentledger.db.models import OWNED_TABLES
-from agentledger.errors import ConfigurationError, SchemaNotReadyError
+from agentledger.errors import ConfigurationError, LedgerError, SchemaNotReadyError
 
 #: agentledger's own Alembic version table.
 VERSION_TABLE = "agentledger_alembic_version"
@@ -102,6 +103,47 @@ def upgrade(connection: Connection, revision: str = "head") -> None:
 def downgrade(connection: Connection, revision: str) -> None:
     """Run ``alembic downgrade`` on ``connection`` (the caller owns the transaction)."""
     _run(command.downgrade, connection, revision)
+
+
+def refuse_dropping_referenced_tables(connection: Connection, target: str) -> None:
+    """Before a downgrade to ``target``: when it would drop agentledger's tables (below
+    ``agentledger_0001``) while foreign keys of other tables refer to them, refuse, naming
+    the keys. PostgreSQL would refuse with a bare dependency error; SQLite, whose foreign keys
+    are off while agentledger migrates, would drop them and leave those tables pointing at
+    nothing."""
+    if not _drops_tables(connection, target):
+        return
+    inspector = inspect(connection)
+    keys = [
+        f"{table}.{key.get('name') or '(unnamed key)'} -> {key['referred_table']}"
+        for table in inspector.get_table_names()
+        if table not in OWNED_TABLES
+        for key in inspector.get_foreign_keys(table)
+        if key.get("referred_table") in OWNED_TABLES
+    ]
+    if keys:
+        raise LedgerError(
+            f"downgrading to {target} drops agentledger's tables, but foreign keys of your "
+            f"tables refer to them: {', '.join(keys)}; drop those keys (or their tables) in "
+            "your own migration first, then downgrade again (nothing was changed)"
+        )
+
+
+def _drops_tables(connection: Connection, target: str) -> bool:
+    """Whether a downgrade to ``target`` goes below ``agentledger_0001``: ``base`` (or
+    ``branch@base``), or a relative ``-N`` at least as deep as the applied history."""
+    if target == "base" or target.endswith("@base"):
+        return True
+    steps = target.rsplit("@", 1)[-1]
+    if not (steps.startswith("-") and steps[1:].isdigit()):
+        return False
+    script = ScriptDirectory.from_config(alembic_config())
+    context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+    heads = context.get_current_heads()
+    if not heads:
+        return False
+    depth = max(len(list(script.walk_revisions("base", head))) for head in heads)
+    return int(steps[1:]) >= depth
 
 
 def stamp(connection: Connection, revision: str) -> None:

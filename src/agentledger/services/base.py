@@ -126,6 +126,13 @@ class ServiceBase:
             return
         if owner is None and self._tenant is None and await uow.sessions.confined():
             raise PermissionDeniedError(_UNSCOPED_UNDER_RLS)
+        if owner is not None and missing_ok and user_id is not None and owner != user_id:
+            # A write that would create the session: the id being in use cannot be hidden (as
+            # with any create under a chosen id), but nothing of that session is shown.
+            raise SessionNotFoundError(
+                f"session {sid} does not exist for user {user_id!r} and cannot be created: "
+                "the id is in use; write under another id (or a session name)"
+            )
         if owner is None or (user_id is not None and owner != user_id):
             suffix = "" if user_id is None else f" for user {user_id!r}"
             raise SessionNotFoundError(

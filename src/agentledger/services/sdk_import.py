@@ -29,9 +29,7 @@ from agentledger.db.engine import create_engine
 from agentledger.domain.naming import resolve_session_uuid, session_name
 from agentledger.domain.records import SessionSpec
 from agentledger.domain.validation import prepare_item
-from agentledger.errors import (
-    InvalidInputError,
-)
+from agentledger.errors import InvalidInputError, SessionNotFoundError
 from agentledger.services.facade import SessionService
 from agentledger.translation import translated
 
@@ -46,6 +44,8 @@ class ImportReport:
     sessions: int
     items: int
     unreadable: int
+    #: SDK sessions left out, with why: their name is a UUID that another user's session holds.
+    refused: tuple[tuple[str, str], ...] = ()
 
 
 def source_url(source: str) -> str:
@@ -92,11 +92,15 @@ async def import_sdk_store(
 
     ``on_progress(done, total)`` is called after every chunk, ``total`` being the number of
     source rows. Rows whose ``message_data`` is not valid JSON are counted in
-    ``ImportReport.unreadable`` and left out; everything else is copied in source order.
+    ``ImportReport.unreadable`` and left out (by the run that first reaches them; a rerun
+    resumes after them); everything else is copied in source order. An SDK session whose name
+    is a UUID that another user's session holds is left out and listed in
+    ``ImportReport.refused``; the others are copied.
     """
     table = _identifier(messages_table, "messages table")
     engine = create_engine(source_url(source), foreign=True)
     sessions = items = unreadable = done = 0
+    refused: list[tuple[str, str]] = []
 
     def progress(rows: int) -> None:
         if on_progress is not None:
@@ -110,15 +114,19 @@ async def import_sdk_store(
                     text(f"SELECT DISTINCT session_id FROM {table} ORDER BY session_id")
                 )
                 for name in names.all():
+                    try:
+                        added, bad, rows = await _import_one(
+                            service, connection, table, str(name), (user_id, agent_name),
+                            chunk_size, progress,
+                        )  # fmt: skip
+                    except SessionNotFoundError as error:  # the id is someone else's
+                        refused.append((str(name), str(error)))
+                        continue
                     sessions += 1
-                    added, bad, rows = await _import_one(
-                        service, connection, table, str(name), (user_id, agent_name),
-                        chunk_size, progress,
-                    )  # fmt: skip
                     items, unreadable, done = items + added, unreadable + bad, done + rows
     finally:
         await engine.dispose()
-    return ImportReport(sessions=sessions, items=items, unreadable=unreadable)
+    return ImportReport(sessions, items, unreadable, tuple(refused))
 
 
 async def _count_rows(connection: AsyncConnection, table: str, name: str) -> int:

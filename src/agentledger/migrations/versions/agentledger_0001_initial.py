@@ -13,8 +13,6 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-from agentledger.errors import LedgerError
-
 revision: str = "agentledger_0001"
 down_revision: str | Sequence[str] | None = None
 branch_labels: str | Sequence[str] | None = ("agentledger",)
@@ -121,31 +119,7 @@ def create_bookkeeping_tables() -> None:
     )
 
 
-_TABLES = ("agent_sessions", "conversation_messages", "conversation_batches", "session_usage")
-
-
-def _refuse_while_referenced() -> None:
-    """Dropping the tables while another table's foreign key refers to them would fail on
-    PostgreSQL with a bare dependency error, and on SQLite (foreign keys off while migrating)
-    would leave that table pointing at nothing: refuse first, naming the keys."""
-    inspector = sa.inspect(op.get_bind())
-    keys = [
-        f"{table}.{key.get('name') or '(unnamed key)'} -> {key['referred_table']}"
-        for table in inspector.get_table_names()
-        if table not in _TABLES
-        for key in inspector.get_foreign_keys(table)
-        if key.get("referred_table") in _TABLES
-    ]
-    if keys:
-        raise LedgerError(
-            "downgrading below agentledger_0001 drops agentledger's tables, but foreign keys "
-            f"of your tables refer to them: {', '.join(keys)}; drop those keys (or their "
-            "tables) in your own migration first, then downgrade again"
-        )
-
-
 def downgrade() -> None:
-    _refuse_while_referenced()
     op.drop_table("session_usage")
     op.drop_table("conversation_batches")
     op.drop_table("conversation_messages")

@@ -27,13 +27,6 @@ def upgrade() -> None:
         "agent_sessions",
         sa.Column("trimmed_seq", sa.BigInteger(), server_default=sa.text("0"), nullable=False),
     )
-    # A database downgraded below this revision and upgraded again holds sessions whose front
-    # retention trimmed: each one's history starts after its first remaining seq, or is empty.
-    op.execute(
-        "UPDATE agent_sessions SET trimmed_seq = COALESCE("
-        "(SELECT MIN(m.seq) - 1 FROM conversation_messages m "
-        "WHERE m.session_id = agent_sessions.id), last_seq) WHERE last_seq > 0"
-    )
     op.add_column("agent_sessions", sa.Column("title", sa.String(length=255), nullable=True))
     op.add_column(
         "agent_sessions", sa.Column("archived_at", sa.DateTime(timezone=True), nullable=True)

@@ -11,6 +11,8 @@
   place before PostgreSQL 17, so the column is dropped and added again, which rewrites
   ``conversation_messages`` once under an exclusive lock. SQLite searches with ``LIKE`` over
   the whole content and is unchanged.
+* ``agent_sessions.trimmed_seq`` is repaired where a downgrade below ``agentledger_0002`` lost
+  it (see ``_restore_trimmed_starts``).
 
 Revision ID: agentledger_0004
 Revises: agentledger_0003
@@ -50,6 +52,21 @@ def upgrade() -> None:
     )
     if op.get_context().dialect.name == "postgresql":
         _search_vector(BOUNDED)
+    _restore_trimmed_starts()
+
+
+def _restore_trimmed_starts() -> None:
+    """Repair ``trimmed_seq`` where it no longer marks where a history starts: a database
+    downgraded below ``agentledger_0002`` (which drops the column) and upgraded again holds
+    sessions whose front retention trimmed, each now starting at 0. A history is
+    ``trimmed_seq + 1 .. last_seq``; only sessions that break that are changed."""
+    first = (
+        "(SELECT MIN(m.seq) FROM conversation_messages m WHERE m.session_id = agent_sessions.id)"
+    )
+    op.execute(
+        f"UPDATE agent_sessions SET trimmed_seq = COALESCE({first} - 1, last_seq) "
+        f"WHERE trimmed_seq <> COALESCE({first} - 1, last_seq)"
+    )
 
 
 def downgrade() -> None:
