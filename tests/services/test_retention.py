@@ -302,8 +302,8 @@ def test_cli_cleanup_with_policies(
     monkeypatch.delenv("AGENTLEDGER_RETENTION")
     assert main([*url, "cleanup"]) == 1
     assert "AGENTLEDGER_RETENTION" in capsys.readouterr().err
-    assert main([*url, "cleanup", "--older-than", "30d", "--policy", str(policy)]) == 1
-    assert "either --older-than or --policy" in capsys.readouterr().err
+    assert main([*url, "cleanup", "--older-than", "30d", "--policy", str(policy)]) == 2
+    assert "not allowed with argument --older-than" in capsys.readouterr().err
     policy.write_text('{"A": {"days": "soon"}}')
     assert main([*url, "cleanup", "--policy", str(policy)]) == 1
     assert "retention policy for 'A'" in capsys.readouterr().err

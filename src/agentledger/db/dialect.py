@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import copy
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -99,7 +99,7 @@ class Dialect:
     async def append(
         self,
         statements: Statements,
-        db: AsyncSession,
+        db: Callable[[], AsyncSession],
         session_id: uuid.UUID,
         rows: Sequence[NewRow],
         *,
@@ -108,7 +108,9 @@ class Dialect:
         create: SessionSpec | None,
     ) -> int | None:
         """Append ``rows`` after the session's last message; the seq before the first, or
-        ``None`` (nothing written) when the session is missing or not ``user_id``'s."""
+        ``None`` (nothing written) when the session is missing or not ``user_id``'s. ``db``
+        makes the unit of work's ``AsyncSession`` on first use: a strategy that sends its
+        statement through ``statements`` (the fast path) never builds one."""
         raise NotImplementedError
 
     async def lock_rows(
@@ -161,7 +163,7 @@ class PostgreSQL(Dialect):
     async def append(
         self,
         statements: Statements,
-        db: AsyncSession,
+        db: Callable[[], AsyncSession],
         session_id: uuid.UUID,
         rows: Sequence[NewRow],
         *,
@@ -239,7 +241,7 @@ class SQLite(Dialect):
     async def append(
         self,
         statements: Statements,
-        db: AsyncSession,
+        db: Callable[[], AsyncSession],
         session_id: uuid.UUID,
         rows: Sequence[NewRow],
         *,
@@ -278,10 +280,11 @@ class SQLite(Dialect):
             )
             if user_id is not None:
                 allocate = allocate.where(_sessions.c.user_id == user_id)
-        base: int | None = (await db.execute(allocate)).scalar_one_or_none()
+        session = db()
+        base: int | None = (await session.execute(allocate)).scalar_one_or_none()
         if base is None:
             return None
-        await db.execute(
+        await session.execute(
             _SQLITE_INSERT_MESSAGE,
             [
                 {

@@ -148,6 +148,10 @@ class _Compiled:
     result_processors: tuple[Callable[[Any], Any] | None, ...]
 
 
+#: Compiled statements kept per engine (the reused ones number a few dozen).
+_MAX_COMPILED = 256
+
+
 class DriverStatements:
     """Runs compiled statements through asyncpg on connections of ``engine``'s pool."""
 
@@ -167,6 +171,10 @@ class DriverStatements:
     def _compile(self, statement: Executable) -> _Compiled:
         compiled = self._compiled.get(statement)
         if compiled is None:
+            if len(self._compiled) >= _MAX_COMPILED:
+                # Statements are built once and reused (agentledger.db.statements); one built
+                # per call must not grow this cache without bound.
+                self._compiled.clear()
             compiled = self._compiled[statement] = self._build(statement)
         return compiled
 

@@ -299,12 +299,12 @@ class UnitOfWork:
             # The caller's transaction keeps its own constraint timing: SET CONSTRAINTS would
             # outlive our SAVEPOINT and check the caller's deferred rows early.
             dialect = dialect.with_deferred_constraints_kept()
-        self.sessions = SessionRepository(db, dialect)
+        self.sessions = SessionRepository(db, dialect, self.statements)
         self.messages = MessageRepository(db, dialect, self.statements, atomic=self.atomic)
-        self.batches = BatchRepository(db, dialect)
-        self.usage = UsageRepository(db, dialect)
-        self.search = SearchRepository(db, dialect)
-        self.maintenance = MaintenanceRepository(db, dialect)
+        self.batches = BatchRepository(db, dialect, self.statements)
+        self.usage = UsageRepository(db, dialect, self.statements)
+        self.search = SearchRepository(db, dialect, self.statements)
+        self.maintenance = MaintenanceRepository(db, dialect, self.statements)
 
     async def __aexit__(
         self,

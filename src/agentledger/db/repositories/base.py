@@ -12,16 +12,22 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentledger.db.dialect import Dialect
+from agentledger.db.fastpath import Statements
 from agentledger.translation import referenced_error_from
 
 
 class Repository:
     """Holds the unit of work's ``AsyncSession`` (through a callable that makes it on first use,
-    so a hot path that runs through the driver never opens one) and its :class:`Dialect`."""
+    so a hot path that runs through the driver never opens one), its :class:`Dialect` and its
+    :class:`~agentledger.db.fastpath.Statements`: the way single statements run (straight
+    through asyncpg in a single-statement unit on PostgreSQL, else through the session)."""
 
-    def __init__(self, db: Callable[[], AsyncSession], dialect: Dialect) -> None:
+    def __init__(
+        self, db: Callable[[], AsyncSession], dialect: Dialect, statements: Statements
+    ) -> None:
         self._db_source = db
         self._dialect = dialect
+        self._statements = statements
 
     @property
     def _db(self) -> AsyncSession:

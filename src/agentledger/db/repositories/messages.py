@@ -41,8 +41,7 @@ class MessageRepository(Repository):
         *,
         atomic: bool,
     ) -> None:
-        super().__init__(db, dialect)
-        self._statements = statements
+        super().__init__(db, dialect, statements)
         self._atomic = atomic
 
     async def append(
@@ -74,7 +73,7 @@ class MessageRepository(Repository):
         for run in runs:
             base = await self._dialect.append(
                 self._statements,
-                self._db,
+                self._db_source,
                 session_id,
                 rows[run.start : run.stop],
                 user_id=user_id,
@@ -111,7 +110,7 @@ class MessageRepository(Repository):
         history range read (get_session, exports, imports, trimming). Damaged ones are left
         out, their seqs appended to ``damaged``."""
         params = {"session_id": session_id, "after_seq": after_seq, "upto_seq": upto_seq}
-        rows = await self._db.execute(history_query(), params)
+        rows = await self._statements.rows(history_query(), params)
         return [
             MessageRecord(
                 seq=row.seq,

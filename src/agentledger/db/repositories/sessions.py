@@ -169,8 +169,8 @@ class SessionRepository(Repository):
         if share_lock:
             statement = statement.with_for_update(read=True)
         params = {"session_id": session_id, "user_id": user_id}
-        row = (await self._db.execute(statement, params)).one_or_none()
-        return None if row is None else state_of(row)
+        rows = await self._statements.rows(statement, params)
+        return state_of(rows[0]) if rows else None
 
     async def lock(self, session_id: uuid.UUID, user_id: str | None = None) -> SessionState | None:
         """Lock the session row for this transaction and return it (``None``: missing or not
@@ -227,7 +227,7 @@ class SessionRepository(Repository):
                 archived_at=row.archived_at,
                 name=row.name,
             )
-            for row in await self._db.execute(query, params)
+            for row in await self._statements.rows(query, params)
         ]
 
     async def delete(self, session_id: uuid.UUID, user_id: str | None) -> bool:
