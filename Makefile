@@ -30,7 +30,7 @@ lint: venv
 	$(BIN)/ruff format --check src tests bench
 
 typecheck: venv
-	$(BIN)/mypy src
+	$(BIN)/mypy
 
 check: lint typecheck
 

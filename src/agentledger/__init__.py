@@ -5,6 +5,7 @@ the package, a unit-of-work service layer, and OpenAI Agents SDK session memory.
 """
 
 import logging
+from typing import TYPE_CHECKING
 
 from agentledger._version import __version__
 from agentledger.config import LedgerSettings
@@ -51,6 +52,14 @@ from agentledger.services.facade import SessionService
 # A library logs, the application decides where it goes: no "No handlers" warnings, no output
 # unless the application configures logging.
 logging.getLogger("agentledger").addHandler(logging.NullHandler())
+
+
+if TYPE_CHECKING:  # imported on first use at runtime (below); typed for type checkers
+    from agentledger.integrations.openai_agents import (
+        AgentRunResult,
+        LedgerSession,
+        SessionAgent,
+    )
 
 
 def __getattr__(name: str) -> object:

@@ -209,6 +209,13 @@ def _schema_or_duplicate(error: BaseException, code: str | None) -> LedgerError 
         code == "SQLITE_ERROR" and "no such" in str(getattr(error, "orig", error))
     ):
         return SchemaNotReadyError(f"agentledger's tables are missing or outdated; {_UPGRADE_HINT}")
+    if code in ("23505", "SQLITE_CONSTRAINT_UNIQUE") and _names_a_session(error):
+        return AlreadyExistsError(
+            "the user already has a session of that name under another id; open it by its "
+            "name (ledger.agent_session(name, ...), service.resolve_name) instead of creating "
+            "another",
+            sqlstate=code,
+        )
     if code in ("23505", "SQLITE_CONSTRAINT_PRIMARYKEY", "SQLITE_CONSTRAINT_UNIQUE"):
         return AlreadyExistsError(
             "a record with the same key already exists (create_session: that session id is "
@@ -216,6 +223,14 @@ def _schema_or_duplicate(error: BaseException, code: str | None) -> LedgerError 
             sqlstate=code,
         )
     return None
+
+
+def _names_a_session(error: BaseException) -> bool:
+    """The unique key of session names refused the row (PostgreSQL names the constraint,
+    SQLite the columns)."""
+    report = server_report(error)
+    said = f"{report.constraint or ''} {report.message or ''}"
+    return "uq_agent_sessions_user_id_name" in said or "agent_sessions.name" in said
 
 
 def _access(error: BaseException, code: str | None) -> LedgerError | None:

@@ -4,22 +4,24 @@ names the session and seq, never the content (docs/reliability.md)."""
 from __future__ import annotations
 
 import logging
+import uuid
 
 import pytest
 from sqlalchemy import text
 
 from agentledger import Ledger
+from tests.support.items import contents
 
 SECRET = "damaged-row-secret-content"
 
 
-async def _damage(ledger: Ledger, session_id: object, seq: int, backend: str) -> None:
+async def _damage(ledger: Ledger, session_id: uuid.UUID, seq: int, backend: str) -> None:
     if backend == "sqlite":
         bad = "{not json " + SECRET
         statement = (
             "UPDATE conversation_messages SET item = :bad WHERE session_id = :sid AND seq = :seq"
         )
-        sid: object = session_id.hex  # type: ignore[attr-defined]
+        sid: str | uuid.UUID = session_id.hex
     else:
         # Valid for PostgreSQL's json type, too deep for Python's decoder (RecursionError).
         bad = "[" * 5_000 + f'"{SECRET}"' + "]" * 5_000
@@ -54,7 +56,7 @@ async def test_a_damaged_row_is_left_out_of_every_read(
     assert [m.seq for m in record.messages] == [1, 2, 4, 5]
 
     sdk = ledger.agent_session(str(session.id), user_id="u")
-    assert [item["content"] for item in await sdk.get_items()] == ["m1", "m2", "m4", "m5"]
+    assert contents(await sdk.get_items()) == ["m1", "m2", "m4", "m5"]
 
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warnings
@@ -78,6 +80,7 @@ async def test_damaged_session_metadata_reads_as_empty_and_never_blocks_a_listin
     svc = ledger.service
     damaged = await svc.create_session(user_id="u", agent_name="a", metadata={"k": 1})
     intact = await svc.create_session(user_id="u", agent_name="a", metadata={"k": 1})
+    sid: str | uuid.UUID
     if backend == "sqlite":
         statement = "UPDATE agent_sessions SET metadata = :bad WHERE id = :sid"
         bad, sid = "{not json " + SECRET, damaged.id.hex

@@ -15,6 +15,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from agents.items import TResponseInputItem
 from sqlalchemy import event, select, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -23,6 +24,7 @@ from agentledger.db.fastpath import DriverStatements, FastPath
 from agentledger.db.models import messages_table
 from agentledger.ledger import check_pooled_connections
 from agentledger.testing import create_pg_database, drop_pg_database, pg_url
+from tests.support.items import content, contents
 
 
 @pytest.fixture
@@ -151,7 +153,7 @@ async def test_a_statement_refused_on_a_dead_connection_is_retried_on_a_fresh_on
         return await real(self, refused)
 
     monkeypatch.setattr(DriverStatements, "_run_once", first_on_a_dead_connection)
-    assert [item["content"] for item in await session.get_items()] == ["one"]
+    assert contents(await session.get_items()) == ["one"]
     assert len(used) == 2
     assert used[0].is_closed()  # invalidated: closed, not returned to the pool
     assert not used[1].is_closed()
@@ -170,7 +172,7 @@ async def test_a_connection_the_server_closed_is_replaced(pg_ledger: Ledger) -> 
     await asyncio.sleep(0.1)  # the event loop reads the end of the stream
     # Neither the fast path nor SQLAlchemy's path is handed the dead connection.
     await session.add_items([{"role": "user", "content": "two"}])
-    assert [i["content"] for i in await session.get_items()] == ["one", "two"]
+    assert contents(await session.get_items()) == ["one", "two"]
     assert (await ledger.service.list_user_sessions("u1")).sessions
 
 
@@ -205,7 +207,7 @@ async def test_connection_lost_mid_statement_is_a_retryable_ledger_error(
         await blocker.close()
     # The dead connection was discarded; the ledger keeps working.
     await session.add_items([{"role": "user", "content": "three"}])
-    assert [i["content"] for i in await session.get_items()] == ["one", "three"]
+    assert contents(await session.get_items()) == ["one", "three"]
 
 
 async def test_a_cancelled_append_is_all_or_nothing_and_the_pool_stays_healthy(
@@ -221,8 +223,11 @@ async def test_a_cancelled_append_is_all_or_nothing_and_the_pool_stays_healthy(
         await blocker.execute(
             "SELECT 1 FROM agent_sessions WHERE id = $1 FOR UPDATE", session.ledger_session_id
         )
-        turn = [{"role": "user", "content": "two"}, {"role": "assistant", "content": "2"}]
-        append = asyncio.create_task(session.add_items(turn))  # type: ignore[arg-type]
+        turn: list[TResponseInputItem] = [
+            {"role": "user", "content": "two"},
+            {"role": "assistant", "content": "2"},
+        ]
+        append = asyncio.create_task(session.add_items(turn))
         await asyncio.sleep(0.3)
         append.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -231,11 +236,11 @@ async def test_a_cancelled_append_is_all_or_nothing_and_the_pool_stays_healthy(
     finally:
         await blocker.close()
     await asyncio.sleep(0.2)
-    contents = [i["content"] for i in await session.get_items()]
-    assert contents in (["one"], ["one", "two", "2"])
+    stored = contents(await session.get_items())
+    assert stored in (["one"], ["one", "two", "2"])
     for n in range(5):  # every pooled connection still works
         await session.add_items([{"role": "user", "content": f"after {n}"}])
-    assert (await session.get_items())[-1]["content"] == "after 4"
+    assert content((await session.get_items())[-1]) == "after 4"
 
 
 async def test_pooled_connections_idle_too_long_are_pinged_first(pg_template: str) -> None:

@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import pytest
@@ -24,8 +24,10 @@ from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.pool import QueuePool
 
 from agentledger import Ledger, SessionService, UnitOfWork, translation
+from agentledger.db.dialect import Dialect
 from agentledger.errors import (
     ConflictError,
     ConnectionLostError,
@@ -42,6 +44,13 @@ async def _admin(url: str) -> asyncpg.Connection:
     return await asyncpg.connect(make_url(url).set(drivername="postgresql").render_as_string(False))
 
 
+def _pool(ledger: Ledger) -> QueuePool:
+    """The ledger's connection pool, a queue pool on both backends (it counts connections)."""
+    pool = ledger.engine.pool
+    assert isinstance(pool, QueuePool), pool
+    return pool
+
+
 # -- a pooled connection killed by the server -------------------------------------------------
 
 
@@ -56,7 +65,7 @@ async def test_killed_pooled_connections_never_reach_the_next_caller(
         session = await svc.create_session(user_id="u", agent_name="a")
         # Fill the pool with a few connections.
         await asyncio.gather(*(svc.get_items(session.id) for _ in range(4)))
-        assert ledger.engine.pool.checkedin() >= 1
+        assert _pool(ledger).checkedin() >= 1
         admin = await _admin(database_url)
         try:
             killed = await admin.fetchval(
@@ -114,12 +123,12 @@ class _ConflictingUnitOfWork:
         await self._inner.__aexit__(*exc_info)
 
     @property
-    def session(self) -> AsyncSession:
-        return self._inner.session
+    def db(self) -> AsyncSession:
+        return self._inner.db
 
     @property
-    def dialect_name(self) -> str:
-        return self._inner.dialect_name
+    def dialect(self) -> Dialect:
+        return self._inner.dialect
 
     async def commit(self) -> None:
         self._factory.attempts += 1
@@ -144,8 +153,10 @@ class _ConflictingFactory:
         self.sqlstate = sqlstate
         self.attempts = 0
 
-    def __call__(self, *, autocommit: bool = False) -> Any:
-        return _ConflictingUnitOfWork(self._ledger.unit_of_work(), self)
+    def __call__(self, *, autocommit: bool = False, tenant: str | None = None) -> UnitOfWork:
+        # A stand-in with the parts of a UnitOfWork the service's writes use.
+        inner = self._ledger.unit_of_work(tenant=tenant)
+        return cast(UnitOfWork, _ConflictingUnitOfWork(inner, self))
 
 
 @pytest.fixture
@@ -256,7 +267,7 @@ async def test_pg_timeouts_surface_typed_and_leave_no_partial_batch(
             await holder.close()
         items = await svc.get_items(session.id)
         assert [item["content"] for item in items] == ["before"]
-        assert ledger.engine.pool.checkedout() == 0
+        assert _pool(ledger).checkedout() == 0
         # The ledger serves again once the lock is gone.
         await svc.add_messages(session.id, _batch(3))
         assert len(await svc.get_items(session.id)) == 4
@@ -293,7 +304,7 @@ async def test_sqlite_busy_timeout_surfaces_typed_and_leaves_no_partial_batch(
 async def _settle(ledger: Ledger) -> None:
     """Let cancelled tasks finish returning their connections (no timing assumption: poll)."""
     for _ in range(200):
-        if ledger.engine.pool.checkedout() == 0:
+        if _pool(ledger).checkedout() == 0:
             return
         await asyncio.sleep(0.01)
 
@@ -313,18 +324,20 @@ async def test_cancelled_appends_are_all_or_nothing_and_leak_no_connection(
         except TimeoutError:
             pass
         await _settle(ledger)
-        assert ledger.engine.pool.checkedout() == 0
+        assert _pool(ledger).checkedout() == 0
         stored = len(await svc.get_items(session.id))
         assert stored % size == 0  # whole batches only
         expected = stored
     for delay in (0.0, 0.002, 0.02):
-        task = asyncio.create_task(svc.add_messages(session.id, _batch(size, "t")))
+        # The service's methods are typed as returning an Awaitable; they are coroutines, which
+        # ensure_future schedules exactly as create_task does.
+        task = asyncio.ensure_future(svc.add_messages(session.id, _batch(size, "t")))
         await asyncio.sleep(delay)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await _settle(ledger)
-        assert ledger.engine.pool.checkedout() == 0
+        assert _pool(ledger).checkedout() == 0
         stored = len(await svc.get_items(session.id))
         assert stored - expected in (0, size)
         expected = stored
@@ -334,7 +347,7 @@ async def test_cancelled_appends_are_all_or_nothing_and_leak_no_connection(
     # The service still works on the same ledger.
     await svc.add_message(session.id, role="user", content="after")
     assert len(await svc.get_items(session.id)) == expected + 1
-    assert ledger.engine.pool.checkedout() == 0
+    assert _pool(ledger).checkedout() == 0
 
 
 # -- a PostgreSQL restart during a load run ----------------------------------------------------
@@ -464,7 +477,7 @@ async def test_pop_waiting_on_a_concurrent_append_removes_the_newest_item(
         async with ledger.engine.connect() as host:
             await host.begin()
             await svc.using(host).add_message(session.id, role="user", content="second")
-            pop = asyncio.create_task(svc.pop_item(session.id))
+            pop = asyncio.ensure_future(svc.pop_item(session.id))
             for _ in range(500):  # until the pop waits for the row lock (no timing assumption)
                 waiting = await admin.fetchval(
                     "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "

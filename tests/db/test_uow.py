@@ -100,9 +100,9 @@ async def test_service_runs_on_any_unit_of_work_factory(ledger: Ledger) -> None:
     """The service depends only on a factory: a counting wrapper sees every unit of work."""
     opened: list[bool] = []
 
-    def factory(*, autocommit: bool = False) -> UnitOfWork:
+    def factory(*, autocommit: bool = False, tenant: str | None = None) -> UnitOfWork:
         opened.append(autocommit)
-        return ledger.unit_of_work(autocommit=autocommit)
+        return ledger.unit_of_work(autocommit=autocommit, tenant=tenant)
 
     svc = SessionService(factory)
     session = await svc.create_session("u1", "A")

@@ -164,7 +164,7 @@ def run_bash(block: Block, project: Path, env: dict[str, str], env_file: Path) -
     )
     exported = env_file.read_bytes().decode().split("\0")
     env.clear()
-    env.update(item.split("=", 1) for item in exported if "=" in item)
+    env.update(dict(item.split("=", 1) for item in exported if "=" in item))
     return result.stdout
 
 

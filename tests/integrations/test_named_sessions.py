@@ -17,24 +17,27 @@ import asyncio
 import json
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 from agents import Agent, set_tracing_disabled
+from agents.items import TResponseInputItem
 from agents.testing import ScriptedModel, assistant_message
+from openai.types.responses import ResponseOutputMessageParam
 
-from agentledger import (
-    Ledger,
-    LedgerSession,
-    LedgerSettings,
-    SessionAgent,
-    SessionNotFoundError,
-)
+from agentledger import Ledger, LedgerSettings, SessionNotFoundError
 from agentledger.cli import main
 from agentledger.domain.naming import resolve_session_uuid
 from tests.conftest import run_sync
 from tests.integrations.test_openai_agents import texts_of, user_item
 from tests.schema.test_row_security import RlsDatabase, enabled, rls_db  # noqa: F401 (fixtures)
+
+if TYPE_CHECKING:
+    # agentledger exports these lazily (its module __getattr__, typed ``object``); mypy reads
+    # them from where they are defined, the tests import them the way the docs do.
+    from agentledger.integrations.openai_agents import LedgerSession, SessionAgent
+else:
+    from agentledger import LedgerSession, SessionAgent
 
 NAME = "support"
 ALICE = "alice"
@@ -51,9 +54,11 @@ def _no_tracing() -> None:
     set_tracing_disabled(True)
 
 
-def reply(text: str) -> dict[str, Any]:
+def reply(text: str) -> TResponseInputItem:
     """An assistant message item, as the SDK stores one."""
-    return assistant_message(text, item_id=f"msg-{text}").model_dump(exclude_unset=True)  # type: ignore[union-attr]
+    # The SDK turns an output message into an input item the same way (model_dump + cast).
+    dumped = assistant_message(text, item_id=f"msg-{text}").model_dump(exclude_unset=True)
+    return cast("ResponseOutputMessageParam", dumped)
 
 
 def alice_session(ledger: Ledger) -> LedgerSession:

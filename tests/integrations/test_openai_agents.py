@@ -12,7 +12,7 @@ import json
 import os
 import sys
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 from agents import (
@@ -23,25 +23,31 @@ from agents import (
     function_tool,
     set_tracing_disabled,
 )
+from agents.items import TResponseInputItem
 from agents.memory import Session, SessionSettings
 from agents.testing import ModelStep, ScriptedModel, assistant_message, function_call
 from agents.usage import Usage as SdkUsage
-from openai.types.responses import ResponseReasoningItem
+from openai.types.responses import ResponseOutputMessageParam, ResponseReasoningItem
 from openai.types.responses.response_reasoning_item import Summary
 
 from agentledger import (
-    AgentRunResult,
     InvalidInputError,
     Ledger,
     LedgerError,
-    LedgerSession,
-    SessionAgent,
     SessionNotFoundError,
     Usage,
 )
 from agentledger.cli.demo import DEMO_SESSION, DEMO_USER, run_chat, run_demo
 from agentledger.domain.windows import HistoryWindow, approx_tokens, history_window
 from agentledger.integrations.openai_agents import resolve_session_uuid
+from tests.support.items import as_items, fields
+
+if TYPE_CHECKING:
+    # agentledger exports these lazily (its module __getattr__, typed ``object``); mypy reads
+    # them from where they are defined, the tests import them the way the docs do.
+    from agentledger.integrations.openai_agents import AgentRunResult, LedgerSession, SessionAgent
+else:
+    from agentledger import AgentRunResult, LedgerSession, SessionAgent
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -56,14 +62,16 @@ def get_weather(city: str) -> str:
     return f"sunny in {city}\x00 (22°C)"
 
 
-def user_item(text: str) -> dict[str, Any]:
+def user_item(text: str) -> TResponseInputItem:
     """The item the SDK stores for a plain string input."""
     return {"content": text, "role": "user"}
 
 
-def reply_item(text: str, item_id: str = "scripted-message") -> dict[str, Any]:
+def reply_item(text: str, item_id: str = "scripted-message") -> TResponseInputItem:
     """The item the SDK stores for ``assistant_message(text)``."""
-    return assistant_message(text, item_id=item_id).model_dump(exclude_unset=True)  # type: ignore[union-attr]
+    # The SDK turns an output message into an input item the same way (model_dump + cast).
+    dumped = assistant_message(text, item_id=item_id).model_dump(exclude_unset=True)
+    return cast("ResponseOutputMessageParam", dumped)
 
 
 def texts_of(items: Any) -> list[str]:
@@ -161,7 +169,7 @@ async def test_tool_call_turn_is_stored_exactly_and_shown_as_chat(ledger: Ledger
         "function_call_output",
         "message",
     ]
-    call = items[1]
+    call = fields(items[1])
     assert (call["call_id"], call["name"], json.loads(call["arguments"])) == (
         "call_paris",
         "get_weather",
@@ -304,8 +312,8 @@ ARBITRARY_ITEMS: list[dict[str, Any]] = [
 
 async def test_items_round_trip_exactly(ledger: Ledger) -> None:
     session = ledger.agent_session("lossless", user_id="u1", agent_name="A")
-    await session.add_items(ARBITRARY_ITEMS[:4])
-    await session.add_items(ARBITRARY_ITEMS[4:])
+    await session.add_items(as_items(ARBITRARY_ITEMS[:4]))
+    await session.add_items(as_items(ARBITRARY_ITEMS[4:]))
 
     got = await session.get_items()
     assert got == ARBITRARY_ITEMS
@@ -319,7 +327,7 @@ async def test_unstorable_items_are_refused_before_anything_is_written(ledger: L
     session = ledger.agent_session("refused", user_id="u1", agent_name="A")
     await session.add_items([user_item("kept")])
     with pytest.raises(InvalidInputError, match="NaN"):
-        await session.add_items([user_item("lost"), {"type": "x", "score": float("nan")}])
+        await session.add_items(as_items([user_item("lost"), {"type": "x", "score": float("nan")}]))
     with pytest.raises(InvalidInputError, match="surrogate"):
         await session.add_items([user_item("bad \ud800 text")])
     assert await session.get_items() == [user_item("kept")]
@@ -628,9 +636,9 @@ async def test_session_agent_streamed_run(ledger: Ledger) -> None:
 # -- windows ---------------------------------------------------------------------------------
 
 
-def tool_turns(count: int) -> list[dict[str, Any]]:
+def tool_turns(count: int) -> list[TResponseInputItem]:
     """``count`` turns of user / function_call / function_call_output / assistant."""
-    items: list[dict[str, Any]] = []
+    items: list[TResponseInputItem] = []
     for turn in range(count):
         items += [
             user_item(f"question {turn}"),
@@ -659,7 +667,7 @@ async def test_windows_by_turns_and_tokens_keep_calls_with_outputs(ledger: Ledge
         window = await session.get_items_window(max_tokens=budget)
         assert window == history_window(items, max_tokens=budget)
         assert sum(approx_tokens(item) for item in window) <= budget
-        call_ids = [item["call_id"] for item in window if "call_id" in item]
+        call_ids = [fields(item)["call_id"] for item in window if "call_id" in item]
         for call_id in set(call_ids):
             assert call_ids.count(call_id) == 2, f"call {call_id} split at budget {budget}"
 

@@ -300,7 +300,8 @@ async def version_rows(engine: AsyncEngine, table: str) -> list[str]:
 
 def autogenerate_diff(connection: Connection, metadata: Any, filtered: bool) -> list[Any]:
     opts = {"include_object": host_include_object} if filtered else {}
-    return compare_metadata(MigrationContext.configure(connection, opts=opts), metadata)
+    diff: list[Any] = compare_metadata(MigrationContext.configure(connection, opts=opts), metadata)
+    return diff
 
 
 async def assert_host_and_ledger_work_together(

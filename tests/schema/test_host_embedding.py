@@ -40,6 +40,7 @@ from tests.schema.test_host_alembic import (
     version_rows,
 )
 from tests.support.lifecycle import _sid, count_rows
+from tests.support.results import returned
 
 HEAD = head_revision()
 #: An earlier revision of agentledger's (the one before ``agent_sessions.name``).
@@ -176,7 +177,11 @@ async def seed_referenced(ledger: Ledger) -> None:
     await create_tickets_table(ledger)
     for position, session_id in enumerate(SESSION_IDS):
         at = LONG_AGO + timedelta(minutes=position)
-        service = SessionService(ledger.unit_of_work, clock=lambda at=at: at)
+
+        def clock(at: datetime = at) -> datetime:
+            return at
+
+        service = SessionService(ledger.unit_of_work, clock=clock)
         await service.create_session("u", "support", session_id=session_id)
         await service.add_message(session_id, role="user", content=f"message {position}")
     for ticket_id, session_id in enumerate(REFERENCED, start=1):
@@ -531,7 +536,7 @@ async def test_host_env_py_rolls_out_both_histories_in_one_upgrade(
 
 async def ledger_works(url: str) -> None:
     async with Ledger.from_url(url) as ledger:
-        assert await ledger.ensure_schema() is None
+        assert await returned(ledger.ensure_schema()) is None
         created = await ledger.service.create_session("u9", "support")
         assert await ledger.service.get_session(created.id) is not None
 
@@ -696,4 +701,4 @@ async def test_ensure_schema_refuses_a_database_never_migrated(empty_database_ur
 
 
 async def test_ensure_schema_passes_at_head(ledger: Ledger) -> None:
-    assert await ledger.ensure_schema() is None
+    assert await returned(ledger.ensure_schema()) is None

@@ -14,7 +14,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import pytest
@@ -28,7 +28,6 @@ from agentledger import (
     Ledger,
     LedgerSettings,
     PermissionDeniedError,
-    SessionAgent,
     SessionNotFoundError,
     UnsupportedBackendError,
     Usage,
@@ -40,6 +39,13 @@ from agentledger.schema.row_security import PROTECTED_TABLES
 from agentledger.testing import create_pg_database, drop_pg_database, pg_url
 from tests.conftest import run_sync
 from tests.support.docs import blocks, run_doc_shell, run_sql_script
+
+if TYPE_CHECKING:
+    # agentledger exports it lazily (its module __getattr__, typed ``object``); mypy reads it
+    # from where it is defined, the test imports it the way the docs do.
+    from agentledger.integrations.openai_agents import SessionAgent
+else:
+    from agentledger import SessionAgent
 
 DOC = "docs/security.md"
 DOC_ROLE = "agentledger_app"

@@ -15,12 +15,14 @@ import pytest
 from sqlalchemy import text
 
 from agentledger import (
+    AlreadyExistsError,
     InvalidInputError,
     Ledger,
     LedgerError,
     SessionNotFoundError,
     SessionService,
 )
+from agentledger.domain.records import SessionSpec
 
 History = list[tuple[int, str, str, Any, Any]]
 Call = Callable[[SessionService, uuid.UUID], Awaitable[object]]
@@ -303,3 +305,15 @@ async def test_tool_fields_go_only_where_a_model_accepts_them(
     with pytest.raises(InvalidInputError, match=said):
         await svc.add_messages(session.id, [{"role": role, "content": "x", **fields}])
     assert await svc.get_items(session.id) == []
+
+
+async def test_a_second_session_of_a_name_is_refused_naming_the_name(ledger: Ledger) -> None:
+    svc = ledger.service
+    spec = SessionSpec("u", "a", "support-chat")
+    first = uuid.uuid4()
+    await svc.add_items(first, [{"role": "user", "content": "x"}], user_id="u", create_as=spec)
+    second = uuid.uuid4()
+    with pytest.raises(AlreadyExistsError, match="already has a session of that name"):
+        await svc.add_items(second, [{"role": "user", "content": "y"}], user_id="u", create_as=spec)
+    assert await svc.get_session(second) is None
+    assert await svc.resolve_name("support-chat", user_id="u") == first

@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 import pytest
+from agents.items import TResponseInputItem
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import event
@@ -20,6 +21,7 @@ from agentledger.domain.records import SessionSpec
 from agentledger.domain.time import utcnow
 from agentledger.domain.validation import prepare_chat_message
 from agentledger.errors import InvalidInputError, SessionNotFoundError
+from tests.support.items import as_items, fields
 
 # -- a 50 MB tool output -----------------------------------------------------------------------
 
@@ -28,14 +30,14 @@ from agentledger.errors import InvalidInputError, SessionNotFoundError
 async def test_a_50_mb_tool_output_round_trips(ledger: Ledger) -> None:
     chunk = 'line of tool output: ünïcödé ✓ \x00 \ue000 {json} "quoted"\n'
     output = (chunk * (50 * 2**20 // len(chunk.encode()) + 1))[: 50 * 2**20]
-    items = [
+    items: list[TResponseInputItem] = [
         {"type": "function_call", "call_id": "c1", "name": "dump", "arguments": "{}"},
         {"type": "function_call_output", "call_id": "c1", "output": output},
     ]
     sdk = ledger.agent_session("big-output", user_id="u")
     await sdk.add_items(items)
     assert await sdk.get_items() == items
-    assert (await sdk.get_items(limit=1))[0]["output"] == output
+    assert fields((await sdk.get_items(limit=1))[0])["output"] == output
 
 
 # -- values past PostgreSQL's limits are refused before anything is sent ------------------
@@ -190,7 +192,7 @@ async def test_items_round_trip_through_the_sdk_session(
     items.append({"type": "message", "role": "user", "content": text})
     sdk = ledger.agent_session(f"prop-{len(text)}-{id(payloads)}", user_id="u")
     await sdk.clear_session()
-    await sdk.add_items(items)
+    await sdk.add_items(as_items(items))
     assert await sdk.get_items() == items
     assert await sdk.pop_item() == items[-1]
 
@@ -248,7 +250,7 @@ async def test_message_sizes_count_what_postgresql_receives(ledger: Ledger) -> N
 
     event.listen(ledger.engine.sync_engine, "before_cursor_execute", capture)
     calls = [{"id": "c", "type": "function", "function": {"arguments": "\x00\ue000"}}]
-    messages = [
+    messages: list[dict[str, Any]] = [
         {"role": "user", "content": "plain ascii"},
         {"role": "tool", "content": "nul \x00 escape \ue000 ünï ✓", "tool_call_id": "id\x00\ue000"},
         {"role": "assistant", "content": "", "tool_calls": calls},
@@ -421,6 +423,7 @@ async def test_a_row_past_sqlites_own_length_limit_is_refused_typed(database_url
         await ledger.service.add_message(session.id, "user", "fits")
         async with ledger.engine.connect() as connection:
             raw = (await connection.get_raw_connection()).driver_connection
+            assert raw is not None
             await raw._execute(raw._conn.setlimit, sqlite3.SQLITE_LIMIT_LENGTH, 10_000)
         with pytest.raises(InvalidInputError, match="SQLITE_MAX_LENGTH"):
             await ledger.service.add_message(session.id, "tool", "x" * 6_000, tool_call_id="c1")

@@ -185,8 +185,9 @@ async def test_archive_delete_exempt_and_trim_per_agent(ledger: Ledger) -> None:
     assert listed == {support_new, other_new, audit_old}
     everything = await service.list_user_sessions("u1", 100, include_archived=True)
     archived_at = {s.id: s.archived_at for s in everything}
-    assert archived_at[support_old] is not None
-    assert archived_at[support_old].tzinfo is not None
+    archived_when = archived_at[support_old]
+    assert archived_when is not None
+    assert archived_when.tzinfo is not None
     assert archived_at[support_new] is None
     # Archiving is not activity: the archived session keeps its idle time.
     assert {s.id: s.updated_at for s in everything}[support_old] < datetime.now(UTC) - timedelta(
@@ -241,10 +242,10 @@ async def test_bad_policies_are_refused(ledger: Ledger) -> None:
 
 
 def test_policies_from_settings_and_json() -> None:
-    settings = LedgerSettings(
-        database_url="sqlite+aiosqlite:///x.db",
-        retention={"*": {"days": 30}, "support": {"max_messages": 100}},
-    )
+    # Plain JSON, as policies arrive from the environment or a file; validation makes them
+    # RetentionPolicy objects.
+    raw: dict[str, Any] = {"*": {"days": 30}, "support": {"max_messages": 100}}
+    settings = LedgerSettings(database_url="sqlite+aiosqlite:///x.db", retention=raw)
     assert settings.retention == {
         "*": RetentionPolicy(days=30),
         "support": RetentionPolicy(max_messages=100),
@@ -339,6 +340,7 @@ async def test_trimming_while_appending_keeps_the_history_gap_free(ledger: Ledge
 
     results = await asyncio.gather(*(write(n) for n in range(writers)), trim())
     trimmed = results[-1]
+    assert trimmed is not None  # trim()'s count (the writers return None)
     trimmed += (await ledger.service.apply_retention({"A": {"max_messages": 6}})).trimmed_messages
 
     total = writers * batches * 4

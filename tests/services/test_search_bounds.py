@@ -14,6 +14,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from agents.items import TResponseInputItem
 
 from agentledger import Ledger
 from agentledger.db.types import SEARCHED_CHARACTERS
@@ -34,7 +35,7 @@ LAST_SEARCHED = SEARCHED_CHARACTERS // WORD_WIDTH - 1
 FIRST_UNSEARCHED = SEARCHED_CHARACTERS // WORD_WIDTH
 
 
-def tool_turn(output: str, call_id: str = "call_big") -> list[dict[str, Any]]:
+def tool_turn(output: str, call_id: str = "call_big") -> list[TResponseInputItem]:
     """A user message, a function call, its (large) output and the assistant's answer."""
     return [
         {"role": "user", "content": "read the whole log file"},

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from agentledger import AlreadyExistsError, InvalidInputError, Ledger
@@ -65,8 +67,9 @@ async def test_message_record_does_not_alias_the_callers_list(ledger: Ledger) ->
 
 
 async def test_metadata_with_non_string_keys_is_refused_not_rewritten(ledger: Ledger) -> None:
+    int_key: dict[Any, Any] = {1: "x"}  # not the dict[str, Any] the signature asks for
     with pytest.raises(InvalidInputError, match="non-string key"):
-        await ledger.service.create_session(user_id="u", agent_name="a", metadata={1: "x"})
+        await ledger.service.create_session(user_id="u", agent_name="a", metadata=int_key)
     with pytest.raises(InvalidInputError, match="non-string key"):
         await ledger.service.create_session(
             user_id="u", agent_name="a", metadata={"nested": {2: "y"}}

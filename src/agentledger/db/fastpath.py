@@ -36,6 +36,7 @@ import logging
 from collections import namedtuple
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar, cast
 
 import asyncpg
@@ -43,8 +44,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.sql import ClauseElement, Executable
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.types import TypeDecorator
 from sqlalchemy.util import greenlet_spawn
 
+from agentledger.db.types import NulSafeJSON, NulSafeText, UTCDateTime
+from agentledger.domain.encoding import ESCAPE, map_strings, unescape_nul
+from agentledger.domain.time import as_utc
 from agentledger.translation import translate_db_error
 
 T = TypeVar("T")
@@ -193,9 +198,7 @@ class DriverStatements:
         # ...); columns the driver already decodes (json on asyncpg) have none.
         columns = result._result_columns
         keys = [column.keyname for column in columns]
-        processors = tuple(
-            column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
-        )
+        processors = tuple(_result_processor(column.type, dialect) for column in columns)
         row_type = namedtuple("Row", keys, rename=True) if keys else None
         return _Compiled(result.string, names, binds, defaults, row_type, processors)
 
@@ -215,17 +218,23 @@ class DriverStatements:
         )
         if compiled.row_type is None:
             return records
-        processors = compiled.result_processors
         make = compiled.row_type._make
-        if not any(processors):
-            return [make(record) for record in records]
-        return [
-            make(
-                value if process is None else process(value)
-                for value, process in zip(record, processors, strict=True)
-            )
-            for record in records
+        processed = [
+            (index, process)
+            for index, process in enumerate(compiled.result_processors)
+            if process is not None
         ]
+        if not processed:
+            return [make(record) for record in records]
+        rows = []
+        for record in records:
+            values = list(record)
+            for index, process in processed:
+                value = values[index]
+                if value is not None:
+                    values[index] = process(value)
+            rows.append(make(values))
+        return rows
 
     async def scalar(self, statement: Executable, params: Mapping[str, Any]) -> Any:
         """The first column of the first row (``None`` without rows), processed."""
@@ -278,6 +287,51 @@ class DriverStatements:
                 raise
         finally:
             await greenlet_spawn(connection.close)
+
+
+def _result_processor(column_type: Any, dialect: Any) -> Callable[[Any], Any] | None:
+    """What SQLAlchemy would apply to a column's value, as one plain function where agentledger's
+    own types allow (they only wrap values asyncpg already decoded): SQLAlchemy's generic
+    TypeDecorator wrapper costs several calls per value, which a listing pays per row and
+    column. Anything else gets SQLAlchemy's processor. Values are never ``None`` here."""
+    generic = column_type.dialect_impl(dialect).result_processor(dialect, None)
+    if generic is None or not isinstance(column_type, TypeDecorator):
+        return cast(Callable[[Any], Any] | None, generic)
+    impl = column_type.impl_instance.dialect_impl(dialect).result_processor(dialect, None)
+    if impl is not None:
+        return cast(Callable[[Any], Any], generic)
+    if isinstance(column_type, UTCDateTime):
+        return _utc
+    if isinstance(column_type, NulSafeText):
+        return unescape_nul
+    if isinstance(column_type, NulSafeJSON):
+        return _unescape_json
+    return cast(Callable[[Any], Any], generic)
+
+
+def _utc(value: datetime) -> datetime:
+    return value if value.tzinfo is UTC else as_utc(value)
+
+
+def _unescape_json(value: Any) -> Any:
+    """NulSafeJSON's unescape, rebuilding the value only when a string in it was escaped."""
+    return map_strings(value, unescape_nul) if _holds_escape(value) else value
+
+
+def _holds_escape(value: Any) -> bool:
+    pending = [value]
+    while pending:
+        current = pending.pop()
+        if isinstance(current, str):
+            if ESCAPE in current:
+                return True
+        elif isinstance(current, dict):
+            if any(ESCAPE in key for key in current):
+                return True
+            pending.extend(current.values())
+        elif isinstance(current, list):
+            pending.extend(current)
+    return False
 
 
 class _NotSent(Exception):

@@ -59,7 +59,11 @@ def picker_title(explicit: str | None, first_user_text: str | None) -> str | Non
         return explicit
     if first_user_text is None:
         return None
-    preview = " ".join(first_user_text.translate(_CONTROL_TO_SPACE).split())
+    text = first_user_text
+    if text.isprintable():  # the common case: only " " separates words, nothing to translate
+        preview = text.strip(" ") if "  " not in text else " ".join(text.split())
+    else:
+        preview = " ".join(text.translate(_CONTROL_TO_SPACE).split())
     if len(preview) > TITLE_PREVIEW_CHARS:
         preview = preview[: TITLE_PREVIEW_CHARS - 1].rstrip() + "…"
     return preview or None

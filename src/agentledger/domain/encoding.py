@@ -232,34 +232,43 @@ def dump_json(value: Any, what: str, *, jsonb: bool = False, max_depth: int | No
 
 def check_json_structure(value: Any, what: str) -> None:
     """Refuse what JSON would store differently from what it was given: a non-string object
-    key, or a tuple. Iterative (no recursion limit) and visits each container once."""
+    key, or a tuple. Iterative (no recursion limit) and visits each container once; the
+    common case (plain dicts with ``str`` keys, lists, scalars) runs on exact type checks."""
     pending = [value]
     seen: set[int] = set()
+    push, pop = pending.append, pending.pop
     while pending:
-        current = pending.pop()
-        if isinstance(current, dict):
+        current = pop()
+        kind = type(current)
+        if kind is dict or (kind is not list and isinstance(current, dict)):
             if id(current) in seen:
                 continue
             seen.add(id(current))
             for key, item in current.items():
-                if not isinstance(key, str):
+                if type(key) is not str and not isinstance(key, str):
                     raise InvalidInputError(
                         f"{what} has a non-string key {key!r} ({type(key).__name__}); JSON "
                         "object keys are strings, so it would come back as a different key "
                         "(and keys like 1 and '1' would collide): use string keys"
                     )
-                if isinstance(item, (dict, list, tuple)):
-                    pending.append(item)
-        elif isinstance(current, list):
+                if type(item) not in _SCALARS:
+                    push(item)
+        elif kind is list or isinstance(current, list):
             if id(current) in seen:
                 continue
             seen.add(id(current))
-            pending.extend(item for item in current if isinstance(item, (dict, list, tuple)))
+            for item in current:
+                if type(item) not in _SCALARS:
+                    push(item)
         elif isinstance(current, tuple):
             raise InvalidInputError(
                 f"{what} contains a tuple, which JSON stores as an array and gives back as a "
                 "list; pass a list instead"
             )
+
+
+#: Types that hold nothing to check (``json`` encodes them as they are, or refuses them).
+_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 @dataclass(frozen=True, slots=True)

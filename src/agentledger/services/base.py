@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
-from typing import Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from agentledger import translation
 from agentledger.db.uow import UnitOfWork, UnitOfWorkFactory
@@ -47,18 +47,20 @@ _UNSCOPED_UNDER_RLS = (
 def operation(
     *, retry: bool = True
 ) -> Callable[
-    [Callable[Concatenate[S, P], Awaitable[T]]], Callable[Concatenate[S, P], Awaitable[T]]
+    [Callable[Concatenate[S, P], Awaitable[T]]],
+    Callable[Concatenate[S, P], Coroutine[Any, Any, T]],
 ]:
-    """A public use case: database errors leave as LedgerErrors (:func:`translation.translated`),
-    and with ``retry`` a :class:`ConflictError` reruns the whole operation under
-    :data:`translation.CONFLICT_RETRY` when the service owns its units of work (a failed attempt was
-    rolled back entirely). Inside :meth:`SessionService.using` the host's transaction is at
-    stake, so the conflict surfaces at once. Batched operations whose earlier batches stay
-    committed take ``retry=False`` (they report totals; call them again to resume)."""
+    """A public use case: database errors leave as LedgerErrors
+    (:func:`translation.translated`), and with ``retry`` a :class:`ConflictError` reruns the
+    whole operation under :data:`translation.CONFLICT_RETRY` when the service owns its units of
+    work (a failed attempt was rolled back entirely). Inside :meth:`SessionService.using` the
+    host's transaction is at stake, so the conflict surfaces at once. Batched operations whose
+    earlier batches stay committed take ``retry=False`` (they report totals; call them again
+    to resume)."""
 
     def decorate(
         method: Callable[Concatenate[S, P], Awaitable[T]],
-    ) -> Callable[Concatenate[S, P], Awaitable[T]]:
+    ) -> Callable[Concatenate[S, P], Coroutine[Any, Any, T]]:
         @functools.wraps(method)
         async def run(service: S, /, *args: P.args, **kwargs: P.kwargs) -> T:
             policy = translation.CONFLICT_RETRY if retry and service._retry_conflicts else None
