@@ -190,10 +190,15 @@ WHERE session_id = $1
 ORDER BY seq
 """
 
+# The same page agentledger lists: every column, the message count and the picker title (the
+# first user message's start, for an untitled session), unarchived sessions only.
 FLOOR_LIST = """
-SELECT id, user_id, agent_name, metadata, created_at, updated_at, last_seq
-FROM agent_sessions WHERE user_id = $1
-ORDER BY updated_at DESC, id DESC LIMIT $2
+SELECT s.id, s.user_id, s.agent_name, s.metadata, s.created_at, s.updated_at,
+       s.last_seq - s.trimmed_seq AS message_count, s.title, s.archived_at, s.name,
+       (SELECT substr(m.content, 1, 161) FROM conversation_messages m
+        WHERE m.session_id = s.id AND m.role = 'user' ORDER BY m.seq LIMIT 1) AS first_user_text
+FROM agent_sessions s WHERE s.user_id = $1 AND s.archived_at IS NULL
+ORDER BY s.updated_at DESC, s.id DESC LIMIT $2
 """
 
 
@@ -278,7 +283,14 @@ class Floor:
     async def list_recent(self, user_id: str, limit: int) -> list[Any]:
         async with self.pool.acquire() as connection:
             rows = await connection.fetch(FLOOR_LIST, user_id, limit + 1)
-        return [{**dict(row), "metadata": json.loads(row["metadata"])} for row in rows[:limit]]
+        return [
+            {
+                **dict(row),
+                "metadata": json.loads(row["metadata"]),
+                "title": row["title"] or " ".join((row["first_user_text"] or "").split())[:80],
+            }
+            for row in rows[:limit]
+        ]
 
 
 # -- the peer: the Agents SDK's own SQLAlchemySession ---------------------------------------------

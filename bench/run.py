@@ -41,7 +41,7 @@ from sqlalchemy import event
 import agentledger
 from agentledger import Ledger
 
-from . import data, pg, smoke_mode
+from . import cpu, data, pg, smoke_mode
 from .contenders import Contender, Floor, LedgerSdk, LedgerService, Lister, Peer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,6 +69,10 @@ class Plan:
     sweep_reps: int
     cleanup_messages: int
     cleanup_batch: int
+    cpu_calls: int
+    cpu_rounds: int
+    records_size: int
+    records_reps: int
 
 
 FULL = Plan(
@@ -77,8 +81,8 @@ FULL = Plan(
     warmup=50,
     append_turns=2000,
     concurrent_sessions=32,
-    concurrent_turns=40,
-    concurrent_rounds=9,
+    concurrent_turns=200,
+    concurrent_rounds=5,
     tail_size=10_000,
     tail_reps=1000,
     full_size=1000,
@@ -89,6 +93,10 @@ FULL = Plan(
     sweep_reps=300,
     cleanup_messages=1_000_000,
     cleanup_batch=500,
+    cpu_calls=400,
+    cpu_rounds=7,
+    records_size=3000,
+    records_reps=30,
 )
 
 QUICK = Plan(
@@ -97,8 +105,8 @@ QUICK = Plan(
     warmup=20,
     append_turns=300,
     concurrent_sessions=32,
-    concurrent_turns=10,
-    concurrent_rounds=5,
+    concurrent_turns=50,
+    concurrent_rounds=3,
     tail_size=10_000,
     tail_reps=200,
     full_size=1000,
@@ -109,6 +117,10 @@ QUICK = Plan(
     sweep_reps=80,
     cleanup_messages=100_000,
     cleanup_batch=500,
+    cpu_calls=150,
+    cpu_rounds=3,
+    records_size=3000,
+    records_reps=8,
 )
 
 #: Every workload at a token size (``AGENTLEDGER_BENCH_SMOKE=1``): checks that the suite runs.
@@ -130,6 +142,10 @@ SMOKE = Plan(
     sweep_reps=5,
     cleanup_messages=500,
     cleanup_batch=5,
+    cpu_calls=3,
+    cpu_rounds=1,
+    records_size=30,
+    records_reps=2,
 )
 
 
@@ -396,6 +412,24 @@ class Bench:
             entry["append"][pair.contender.name] = summary(appends[pair.label()])
         return results
 
+    async def client_cpu(self) -> dict[str, Any]:
+        plan = self.plan
+        log(f"client CPU: {plan.cpu_rounds} rounds of {plan.cpu_calls} calls per contender")
+        return await cpu.client_cpu(
+            pg.database_url(self.urls["ledger"]),
+            self.ledger,
+            self.floor.pool,
+            plan.cpu_calls,
+            plan.cpu_rounds,
+        )
+
+    async def records(self) -> dict[str, Any]:
+        plan = self.plan
+        log(f"records: get_session vs get_items on {plan.records_size:,} messages")
+        return await cpu.records(
+            self.ledger, self.admin["ledger"], plan.records_size, plan.records_reps
+        )
+
     async def cleanup(self) -> dict[str, Any]:
         """agentledger's batched cleanup of ``cleanup_messages`` idle messages, while a live
         session keeps appending (its latencies show whether cleanup blocks the agent loop).
@@ -556,6 +590,41 @@ def evaluate(results: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, An
             2.5,
             at_most=False,
         )
+    appends, tails = results["client_cpu"]["append"], results["client_cpu"]["tail50"]
+    ratios["client_cpu"] = {
+        f"{op} {mode}": ratio(
+            entry[f"agentledger-sdk {mode}"]["cpu_us"], entry[f"asyncpg-floor {mode}"]["cpu_us"]
+        )
+        for op, entry in (("append", appends), ("tail50", tails))
+        for mode in ("pooled", "dedicated")
+    }
+    target(
+        "agentledger-sdk: client CPU per turn append / pooled floor",
+        ratios["client_cpu"]["append pooled"],
+        1.1,
+    )
+    target(
+        "agentledger-sdk: concurrent append items/s / floor (raised)",
+        ratios["concurrent_append"]["agentledger-sdk"]["vs_floor"],
+        0.9,
+        at_most=False,
+    )
+    for count in counts:
+        target(
+            f"agentledger-service: listing p50 / floor, user with {count} sessions",
+            ratios["listing"]["agentledger-service"]["vs_floor_p50"][count],
+            1.3,
+        )
+    rec = results["records"]
+    ratios["records"] = {
+        "get_session_vs_get_items": ratio(rec["get_session()"], rec["get_items()"]),
+        "export_vs_get_items": ratio(rec["export_session()"], rec["get_items()"]),
+    }
+    target(
+        f"get_session / get_items on {rec['size']:,} messages",
+        ratios["records"]["get_session_vs_get_items"],
+        1.5,
+    )
     target(
         f"agentledger-sdk: append p50 flat over {sizes[0]}..{sizes[-1]} items (max/min)",
         flat["agentledger-sdk"]["append"]["max_vs_min"],
@@ -607,6 +676,23 @@ def report(results: dict[str, Any], ratios: dict[str, Any], targets: list[dict[s
         for name, stats in entry.items():
             add(f"{title:<34}{name:<22}{stats['p50_ms']:>9.3f}{stats['p99_ms']:>9.3f}")
             title = ""
+    add("")
+    add(f"client CPU per call (us, median of {results['client_cpu']['rounds']} rounds)")
+    for op in ("append", "tail50"):
+        for name, stats in results["client_cpu"][op].items():
+            add(
+                f"  {op:<8}{name:<28}{stats['cpu_us']:>8.1f}"
+                f"   ({stats['min_us']:.1f} .. {stats['max_us']:.1f})"
+            )
+    conc = results["concurrent_append"]
+    for name, stats in conc.items():
+        rounds = stats["rounds"]
+        add(f"  32 sessions {name:<22}rounds {min(rounds):,.0f} .. {max(rounds):,.0f} items/s")
+    rec = results["records"]
+    add(
+        f"records on {rec['size']:,} messages (p50 ms): get_items {rec['get_items()']:.2f}, "
+        f"get_session {rec['get_session()']:.2f}, export_session {rec['export_session()']:.2f}"
+    )
     add("")
     add("session size sweep (p50 ms): " + ", ".join(results["sweep"]))
     for op in ("tail50", "append"):
@@ -661,10 +747,12 @@ async def run(plan: Plan, only: set[str] | None) -> dict[str, Any]:
         results["meta"]["postgresql"] = version
         steps: list[tuple[str, Callable[[], Awaitable[dict[str, Any]]]]] = [
             ("turn_append", bench.turn_append),
+            ("client_cpu", bench.client_cpu),
             ("concurrent_append", bench.concurrent_append),
             ("tail50", lambda: bench.reads(plan.tail_size, plan.tail_reps, 50)),
             ("full_read", lambda: bench.reads(plan.full_size, plan.full_reps, None)),
             ("listing", bench.listing),
+            ("records", bench.records),
             ("sweep", bench.sweep),
             ("cleanup", bench.cleanup),
         ]

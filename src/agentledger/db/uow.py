@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Protocol, Self, TypeVar, cast
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
@@ -39,6 +39,7 @@ from sqlalchemy.ext.asyncio import (
 
 from agentledger.db.dialect import Dialect, dialect_for
 from agentledger.db.fastpath import FastPath, SessionStatements, Statements
+from agentledger.db.repositories.base import Repository
 from agentledger.db.repositories.batches import BatchRepository
 from agentledger.db.repositories.maintenance import MaintenanceRepository
 from agentledger.db.repositories.messages import MessageRepository
@@ -51,6 +52,8 @@ from agentledger.translation import (
     server_report,
     sqlstate_of,
 )
+
+R = TypeVar("R", bound=Repository)
 
 
 class UnitOfWorkFactory(Protocol):
@@ -198,12 +201,6 @@ class _BorrowedConnection(_Transaction):
 class UnitOfWork:
     """Transaction boundary with the repositories bound to it."""
 
-    sessions: SessionRepository
-    messages: MessageRepository
-    batches: BatchRepository
-    usage: UsageRepository
-    search: SearchRepository
-    maintenance: MaintenanceRepository
     #: How this unit of work runs its hot statements (see :mod:`agentledger.db.fastpath`).
     statements: Statements
 
@@ -293,18 +290,51 @@ class UnitOfWork:
         return self
 
     def _bind_repositories(self) -> None:
-        db = lambda: self.db  # noqa: E731 - made on first use
+        """Repositories are made on first use (a hot path needs one of the six)."""
+        self._repositories: dict[type[Repository], Repository] = {}
         dialect = self.dialect
         if isinstance(self._transaction, (_BorrowedSession, _BorrowedConnection)):
             # The caller's transaction keeps its own constraint timing: SET CONSTRAINTS would
             # outlive our SAVEPOINT and check the caller's deferred rows early.
             dialect = dialect.with_deferred_constraints_kept()
-        self.sessions = SessionRepository(db, dialect, self.statements)
-        self.messages = MessageRepository(db, dialect, self.statements, atomic=self.atomic)
-        self.batches = BatchRepository(db, dialect, self.statements)
-        self.usage = UsageRepository(db, dialect, self.statements)
-        self.search = SearchRepository(db, dialect, self.statements)
-        self.maintenance = MaintenanceRepository(db, dialect, self.statements)
+        self._repository_dialect = dialect
+
+    def _repository(self, kind: type[R]) -> R:
+        found = self._repositories.get(kind)
+        if found is None:
+            db = lambda: self.db  # noqa: E731 - the session is made on first use too
+            if kind is MessageRepository:
+                found = MessageRepository(
+                    db, self._repository_dialect, self.statements, atomic=self.atomic
+                )
+            else:
+                found = kind(db, self._repository_dialect, self.statements)
+            self._repositories[kind] = found
+        return cast(R, found)
+
+    @property
+    def sessions(self) -> SessionRepository:
+        return self._repository(SessionRepository)
+
+    @property
+    def messages(self) -> MessageRepository:
+        return self._repository(MessageRepository)
+
+    @property
+    def batches(self) -> BatchRepository:
+        return self._repository(BatchRepository)
+
+    @property
+    def usage(self) -> UsageRepository:
+        return self._repository(UsageRepository)
+
+    @property
+    def search(self) -> SearchRepository:
+        return self._repository(SearchRepository)
+
+    @property
+    def maintenance(self) -> MaintenanceRepository:
+        return self._repository(MaintenanceRepository)
 
     async def __aexit__(
         self,
