@@ -22,7 +22,7 @@ demo: venv
 
 ## Lint, type-check, build the docs strictly, then run the suite on PostgreSQL and SQLite, on
 ## up to 4 cores (pytest-xdist; every test has its own databases).
-test: venv postgres lint typecheck docs
+test: venv postgres lint typecheck docs package
 	$(BIN)/pytest --numprocesses auto --maxprocesses 4
 
 lint: venv

@@ -33,7 +33,6 @@ from openai.types.responses.response_reasoning_item import Summary
 from agentledger import (
     InvalidInputError,
     Ledger,
-    LedgerError,
     SessionNotFoundError,
     Usage,
 )
@@ -470,15 +469,15 @@ async def test_another_user_cannot_touch_a_uuid_addressed_session(ledger: Ledger
 
     with pytest.raises(SessionNotFoundError, match="mallory"):
         await intruder.get_items()
-    with pytest.raises(LedgerError):
+    with pytest.raises(SessionNotFoundError, match="mallory"):
         await intruder.get_items(1)
-    with pytest.raises(LedgerError):
+    with pytest.raises(SessionNotFoundError, match="mallory"):
         await intruder.add_items([user_item("injected")])
-    with pytest.raises(LedgerError):
+    with pytest.raises(SessionNotFoundError, match="mallory"):
         await intruder.pop_item()
-    with pytest.raises(LedgerError):
+    with pytest.raises(SessionNotFoundError, match="mallory"):
         await intruder.clear_session()
-    with pytest.raises(LedgerError):
+    with pytest.raises(SessionNotFoundError, match="mallory"):
         await intruder.get_items_window(max_turns=1)
 
     assert await owner.get_items() == [user_item("secret")]
@@ -569,7 +568,7 @@ async def test_session_agent_refuses_another_users_session(ledger: Ledger) -> No
 
     with pytest.raises(SessionNotFoundError):
         await runner.run("let me in", session_id=mine.session_id, user_id="mallory")
-    with pytest.raises(LedgerError):
+    with pytest.raises(SessionNotFoundError):
         await runner.run_streamed("let me in", session_id=mine.session_id, user_id="mallory")
     assert len(model.calls) == 1
     with pytest.raises(TypeError, match="session_id"):

@@ -1,6 +1,7 @@
 """The wheel carries the migrations: installed outside the checkout, `agentledger db` works.
 
-Builds a wheel from the repository (``pip wheel``, the build backend in pip's isolated build
+Uses the wheel ``make package`` built (``make test`` builds it first), else builds one from the
+repository (``pip wheel``, the build backend in pip's isolated build
 environment), installs it with its dependencies into one fresh virtualenv outside the checkout,
 and from a working directory outside the checkout runs the installed ``agentledger db upgrade``,
 ``db current``, ``sessions list`` and ``db downgrade base`` against a new PostgreSQL database,
@@ -62,6 +63,21 @@ def run(*args: str | Path, cwd: Path, env: dict[str, str] | None = None, timeout
     return result.stdout
 
 
+def made_by_make_package() -> Path | None:
+    """The wheel ``make package`` left in ``dist/`` (``make test`` builds it first), when it
+    is newer than every source file that goes into it; else ``None``."""
+    wheels = list((REPO_ROOT / "dist").glob("agentledger-*.whl"))
+    if len(wheels) != 1:
+        return None
+    sources = [REPO_ROOT / "pyproject.toml", REPO_ROOT / "README.md"] + [
+        path
+        for path in (REPO_ROOT / "src").rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    ]
+    newest = max(path.stat().st_mtime for path in sources)
+    return wheels[0] if wheels[0].stat().st_mtime >= newest else None
+
+
 @pytest.fixture(scope="module")
 def installed() -> Iterator[Installed]:
     """The wheel, and one fresh virtualenv outside the checkout with it installed."""
@@ -71,18 +87,20 @@ def installed() -> Iterator[Installed]:
         dist, venv, workdir = root / "dist", root / "venv", root / "work"
         workdir.mkdir()
         pip = (sys.executable, "-m", "pip", "--disable-pip-version-check")
-        run(
-            *pip,
-            "wheel",
-            "--no-deps",
-            "-q",
-            "-w",
-            dist,
-            REPO_ROOT,
-            cwd=root,
-            timeout=INSTALL_TIMEOUT,
-        )
-        (wheel,) = dist.glob("agentledger-*.whl")
+        wheel = made_by_make_package()
+        if wheel is None:  # not built yet (pytest run by hand), or older than the sources
+            run(
+                *pip,
+                "wheel",
+                "--no-deps",
+                "-q",
+                "-w",
+                dist,
+                REPO_ROOT,
+                cwd=root,
+                timeout=INSTALL_TIMEOUT,
+            )
+            (wheel,) = dist.glob("agentledger-*.whl")
         # No pip inside the venv (ensurepip is slow); this pip installs into it instead.
         run(sys.executable, "-m", "venv", "--without-pip", venv, cwd=root, timeout=INSTALL_TIMEOUT)
         run(

@@ -45,7 +45,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.sql import ClauseElement, Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.types import TypeDecorator
-from sqlalchemy.util import greenlet_spawn
+from sqlalchemy.util import await_only, greenlet_spawn
 
 from agentledger.db.types import NulSafeJSON, NulSafeText, UTCDateTime
 from agentledger.domain.encoding import ESCAPE, map_strings, unescape_nul
@@ -161,7 +161,7 @@ class DriverStatements:
     """Runs compiled statements through asyncpg on connections of ``engine``'s pool."""
 
     def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+        self._sync_engine = engine.sync_engine
         self._dialect = engine.dialect
         self._compiled: dict[Executable, _Compiled] = {}
 
@@ -258,8 +258,13 @@ class DriverStatements:
             raise translate_db_error(retry.error) from retry.error
 
     async def _run_once(self, operation: Callable[[Any], Awaitable[T]]) -> T:
+        # Checkout, statement and checkin in one greenlet: the pool is SQLAlchemy's (sync code
+        # that may await), and one switch into it costs less than one per step.
+        return await greenlet_spawn(self._checked_out, operation)
+
+    def _checked_out(self, operation: Callable[[Any], Awaitable[T]]) -> T:
         try:
-            connection = await self._engine.raw_connection()
+            connection = self._sync_engine.raw_connection()
         except SQLAlchemyError:
             raise
         except Exception as error:
@@ -267,7 +272,7 @@ class DriverStatements:
         try:
             driver: Any = connection.driver_connection
             try:
-                return await operation(driver)
+                return await_only(operation(driver))
             except BaseException as error:
                 # A plain SQL error leaves the connection usable (the statement was its own
                 # transaction); anything else (lost connection, cancellation mid-statement)
@@ -277,16 +282,14 @@ class DriverStatements:
                     or driver.is_closed()
                     or _ends_connection(error)
                 ):
-                    await greenlet_spawn(
-                        connection.invalidate, error if isinstance(error, Exception) else None
-                    )
+                    connection.invalidate(error if isinstance(error, Exception) else None)
                 if _not_sent(error):
                     raise _NotSent(error) from error
                 if isinstance(error, _DRIVER_ERRORS):
                     raise translate_db_error(error) from error
                 raise
         finally:
-            await greenlet_spawn(connection.close)
+            connection.close()
 
 
 def _result_processor(column_type: Any, dialect: Any) -> Callable[[Any], Any] | None:

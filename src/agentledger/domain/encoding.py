@@ -92,6 +92,9 @@ def check_text(value: object, what: str, *, limit: int | None = None) -> str:
     (default :data:`MAX_FIELD_BYTES`); raise a clear error otherwise."""
     if not isinstance(value, str):
         raise InvalidInputError(f"{what} must be a string, got {type(value).__name__}")
+    if value.isascii():  # no surrogates, one byte per character: nothing to encode
+        check_size(len(value), what, MAX_FIELD_BYTES if limit is None else limit)
+        return value
     try:
         size = len(value.encode("utf-8"))
     except UnicodeEncodeError as error:
