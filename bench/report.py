@@ -54,17 +54,50 @@ def latency_table(results: dict[str, Any]) -> str:
 
 def listing_table(results: dict[str, Any]) -> str:
     rows = [
-        "| sessions of the user | agentledger p50 ms | p99 ms | floor p50 ms |",
-        "| ---: | ---: | ---: | ---: |",
+        "| sessions of the user | agentledger p50 ms | p99 ms | floor p50 ms | p50 / floor |",
+        "| ---: | ---: | ---: | ---: | ---: |",
     ]
     listing = results["listing"]
     for count in sorted((k for k in listing if k != "plan"), key=int):
         ours, floor = listing[count]["agentledger-service"], listing[count][FLOOR]
         rows.append(
             f"| {int(count):,} | {ours['p50_ms']:.3f} | {ours['p99_ms']:.3f} | "
-            f"{floor['p50_ms']:.3f} |"
+            f"{floor['p50_ms']:.3f} | {ours['p50_ms'] / floor['p50_ms']:.2f} |"
         )
     return "\n".join(rows)
+
+
+def cpu_table(results: dict[str, Any]) -> str:
+    cpu = results["client_cpu"]
+    rows = [
+        f"| µs of client CPU per call (median of {cpu['rounds']} rounds of {cpu['per_round']}) "
+        "| agentledger-sdk | asyncpg-floor | ratio |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for op, title in (("append", "turn append"), ("tail50", "`get_items(50)`")):
+        for mode in ("pooled", "dedicated"):
+            ours = cpu[op][f"agentledger-sdk {mode}"]["cpu_us"]
+            floor = cpu[op][f"asyncpg-floor {mode}"]["cpu_us"]
+            rows.append(f"| {title}, {mode} | {ours:.0f} | {floor:.0f} | {ours / floor:.2f} |")
+    return "\n".join(rows)
+
+
+def throughput_lines(results: dict[str, Any]) -> str:
+    conc = results["concurrent_append"]
+    return "\n".join(
+        f"- {name}: median {stats['items_per_s']:,.0f} items/s, rounds "
+        f"{min(stats['rounds']):,.0f} to {max(stats['rounds']):,.0f}"
+        for name, stats in conc.items()
+    )
+
+
+def records_lines(results: dict[str, Any]) -> str:
+    rec = results["records"]
+    items = rec["get_items()"]
+    return "\n".join(
+        f"- `{name}`: {rec[name]:.2f} ms ({rec[name] / items:.2f}× `get_items()`)"
+        for name in ("get_items()", "get_session()", "export_session()")
+    )
 
 
 def sweep_table(results: dict[str, Any]) -> str:
@@ -172,6 +205,9 @@ def main() -> None:
     for title, body in (
         ("Latency and throughput", latency_table(results)),
         ("Listing", listing_table(results)),
+        ("Client CPU", cpu_table(results)),
+        ("Throughput rounds", throughput_lines(results)),
+        (f"Records on {results['records']['size']:,} messages", records_lines(results)),
         ("Session size", sweep_table(results)),
         ("Cleanup", cleanup_lines(results)),
         ("Targets", targets_table(results)),
