@@ -211,6 +211,24 @@ def _text_of(item: dict[str, Any]) -> str:
     return ""
 
 
+def floor_append_arguments(
+    session_id: uuid.UUID, user_id: str, items: list[dict[str, Any]]
+) -> list[Any]:
+    """The arguments of :data:`FLOOR_APPEND` for a turn: what the floor sends per append."""
+    return [
+        session_id,
+        user_id,
+        AGENT,
+        datetime.now(UTC),
+        len(items),
+        [uuid.uuid4() for _ in items],
+        [str(item.get("role", "assistant")) for item in items],
+        [_text_of(item) for item in items],
+        [str(item.get("type", "message")) for item in items],
+        [json.dumps(item, separators=(",", ":"), ensure_ascii=False) for item in items],
+    ]
+
+
 async def _no_reset(connection: asyncpg.Connection) -> None:
     """The floor's connections carry no session state, so the pool need not reset them."""
 
@@ -250,20 +268,9 @@ class Floor:
 
     async def append(self, handle: str, items: list[dict[str, Any]]) -> None:
         user_id, _, sid = handle.partition("/")
+        arguments = floor_append_arguments(uuid.UUID(sid), user_id, items)
         async with self.pool.acquire() as connection:
-            await connection.fetchval(
-                FLOOR_APPEND,
-                uuid.UUID(sid),
-                user_id,
-                AGENT,
-                datetime.now(UTC),
-                len(items),
-                [uuid.uuid4() for _ in items],
-                [str(item.get("role", "assistant")) for item in items],
-                [_text_of(item) for item in items],
-                [str(item.get("type", "message")) for item in items],
-                [json.dumps(item, separators=(",", ":"), ensure_ascii=False) for item in items],
-            )
+            await connection.fetchval(FLOOR_APPEND, *arguments)
 
     async def tail(self, handle: str, limit: int) -> list[Any]:
         user_id, _, sid = handle.partition("/")

@@ -21,7 +21,6 @@ import statistics
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -29,7 +28,7 @@ import asyncpg
 from agentledger import Ledger
 
 from . import data
-from .contenders import AGENT, FLOOR_APPEND, FLOOR_TAIL, _text_of
+from .contenders import AGENT, FLOOR_APPEND, FLOOR_TAIL, floor_append_arguments
 
 Call = Callable[[int], Awaitable[Any]]
 
@@ -60,21 +59,6 @@ async def cpu_rounds(calls: dict[str, Call], per_round: int, rounds: int) -> dic
     }
 
 
-def _floor_arguments(session_id: uuid.UUID, user_id: str, items: list[dict[str, Any]]) -> list[Any]:
-    return [
-        session_id,
-        user_id,
-        AGENT,
-        datetime.now(UTC),
-        len(items),
-        [uuid.uuid4() for _ in items],
-        [str(item.get("role", "assistant")) for item in items],
-        [_text_of(item) for item in items],
-        [str(item.get("type", "message")) for item in items],
-        [json.dumps(item, separators=(",", ":"), ensure_ascii=False) for item in items],
-    ]
-
-
 async def client_cpu(
     url: str, ledger: Ledger, pool: asyncpg.Pool, per_round: int, rounds: int
 ) -> dict[str, Any]:
@@ -91,12 +75,16 @@ async def client_cpu(
         floor_ids = {"pooled": uuid.uuid4(), "dedicated": uuid.uuid4()}
 
         async def pooled_floor_append(turn: int) -> None:
-            arguments = _floor_arguments(floor_ids["pooled"], "cpu-user", data.turn_items(turn))
+            arguments = floor_append_arguments(
+                floor_ids["pooled"], "cpu-user", data.turn_items(turn)
+            )
             async with pool.acquire() as connection:
                 await connection.fetchval(FLOOR_APPEND, *arguments)
 
         async def dedicated_floor_append(turn: int) -> None:
-            arguments = _floor_arguments(floor_ids["dedicated"], "cpu-user", data.turn_items(turn))
+            arguments = floor_append_arguments(
+                floor_ids["dedicated"], "cpu-user", data.turn_items(turn)
+            )
             await dedicated.fetchval(FLOOR_APPEND, *arguments)
 
         async def pooled_floor_tail(_turn: int) -> None:
