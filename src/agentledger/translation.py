@@ -153,6 +153,12 @@ def translate_db_error(error: BaseException) -> LedgerError:
     configuration = _configuration_problem(error)
     if configuration is not None:
         return configuration
+    if type(error).__name__ == "PendingRollbackError":
+        return LedgerDatabaseError(
+            "the session's transaction was rolled back by an earlier failure (inside "
+            "service.using(...): your session's); roll it back (`await session.rollback()`) "
+            "and run your unit of work again"
+        )
     if _is_pool_timeout(error):
         return LedgerTimeoutError(
             "timed out waiting for a pooled connection; raise pool_size/max_overflow or "

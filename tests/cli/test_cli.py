@@ -311,6 +311,9 @@ SOME_ID = "00000000-0000-4000-8000-000000000001"
         (("search", "x", "--user", "u", "--limit", "1e20"), "from 1 to 1000"),
         (("sessions", "import", "a.jsonl", "--user", "u", "--session-id", "nope"), "UUID"),
         (("sessions", "show", "not-a-uuid"), "not a session UUID"),
+        (("sessions", "export", "--all", "--user", "u"), "--all needs --user USER and -o DIR"),
+        (("sessions", "export", "--all", "--user", "u", "-o", "-"), "pass -o DIR"),
+        (("sessions", "export"), "name the session to export"),
         (
             ("sessions", "import", "a.jsonl", "b.jsonl", "--user", "u", "--session-id", SOME_ID),
             "single transcript file",

@@ -580,15 +580,24 @@ def test_a_folder_import_checks_every_file_first_and_names_a_refused_one(
     assert_one_error_line(err, "z.jsonl", "line 2", "surrogate")
     assert run_sync(url_snapshot(database_url)) == before  # a, b not stored either
 
-    # A refusal only the database can make (the id is another user's) names the file and
-    # what was stored before it.
+    # An id that is another user's is found before anything is stored, too; a FIFO among the
+    # files is no transcript and is left alone (reading it would block).
     (folder / "z.jsonl").write_text(dumps_jsonl(plain_transcript(count=1)), encoding="utf-8")
+    os.mkfifo(folder / "pipe.jsonl")
     taken = json.loads((folder / "z.jsonl").read_text(encoding="utf-8").splitlines()[0])
     run_sync(claim(database_url, uuid.UUID(taken["session"]["id"]), "mallory"))
+    before = run_sync(url_snapshot(database_url))
     code, _, err = cli(capsys, database_url, "sessions", "import", str(folder), "--user", USER)
     assert code == 1
-    assert_one_error_line(err, "z.jsonl", "taken by another user", "a.jsonl", "b.jsonl")
+    assert_one_error_line(err, "z.jsonl", "taken by another user")
+    assert run_sync(url_snapshot(database_url)) == before
+
+    # Without it, the folder imports (the FIFO skipped).
+    (folder / "z.jsonl").unlink()
+    code, _, err = cli(capsys, database_url, "sessions", "import", str(folder), "--user", USER)
+    assert code == 0, err
     assert run_sync(url_items(database_url, good_a.id)) == good_a.items
+    assert run_sync(url_items(database_url, good_b.id)) == good_b.items
 
 
 async def claim(url: str, session_id: uuid.UUID, user: str) -> None:

@@ -131,6 +131,22 @@ def test_wheel_ships_migrations_and_type_information(installed: Installed) -> No
     assert not [name for name in names if "__pycache__" in name or name.endswith(".pyc")]
 
 
+def test_no_symlinked_folder_in_the_checkout() -> None:
+    """The build walks the checkout once per folder: hatchling visits a folder reached through a
+    symlink only the first time, so a symlink to ``src/agentledger/migrations`` (once ``alembic/``
+    at the root) dropped the revisions from the sdist and the wheel whenever the file system
+    listed the link first."""
+    tracked = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=REPO_ROOT, capture_output=True, check=True
+    ).stdout.decode()
+    linked = [
+        name
+        for name in tracked.split("\0")
+        if name and (REPO_ROOT / name).is_symlink() and (REPO_ROOT / name).is_dir()
+    ]
+    assert not linked, f"symlinked folders in the checkout: {linked}"
+
+
 def cli_env(url: str) -> dict[str, str]:
     """A user's shell: no trace of the checkout or of the test's own settings."""
     env = {

@@ -217,6 +217,9 @@ async def test_pending_host_changes_that_cannot_be_flushed_are_named_as_the_host
         host.add(HostNote(id=1, body=None))  # NOT NULL: the flush fails
         with pytest.raises(LedgerDatabaseError) as caught:
             await ledger.service.using(host).create_session("u", "support")
+        # A second call in the same failed state says the same: roll back first.
+        with pytest.raises(LedgerDatabaseError, match="rollback"):
+            await ledger.service.using(host).create_session("u", "support")
         await host.rollback()
     message = str(caught.value)
     assert "your session's pending changes could not be flushed" in message
@@ -236,6 +239,9 @@ async def test_a_host_transaction_aborted_earlier_is_named_as_the_hosts(
         with pytest.raises(Exception):  # noqa: B017, PT011 - the host's own failure, swallowed
             await host.execute(text("SELECT 1/0"))
         with pytest.raises(LedgerDatabaseError) as caught:
+            await ledger.service.using(host).create_session("u", "support")
+        # A second call in the same failed state says the same: roll back first.
+        with pytest.raises(LedgerDatabaseError, match="roll"):
             await ledger.service.using(host).create_session("u", "support")
         await host.rollback()
         assert "already aborted by an earlier failed statement" in str(caught.value)

@@ -148,3 +148,17 @@ async def test_an_sdk_handle_on_an_unused_uuid_creates_that_session(ledger: Ledg
     record = await ledger.service.get_session(sid, user_id=OWNER)
     assert record is not None
     assert record.user_id == OWNER
+
+
+async def test_an_sdk_handle_checks_again_until_the_session_is_its_users(ledger: Ledger) -> None:
+    sid = uuid.uuid4()
+    early = ledger.agent_session(str(sid), user_id=INTRUDER, agent_name="A")
+    await early.check_access()  # unused: a first write would create it
+    assert await early.get_items() == []
+    # The owner takes the id first; the early handle must not read or change it.
+    await ledger.service.create_session(OWNER, "A", session_id=sid)
+    await ledger.service.add_items(sid, [user_item("secret")], user_id=OWNER)
+    for attempt in (early.check_access(), early.get_items(), early.pop_item()):
+        with pytest.raises(SessionNotFoundError, match=INTRUDER):
+            await attempt
+    assert await ledger.service.get_items(sid, user_id=OWNER) == [user_item("secret")]

@@ -320,7 +320,8 @@ def test_cli_export_and_import(
     (tmp_path / "broken.jsonl").write_text("{}\n", encoding="utf-8")
     assert main([*url, "sessions", "import", str(tmp_path / "broken.jsonl"), "--user", "a"]) == 1
     assert "not an agentledger transcript" in capsys.readouterr().err
-    assert main([*url, "sessions", "export", "--all", "--user", "alice"]) == 1
+    # A usage mistake exits 2, like argparse's own.
+    assert main([*url, "sessions", "export", "--all", "--user", "alice"]) == 2
     assert "-o DIR" in capsys.readouterr().err
 
     async def check() -> None:

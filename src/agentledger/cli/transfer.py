@@ -112,13 +112,18 @@ def _writer(transcript: SessionTranscript, fmt: str) -> Callable[[TextIO], None]
 async def export_sessions(ledger: Ledger, args: argparse.Namespace, out: Output) -> int:
     if args.all:
         if args.session_id is not None or args.user is None or args.output is None:
-            raise InvalidInputError(
+            raise UsageError(
                 "use either ID or --all; --all needs --user USER and -o DIR, e.g. "
                 "`agentledger sessions export --all --user alice -o exports/`"
             )
+        if args.output == STANDARD_STREAM:
+            raise UsageError(
+                "--all writes one file per session into a folder: pass -o DIR (a single "
+                "session goes to standard output with -o -)"
+            )
         return await _export_all(acting_for(ledger, args.user), args, out)
     if args.session_id is None:
-        raise InvalidInputError("name the session to export (ID), or pass --all --user USER")
+        raise UsageError("name the session to export (ID), or pass --all --user USER")
     service = acting_for(ledger, args.user)
     transcript = await service.export_session(
         await session_ref(service, args.session_id, args.user), user_id=args.user
@@ -179,7 +184,8 @@ def _transcript_files(names: list[str]) -> list[str]:
     for name in names:
         path = Path(name)
         if name != STANDARD_STREAM and path.is_dir():
-            found = sorted(path.glob("*.jsonl"))
+            # Regular files only: a FIFO would block the import, a folder named *.jsonl fail.
+            found = sorted(file for file in path.glob("*.jsonl") if file.is_file())
             if not found:
                 raise InvalidInputError(f"the folder {name!r} holds no .jsonl transcripts")
             files.extend(str(file) for file in found)
@@ -213,8 +219,18 @@ async def import_sessions(ledger: Ledger, args: argparse.Namespace, out: Output)
         raise UsageError("--session-id applies to a single transcript file")
     service = acting_for(ledger, args.user)
     if len(files) > 1:
-        for name in files:  # every file checked before the first is stored
-            read_transcript(name)
+        # Every file read and every id checked before the first is stored.
+        for name in files:
+            transcript = read_transcript(name)
+            if not await service.can_write(transcript.id, user_id=args.user):
+                raise _refused_file(
+                    name,
+                    LedgerError(
+                        f"session id {transcript.id} is taken by another user; import this file "
+                        "under a new id (sessions import FILE --session-id NEW_UUID)"
+                    ),
+                    [],
+                )
     sessions = created = items = 0
     imported: list[dict[str, object]] = []
     with out.progress(len(files), "files") as progress:

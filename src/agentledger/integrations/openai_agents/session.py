@@ -175,7 +175,9 @@ class LedgerSession:
     async def _read(self, limit: int | None) -> list[Any]:
         if self._name is None:
             items = await self._service.get_items(self._uuid, limit, user_id=self._user_id)
-            if not items and not self._usable:
+            if items:
+                self._usable = True  # reads see only the user's own rows: the session is theirs
+            elif not self._usable:
                 await self.check_access()
             return items
         if self._confirmed:
@@ -206,7 +208,8 @@ class LedgerSession:
                 f"session {self._uuid} does not exist for user {self._user_id!r}; open one of "
                 "the user's session ids, or a name"
             )
-        self._usable = True
+        # Not remembered: an unused id may still be taken by someone else before this user's
+        # first write; the check is remembered once a read or a write shows the session theirs.
 
     async def add_items(self, items: list[TResponseInputItem]) -> None:
         """Append ``items`` atomically and in order, creating the session on first write."""
@@ -226,6 +229,7 @@ class LedgerSession:
         target = await self.resolve(create=True)
         assert target is not None
         await self._service.add_items(target, items, user_id=self._user_id, create_as=spec)
+        self._usable = True  # stored: the session is this user's
 
     async def pop_item(self) -> TResponseInputItem | None:
         """Remove and return the newest item (``None`` when empty); each item is popped once."""
