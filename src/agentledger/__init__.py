@@ -34,6 +34,7 @@ from agentledger.errors import (
     ConnectionLostError,
     DatabaseUnavailableError,
     InvalidInputError,
+    InvalidItemTypeError,
     LedgerDatabaseError,
     LedgerError,
     LedgerTimeoutError,
@@ -42,6 +43,7 @@ from agentledger.errors import (
     SchemaNotReadyError,
     SessionNotFoundError,
     SessionReferencedError,
+    StaleSessionError,
     UnsupportedBackendError,
 )
 from agentledger.ledger import Ledger
@@ -84,6 +86,7 @@ __all__ = [
     "ErasureReport",
     "HistoryWindow",
     "InvalidInputError",
+    "InvalidItemTypeError",
     "Ledger",
     "LedgerDatabaseError",
     "LedgerError",
@@ -107,6 +110,7 @@ __all__ = [
     "SessionService",
     "SessionSummary",
     "SessionTranscript",
+    "StaleSessionError",
     "TranscriptImport",
     "UnitOfWork",
     "UnsupportedBackendError",

@@ -50,6 +50,31 @@ class ConflictError(RetryableError):
     """A serialization failure or deadlock (SQLSTATE 40001 / 40P01)."""
 
 
+class StaleSessionError(ConflictError):
+    """A compare-and-append (``expected_last_seq=N``) found the session ending at another seq:
+    someone appended (or popped, cleared, rewound) since the caller read it. Nothing was
+    written. Retrying the same call fails the same way, so it is not ``retryable`` (although,
+    as a ConflictError, it is a RetryableError: check ``retryable``): read the history again,
+    decide again, and append with ``expected_last_seq=error.last_seq``. The check compares
+    seqs, not contents: a history popped, rewound or cleared and refilled to the same last seq
+    passes it."""
+
+    retryable = False
+
+    def __init__(self, message: str, *, last_seq: int, expected_last_seq: int) -> None:
+        super().__init__(message)
+        #: The session's last seq now (0: empty).
+        self.last_seq = last_seq
+        #: The last seq the caller expected.
+        self.expected_last_seq = expected_last_seq
+
+
+class InvalidItemTypeError(InvalidInputError, TypeError):
+    """Input refused for its Python type (a value JSON cannot encode, such as a ``set`` or an
+    arbitrary object): an :class:`InvalidInputError`, and also a :class:`TypeError` as the
+    Agents SDK's own sessions raise for it."""
+
+
 class ConnectionLostError(RetryableError):
     """The connection to the database failed or was closed during the operation."""
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self, overload
 
 from sqlalchemy import Connection
 from sqlalchemy.engine import URL
@@ -36,7 +36,11 @@ from agentledger.services.facade import SessionService
 if TYPE_CHECKING:
     from agents.memory import SessionSettings
 
-    from agentledger.integrations.openai_agents import LedgerSession
+    from agentledger.integrations.openai_agents import (
+        ContextUserSession,
+        LedgerSession,
+        UserFromContext,
+    )
 
 # Kept importable from here (their documented home before agentledger.db.engine).
 __all__ = ["Ledger", "check_pooled_connections", "configure_sqlite"]
@@ -173,6 +177,7 @@ class Ledger:
         units = self._units if self._read_units is None else self._read_units
         return units(autocommit=autocommit, tenant=tenant)
 
+    @overload
     def agent_session(
         self,
         session_id: str,
@@ -180,10 +185,45 @@ class Ledger:
         user_id: str | None = None,
         agent_name: str | None = None,
         settings: SessionSettings | None = None,
-    ) -> LedgerSession:
-        """An OpenAI Agents SDK session (``Runner.run(..., session=...)``) over this ledger."""
-        from agentledger.integrations.openai_agents import LedgerSession
+        user_from_context: None = None,
+    ) -> LedgerSession: ...
 
+    @overload
+    def agent_session(
+        self,
+        session_id: str,
+        *,
+        user_id: str | None = None,
+        agent_name: str | None = None,
+        settings: SessionSettings | None = None,
+        user_from_context: UserFromContext,
+    ) -> ContextUserSession: ...
+
+    def agent_session(
+        self,
+        session_id: str,
+        *,
+        user_id: str | None = None,
+        agent_name: str | None = None,
+        settings: SessionSettings | None = None,
+        user_from_context: UserFromContext | None = None,
+    ) -> LedgerSession | ContextUserSession:
+        """An OpenAI Agents SDK session (``Runner.run(..., session=...)``) over this ledger.
+
+        ``user_from_context`` (e.g. ``lambda run: run.context.user_id``) takes the owner from
+        each run's context instead, for one session object shared by many users; ``user_id``
+        is then the user of calls made outside a run (none: such calls raise TypeError)."""
+        from agentledger.integrations.openai_agents import ContextUserSession, LedgerSession
+
+        if user_from_context is not None:
+            return ContextUserSession(
+                session_id,
+                stores=self,
+                user_from_context=user_from_context,
+                agent_name=agent_name or self._settings.default_agent_name,
+                user_id=user_id if user_id is not None else self._settings.default_user_id,
+                settings=settings,
+            )
         user_id = self.owner(user_id)
         return LedgerSession(
             session_id,

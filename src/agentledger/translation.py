@@ -376,8 +376,8 @@ async def run_translated(
         try:
             with translated():
                 return await operation()
-        except ConflictError:
-            if retry is None or attempt >= retry.attempts:
+        except ConflictError as error:
+            if not error.retryable or retry is None or attempt >= retry.attempts:
                 raise
             logger.info(
                 "agentledger: %s hit a database conflict; retrying (attempt %d of %d)",

@@ -10,29 +10,10 @@ import pytest
 from sqlalchemy import text
 
 from agentledger import Ledger
+from tests.support.damage import damage_row
 from tests.support.items import contents
 
 SECRET = "damaged-row-secret-content"
-
-
-async def _damage(ledger: Ledger, session_id: uuid.UUID, seq: int, backend: str) -> None:
-    if backend == "sqlite":
-        bad = "{not json " + SECRET
-        statement = (
-            "UPDATE conversation_messages SET item = :bad WHERE session_id = :sid AND seq = :seq"
-        )
-        sid: str | uuid.UUID = session_id.hex
-    else:
-        # Valid for PostgreSQL's json type, too deep for Python's decoder (RecursionError).
-        bad = "[" * 5_000 + f'"{SECRET}"' + "]" * 5_000
-        statement = (
-            "UPDATE conversation_messages SET item = CAST(:bad AS json) "
-            "WHERE session_id = :sid AND seq = :seq"
-        )
-        sid = session_id
-    async with ledger.engine.begin() as connection:
-        result = await connection.execute(text(statement), {"bad": bad, "sid": sid, "seq": seq})
-        assert result.rowcount == 1
 
 
 async def test_a_damaged_row_is_left_out_of_every_read(
@@ -43,14 +24,14 @@ async def test_a_damaged_row_is_left_out_of_every_read(
     await svc.add_messages(
         session.id, [{"role": "user", "content": f"m{index}"} for index in range(1, 6)]
     )
-    await _damage(ledger, session.id, 3, backend)
+    await damage_row(ledger, session.id, 3, backend, secret=SECRET)
     caplog.set_level(logging.WARNING, logger="agentledger")
 
     items = await svc.get_items(session.id)
     assert [item["content"] for item in items] == ["m1", "m2", "m4", "m5"]
-    # ``limit`` counts stored rows: the damaged one among them is left out, not replaced.
+    # A damaged row does not count towards ``limit``: the read reaches one row further back.
     tail = await svc.get_items(session.id, limit=3)
-    assert [item["content"] for item in tail] == ["m4", "m5"]
+    assert [item["content"] for item in tail] == ["m2", "m4", "m5"]
     record = await svc.get_session(session.id)
     assert record is not None
     assert [m.seq for m in record.messages] == [1, 2, 4, 5]

@@ -510,7 +510,7 @@ async def test_bad_session_arguments_are_refused_clearly(ledger: Ledger) -> None
     with pytest.raises(InvalidInputError, match="surrogate"):
         ledger.agent_session("bad \udc80 name", user_id="u1", agent_name="A")
     with pytest.raises(TypeError):
-        ledger.agent_session(42, user_id="u1", agent_name="A")  # type: ignore[arg-type]
+        ledger.agent_session(42, user_id="u1", agent_name="A")  # type: ignore[call-overload]
     with pytest.raises(ValueError, match="not both"):
         LedgerSession(
             "x",

@@ -35,3 +35,15 @@ def as_items(values: Iterable[Mapping[str, Any]]) -> list[TResponseInputItem]:
     input, rows built as ``dict[str, Any]``), passed where the SDK expects its input items. A
     session stores any JSON object; that is what such tests check."""
     return cast("list[TResponseInputItem]", list(values))
+
+
+def texts(items: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The text of each message item, in order: a string ``content`` as it is, a list of
+    content parts (what the model's replies hold) as their ``text`` joined."""
+    found = []
+    for item in items:
+        value = item["content"]
+        if isinstance(value, list):
+            value = "".join(part.get("text", "") for part in value if isinstance(part, dict))
+        found.append(value)
+    return found

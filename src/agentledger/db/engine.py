@@ -5,8 +5,11 @@ typed connection arguments and parameter hiding.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
+import weakref
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -15,9 +18,11 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import QueuePool
 
 from agentledger.db.urls import driver_arguments, normalize_url, safe_url
 from agentledger.domain.encoding import load_stored_json
+from agentledger.errors import ConfigurationError
 
 logger = logging.getLogger("agentledger")
 
@@ -36,6 +41,11 @@ def create_engine(
     url = normalize_url(url)
     explicit = dict(engine_kwargs or {})
     kwargs = {**(defaults or {}), **explicit}
+    if not _queue_pool(explicit.get("poolclass", QueuePool)):
+        # NullPool, StaticPool, ...: the settings' queue sizes do not apply to them.
+        for name in _QUEUE_POOL_ONLY:
+            if name not in explicit:
+                kwargs.pop(name, None)
     # One place decodes stored JSON, and a damaged row does not raise (see load_stored_json).
     kwargs.setdefault("json_deserializer", load_stored_json)
     # Parameters hold message content: never log them, whoever turns the engine logger up.
@@ -62,12 +72,87 @@ def create_engine(
     if check_on_checkout:
         kwargs["pool_pre_ping"] = False
     engine = create_async_engine(url, **kwargs)
+    if url.get_backend_name() == "postgresql":
+        keep_connections_on_their_loop(engine)
     if check_on_checkout:
         check_pooled_connections(engine)
     if url.get_backend_name() == "sqlite" and not foreign:
         configure_sqlite(engine, busy_timeout=sqlite_busy_timeout)
     logger.debug("agentledger engine created for %s", safe_url(url))
     return engine
+
+
+#: ``create_async_engine`` arguments only a queue pool takes (the settings give them defaults).
+_QUEUE_POOL_ONLY = ("pool_size", "max_overflow", "pool_timeout", "pool_use_lifo")
+
+
+def _queue_pool(poolclass: object) -> bool:
+    return isinstance(poolclass, type) and issubclass(poolclass, QueuePool)
+
+
+_LOOP = "agentledger_event_loop"
+
+
+def keep_connections_on_their_loop(engine: AsyncEngine) -> None:
+    """An asyncpg connection works only on the event loop that opened it.
+
+    A pooled connection of a loop that is closed, or that is not running (``asyncio.run`` and
+    ``Runner.run_sync`` use a loop per call, or the thread's default loop between calls), is
+    closed and replaced, so sequential loops just work. One whose loop is running in another
+    thread (threads sharing a Ledger, each with a loop of its own) cannot be taken over
+    safely: the checkout fails with a :class:`~agentledger.ConfigurationError` naming the fix,
+    instead of asyncpg's "attached to a different loop"."""
+    sync_engine = engine.sync_engine
+
+    @event.listens_for(sync_engine, "connect")
+    def _connected(_dbapi_connection: Any, record: Any) -> None:
+        loop = _running_loop()
+        if loop is not None:
+            record.info[_LOOP] = weakref.ref(loop)
+
+    @event.listens_for(sync_engine, "checkout")
+    def _checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        opened_on = record.info.get(_LOOP)
+        loop = None if opened_on is None else opened_on()
+        if loop is None or loop is _running_loop():
+            return
+        if loop.is_running():
+            raise ConfigurationError(
+                "this Ledger's pooled PostgreSQL connections belong to the event loop that "
+                "opened them, and another event loop (another thread) is using the Ledger: give "
+                "each event loop a Ledger of its own, or create it with "
+                "Ledger.from_url(url, poolclass=sqlalchemy.pool.NullPool), which opens a "
+                "connection per use"
+            )
+        _drop_orphaned(getattr(dbapi_connection, "driver_connection", None), loop)
+        raise DisconnectionError("this pooled connection's event loop is not running")
+
+
+def _drop_orphaned(connection: Any, loop: asyncio.AbstractEventLoop) -> None:
+    """Close an asyncpg connection whose event loop is idle or gone, without that loop, and
+    mark it aborted, so the pool's terminate does not try (and fail loudly) to say goodbye on
+    it. An idle loop's transport is aborted on it (asyncpg's ``terminate()``; the socket
+    closes when that loop runs again); a closed loop's socket is closed here."""
+    if connection is None:
+        return
+    if not loop.is_closed():
+        connection.terminate()
+        return
+    transport = getattr(connection, "_transport", None)
+    sock = getattr(transport, "_sock", None)
+    if transport is not None and sock is not None:
+        with contextlib.suppress(OSError):
+            sock.close()
+        transport._sock = None  # closed here: nothing left for the transport to warn about
+    if hasattr(connection, "_aborted"):
+        connection._aborted = True
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 #: A pooled connection idle for longer than this (seconds) is pinged before it is handed out.

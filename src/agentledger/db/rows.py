@@ -1,7 +1,8 @@
 """Rows as read back: the one filter for messages whose stored JSON was damaged.
 
 A row changed outside agentledger (invalid JSON text, or nesting too deep for Python) decodes to
-a :class:`~agentledger.domain.encoding.DamagedJSON` marker (see ``load_stored_json``). Every read
+a :class:`~agentledger.domain.encoding.DamagedJSON` marker (see ``load_stored_json``); an item
+that decodes to something other than an object counts as damaged too. Every read
 leaves such a message out through :func:`intact` and logs it by session and seq, never by
 content, so one bad row never makes a session unreadable.
 """
@@ -48,11 +49,19 @@ def intact(
     return kept
 
 
+#: A stored item that decodes to something other than an object (agentledger stores only
+#: objects, so an UPDATE outside it wrote this): left out like undecodable JSON.
+_NOT_AN_OBJECT = DamagedJSON("valid JSON but not an object, which agentledger never stores")
+
+
 def _damage_of(row: Any) -> DamagedJSON | None:
     for field in ("item", "tool_calls"):
         value = getattr(row, field, None)
         if isinstance(value, DamagedJSON):
             return value
+    item = getattr(row, "item", None)
+    if item is not None and not isinstance(item, dict):
+        return _NOT_AN_OBJECT
     return None
 
 

@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from agentledger.errors import InvalidInputError
+from agentledger.errors import InvalidInputError, InvalidItemTypeError
 
 #: Escape character for NUL on PostgreSQL: a private-use code point that ordinary text avoids.
 ESCAPE = "\ue000"
@@ -220,7 +220,7 @@ def dump_json(value: Any, what: str, *, jsonb: bool = False, max_depth: int | No
             "string instead"
         ) from error
     except TypeError as error:
-        raise InvalidInputError(
+        raise InvalidItemTypeError(
             f"{what} is not JSON-serializable ({error}); convert it to dicts, lists, strings, "
             "numbers, booleans and None first"
         ) from error
@@ -249,7 +249,7 @@ def check_json_structure(value: Any, what: str) -> None:
             seen.add(id(current))
             for key, item in current.items():
                 if type(key) is not str and not isinstance(key, str):
-                    raise InvalidInputError(
+                    raise InvalidItemTypeError(
                         f"{what} has a non-string key {key!r} ({type(key).__name__}); JSON "
                         "object keys are strings, so it would come back as a different key "
                         "(and keys like 1 and '1' would collide): use string keys"
@@ -264,7 +264,7 @@ def check_json_structure(value: Any, what: str) -> None:
                 if type(item) not in _SCALARS:
                     push(item)
         elif isinstance(current, tuple):
-            raise InvalidInputError(
+            raise InvalidItemTypeError(
                 f"{what} contains a tuple, which JSON stores as an array and gives back as a "
                 "list; pass a list instead"
             )

@@ -9,7 +9,9 @@ Every row keeps two faces of the same message:
   tool / assistant messages, and SQL users can query it.
 
 The mapping is deliberately total: an item type this module has never heard of still gets a
-chat view (an assistant row), so future SDK item types are stored without a code change.
+chat view (an assistant row), so future SDK item types are stored without a code change, and an
+item with neither ``type`` nor ``role`` (a wrapper's envelope, such as the SDK's
+``EncryptedSession`` writes) is stored exactly with an empty ``opaque`` view.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agentledger.domain.encoding import check_text, dump_json
-from agentledger.errors import InvalidInputError
+from agentledger.errors import InvalidInputError, InvalidItemTypeError
 
 #: Roles of the chat view. ``developer`` and ``system`` are instructions; ``tool`` is a result.
 ROLES: tuple[str, ...] = ("user", "assistant", "tool", "system", "developer")
@@ -27,6 +29,9 @@ _TEXT_PART_KEYS = ("text", "refusal")
 #: Longest item ``type`` (the chat view's ``item_type`` column is varchar(64)); SDK types are
 #: short identifiers such as ``function_call_output``.
 MAX_ITEM_TYPE_LENGTH = 64
+#: The chat view's ``item_type`` of an item with neither ``type`` nor ``role`` (for example an
+#: ``EncryptedSession`` envelope): stored and returned exactly, with an empty assistant view.
+OPAQUE_ITEM_TYPE = "opaque"
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,16 +77,20 @@ def item_from_chat(
 def chat_view(item: Any) -> ChatView:
     """Derive the chat columns of ``item`` (an SDK item or a chat message dict)."""
     if not isinstance(item, dict):
-        raise InvalidInputError(
+        raise InvalidItemTypeError(
             f"a history item must be a dict (an Agents SDK input item), got {type(item).__name__}"
         )
     item_type = item.get("type")
-    if item_type is None and "role" in item:
+    if item_type is None:
+        if "role" not in item:
+            # Not an item this module can read (an EncryptedSession envelope, a wrapper's own
+            # record): stored exactly, shown as what it is.
+            return ChatView("assistant", "", None, None, OPAQUE_ITEM_TYPE)
         item_type = "message"
     if not isinstance(item_type, str) or not item_type:
         raise InvalidInputError(
-            "a history item needs a 'type' (e.g. 'function_call') or a 'role'; got keys "
-            f"{sorted(map(str, item))[:8]}"
+            f"a history item's 'type' must be a non-empty string (e.g. 'function_call'), got "
+            f"{item_type!r}"
         )
     if len(item_type) > MAX_ITEM_TYPE_LENGTH or "\x00" in item_type:
         raise InvalidInputError(

@@ -8,6 +8,8 @@ while tables are rebuilt), or inside the caller's transaction when a host hands 
 from __future__ import annotations
 
 import asyncio
+import threading
+import weakref
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -49,7 +51,12 @@ class SchemaAdmin:
         self._host_alembic_ini = host_alembic_ini
         self._migrate_on_start = migrate_on_start
         self._ready = False
-        self._lock = asyncio.Lock()
+        #: One lock per event loop: an asyncio lock used from two loops (threads each running
+        #: asyncio.run) can hang its waiters, and the check is safe to run once per loop.
+        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._first_check = threading.Lock()
 
     # -- running steps --------------------------------------------------------------------------
 
@@ -153,23 +160,37 @@ class SchemaAdmin:
         """Fail fast unless the database is at agentledger's head (checked once)."""
         if self._ready:
             return
-        async with self._lock:
+        loop = asyncio.get_running_loop()
+        lock = self._locks.get(loop) or self._locks.setdefault(loop, asyncio.Lock())
+        async with lock:
             if self._ready:
                 return
-            if self._migrate_on_start:
-                await self.upgrade("head", None)
-            state = await self.state()
-            if not state.at_head:
-                found = ", ".join(state.current) if state.current else "no agentledger tables"
-                raise SchemaNotReadyError(
-                    f"the database at {safe_url(self._engine.url)} is not at agentledger's "
-                    f"schema revision {state.head} (found: {found}); {state.advice()}"
-                )
-            if self._read_engine is not None:
-                await self._check_read_engine(state.head)
-            if self._engine.dialect.name == "sqlite":
-                await self._check_sqlite_foreign_keys()
-            self._ready = True
+            # The first check across event loops (threads) runs one at a time: it makes the
+            # engine's first connection, which SQLAlchemy guards with a lock of the first loop
+            # that waits on it (another loop's waiter would never wake). A thread waits here
+            # only until the first check is done; the per-loop lock above keeps tasks of one
+            # loop from waiting on this one.
+            with self._first_check:
+                if self._ready:
+                    return
+                await self._check()
+
+    async def _check(self) -> None:
+        """The "at head" check (after the upgrade ``migrate_on_start`` asks for)."""
+        if self._migrate_on_start:
+            await self.upgrade("head", None)
+        state = await self.state()
+        if not state.at_head:
+            found = ", ".join(state.current) if state.current else "no agentledger tables"
+            raise SchemaNotReadyError(
+                f"the database at {safe_url(self._engine.url)} is not at agentledger's "
+                f"schema revision {state.head} (found: {found}); {state.advice()}"
+            )
+        if self._read_engine is not None:
+            await self._check_read_engine(state.head)
+        if self._engine.dialect.name == "sqlite":
+            await self._check_sqlite_foreign_keys()
+        self._ready = True
 
     async def _check_read_engine(self, head: str) -> None:
         """The read engine must serve the same schema (a replica of the primary does)."""

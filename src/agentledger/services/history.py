@@ -13,6 +13,7 @@ from agentledger.domain.encoding import load_json
 from agentledger.domain.records import AppendResult, MessageRecord, NewRow, SessionSpec
 from agentledger.domain.validation import (
     batch_fingerprint,
+    check_count,
     check_limit,
     check_name,
     check_owner,
@@ -21,7 +22,7 @@ from agentledger.domain.validation import (
     prepare_chat_message,
     prepare_item,
 )
-from agentledger.errors import ConflictError, InvalidInputError, SessionNotFoundError
+from agentledger.errors import InvalidInputError, SessionNotFoundError, StaleSessionError
 from agentledger.services.base import ServiceBase, SessionId, operation
 
 
@@ -38,8 +39,10 @@ class History(ServiceBase):
         tool_call_id: str | None = None,
         *,
         user_id: str | None = None,
+        expected_last_seq: int | None = None,
     ) -> MessageRecord:
-        """Append one chat message; returns it with its sequence number."""
+        """Append one chat message; returns it with its sequence number.
+        ``expected_last_seq``: as for :meth:`add_messages`."""
         row = prepare_chat_message(
             {
                 "role": role,
@@ -48,7 +51,9 @@ class History(ServiceBase):
                 "tool_call_id": tool_call_id,
             }
         )
-        result = await self._append(parse_session_id(session_id), [row], user_id=user_id)
+        expected = _expected(expected_last_seq)
+        sid = parse_session_id(session_id)
+        result = await self._append(sid, [row], user_id=user_id, expected=expected)
         return MessageRecord(
             seq=result.first_seq,
             role=row.role,
@@ -69,15 +74,23 @@ class History(ServiceBase):
         idempotency_key: str | None = None,
         *,
         user_id: str | None = None,
+        expected_last_seq: int | None = None,
     ) -> AppendResult:
         """Append a batch atomically: all messages, contiguous and in order, or none.
 
         With ``idempotency_key`` a retried batch (even one whose commit the client never saw
         acknowledged) is stored once; the retry returns the first attempt's result.
+
+        ``expected_last_seq=N`` makes it a compare-and-append: the batch is stored only if the
+        session still ends at seq ``N`` (0: empty), checked under the session's row lock;
+        otherwise :class:`~agentledger.StaleSessionError` (carrying ``last_seq``) is raised
+        and nothing is written.
         """
         rows = [prepare_chat_message(message, index) for index, message in enumerate(messages)]
         key = None if idempotency_key is None else check_name(idempotency_key, "idempotency_key")
-        return await self._append(parse_session_id(session_id), rows, user_id=user_id, key=key)
+        expected = _expected(expected_last_seq)
+        sid = parse_session_id(session_id)
+        return await self._append(sid, rows, user_id=user_id, key=key, expected=expected)
 
     @operation()
     async def add_items(
@@ -88,11 +101,13 @@ class History(ServiceBase):
         user_id: str | None = None,
         create_as: SessionSpec | None = None,
         idempotency_key: str | None = None,
+        expected_last_seq: int | None = None,
     ) -> AppendResult:
         """Append Agents SDK items verbatim (with their chat view), atomically and in order.
 
         ``create_as`` creates the session on this first write when it does not exist yet;
-        ``idempotency_key`` stores the batch once however often it is retried.
+        ``idempotency_key`` stores the batch once however often it is retried;
+        ``expected_last_seq`` appends only onto that last seq (see :meth:`add_messages`).
         """
         if isinstance(items, (str, bytes, Mapping)):
             raise TypeError("items must be a list of items, not a single item")
@@ -103,8 +118,10 @@ class History(ServiceBase):
             )
         rows = [prepare_item(item, index) for index, item in enumerate(items)]
         key = None if idempotency_key is None else check_name(idempotency_key, "idempotency_key")
+        expected = _expected(expected_last_seq)
+        sid = parse_session_id(session_id)
         return await self._append(
-            parse_session_id(session_id), rows, user_id=user_id, create=create_as, key=key
+            sid, rows, user_id=user_id, create=create_as, key=key, expected=expected
         )
 
     @operation()
@@ -181,13 +198,14 @@ class History(ServiceBase):
         user_id: str | None,
         key: str | None = None,
         create: SessionSpec | None = None,
+        expected: int | None = None,
     ) -> AppendResult:
         user_id = check_owner(user_id)
         if create is not None:
             user_id = create.user_id
         now = self._now()
-        if key is not None:
-            return await self._append_once(sid, rows, user_id, key, now, create)
+        if key is not None or expected is not None:
+            return await self._append_locked(sid, rows, user_id, key, now, create, expected)
         if not rows:
             async with self._uow(autocommit=True) as uow:
                 await self._check_owner(uow, sid, user_id, missing_ok=create is not None)
@@ -206,17 +224,22 @@ class History(ServiceBase):
             await uow.commit()
         return AppendResult(sid, base + 1, len(rows), now)
 
-    async def _append_once(
+    async def _append_locked(
         self,
         sid: uuid.UUID,
         rows: list[NewRow],
         user_id: str | None,
-        key: str,
+        key: str | None,
         now: datetime,
         create: SessionSpec | None,
+        expected: int | None,
     ) -> AppendResult:
+        """An append that first locks the session row: under an idempotency key, or onto an
+        expected last seq."""
         async with self._uow() as uow:
-            result, _last_seq = await self._append_chunk(uow, sid, rows, user_id, key, now, create)
+            result, _last_seq = await self._append_chunk(
+                uow, sid, rows, user_id, key, now, create, expected_last_seq=expected
+            )
             await uow.commit()
         return result
 
@@ -226,20 +249,21 @@ class History(ServiceBase):
         sid: uuid.UUID,
         rows: list[NewRow],
         user_id: str | None,
-        key: str,
+        key: str | None,
         now: datetime,
         create: SessionSpec | None = None,
         *,
-        at_seq: int | None = None,
+        expected_last_seq: int | None = None,
     ) -> tuple[AppendResult, int]:
         """Store ``rows`` once under ``key`` in ``uow`` (the caller commits): the one engine of
-        idempotent and resumable appends (batches with a key, transcript imports, SDK-store
-        imports). A key already used returns the first attempt's result (``created=False``),
-        or refuses a different batch under it. ``at_seq``: the rows must land there (an
-        import keeps its seqs); the session's ``last_seq`` before them is returned too."""
+        idempotent, resumable and compare-and-append writes (batches with a key or an expected
+        last seq, transcript imports, SDK-store imports). A key already used returns the first
+        attempt's result (``created=False``), or refuses a different batch under it.
+        ``expected_last_seq``: the session must end there (raises StaleSessionError); the
+        session's ``last_seq`` before the rows is returned too."""
         last_seq = await self._lock_or_create(uow, sid, user_id, create, now)
         fingerprint = batch_fingerprint(rows)
-        earlier = await uow.batches.find(sid, key)
+        earlier = None if key is None else await uow.batches.find(sid, key)
         if earlier is not None:
             first_seq, count, created_at, stored = earlier
             if stored != fingerprint:
@@ -249,17 +273,21 @@ class History(ServiceBase):
                     "id with session_id=)"
                 )
             return AppendResult(sid, first_seq, count, created_at, created=False), last_seq
-        if at_seq is not None and last_seq != at_seq - 1:
-            raise ConflictError(
-                f"session {sid} changed during the import (it now ends at seq {last_seq}, "
-                f"expected {at_seq - 1}); run the import again"
+        if expected_last_seq is not None and last_seq != expected_last_seq:
+            raise StaleSessionError(
+                f"session {sid} ends at seq {last_seq}, not at the expected "
+                f"{expected_last_seq}: it was appended to or cut since it was read; nothing was "
+                f"written. Read it again and append with expected_last_seq={last_seq}",
+                last_seq=last_seq,
+                expected_last_seq=expected_last_seq,
             )
         first_seq = 0  # an empty batch has no position, as without a key
         if rows:
             appended = await uow.messages.append(sid, rows, user_id=user_id, now=now)
             assert appended is not None  # the row is locked by this transaction
             first_seq = appended + 1
-        await uow.batches.remember(sid, key, first_seq, len(rows), fingerprint, now)
+        if key is not None:
+            await uow.batches.remember(sid, key, first_seq, len(rows), fingerprint, now)
         return AppendResult(sid, first_seq, len(rows), now), last_seq
 
     async def _lock_or_create(
@@ -285,3 +313,8 @@ class History(ServiceBase):
             await self._check_owner(uow, sid, user_id, missing_ok=False)
             raise SessionNotFoundError(f"session {sid} is hidden")  # pragma: no cover
         return session.last_seq
+
+
+def _expected(value: int | None) -> int | None:
+    """A compare-and-append's expected last seq (0: an empty session), checked up front."""
+    return None if value is None else check_count(value, "expected_last_seq", minimum=0)

@@ -26,7 +26,13 @@ from agentledger.domain.validation import (
     parse_session_id,
     prepare_item,
 )
-from agentledger.errors import AlreadyExistsError, InvalidInputError, SessionNotFoundError
+from agentledger.errors import (
+    AlreadyExistsError,
+    ConflictError,
+    InvalidInputError,
+    SessionNotFoundError,
+    StaleSessionError,
+)
 from agentledger.services.base import MAX_BATCH_SIZE, SessionId, operation
 from agentledger.services.history import History
 
@@ -221,9 +227,16 @@ class Transfer(History):
         sid, stamps, first = plan.target, plan.stamps, seqs[0]
         key = f"transcript:{first}-{seqs[-1]}"
         chunk = [plan.rows[seq] for seq in seqs]
-        result, last = await self._append_chunk(
-            uow, sid, chunk, plan.user, key, plan.now, at_seq=first
-        )
+        try:
+            result, last = await self._append_chunk(
+                uow, sid, chunk, plan.user, key, plan.now, expected_last_seq=first - 1
+            )
+        except StaleSessionError as stale:
+            # Retryable as a whole: the operation plans the import again on what is stored now.
+            raise ConflictError(
+                f"session {sid} changed during the import (it now ends at seq {stale.last_seq}, "
+                f"expected {first - 1}); run the import again"
+            ) from None
         if not result.created:
             return None if last < seqs[-1] else 0
         await uow.messages.set_created_at(

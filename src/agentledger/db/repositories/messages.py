@@ -91,12 +91,20 @@ class MessageRepository(Repository):
     async def items(
         self, session_id: uuid.UUID, limit: int | None, user_id: str | None
     ) -> list[Any]:
-        """The stored items in order; with ``limit``, only the latest ``limit`` of them."""
-        params: dict[str, Any] = {"session_id": session_id, "user_id": user_id, "limit": limit}
+        """The stored items in order; with ``limit``, only the latest ``limit`` of them.
+
+        A damaged row (left out, see :func:`intact`) does not count towards ``limit``: the
+        read reaches further back for as many intact items as were asked for."""
         query = items_query(latest=limit is not None, owned=user_id is not None)
-        rows = await self._statements.rows(query, params)
-        kept = intact(session_id, rows if limit is None else reversed(rows))
-        return [row.item for row in kept]
+        params: dict[str, Any] = {"session_id": session_id, "user_id": user_id, "limit": limit}
+        while True:
+            rows = await self._statements.rows(query, params)
+            if limit is None:
+                return [row.item for row in intact(session_id, rows)]
+            kept = [row.item for row in intact(session_id, reversed(rows))]
+            if len(kept) >= limit or len(rows) < params["limit"]:
+                return kept[-limit:] if len(kept) > limit else kept
+            params["limit"] += limit - len(kept)
 
     async def history(
         self,

@@ -2,9 +2,10 @@
 
 :class:`LedgerSession` (``session.py``) implements the SDK's ``agents.memory.Session``
 protocol, so ``Runner.run(agent, text, session=...)`` keeps its history in agentledger.
-:class:`SessionAgent` (``agent.py``) runs an agent with the history reaching the model, every
-turn stored verbatim and each run's token usage recorded. Both depend on the small protocols of
-:mod:`agentledger.integrations.store`, not on :class:`~agentledger.Ledger`.
+:class:`ContextUserSession` (``context_user.py``) is the same with the user taken from each
+run's context. :class:`SessionAgent` (``agent.py``) runs an agent with the history reaching the
+model, every turn stored verbatim and each run's token usage recorded. They depend on the small
+protocols of :mod:`agentledger.integrations.store`, not on :class:`~agentledger.Ledger`.
 """
 
 from __future__ import annotations
@@ -17,15 +18,18 @@ from agentledger.integrations.openai_agents.agent import (
     StreamedAgentRun,
     usage_from_sdk,
 )
+from agentledger.integrations.openai_agents.context_user import ContextUserSession, UserFromContext
 from agentledger.integrations.openai_agents.session import LedgerSession
 
 __all__ = [
     "SESSION_NAME_NAMESPACE",
     "AgentRunResult",
+    "ContextUserSession",
     "HistoryWindow",
     "LedgerSession",
     "SessionAgent",
     "StreamedAgentRun",
+    "UserFromContext",
     "resolve_session_uuid",
     "usage_from_sdk",
 ]

@@ -19,6 +19,7 @@ from agents.memory.session_settings import (
     coerce_session_settings,
     resolve_session_limit,
 )
+from agents.run_context import RunContextWrapper
 
 from agentledger.domain.naming import resolve_session_uuid, session_name
 from agentledger.domain.records import SessionSpec
@@ -161,8 +162,14 @@ class LedgerSession:
 
     # -- the Session protocol -----------------------------------------------------------
 
-    async def get_items(self, limit: int | None = None) -> list[TResponseInputItem]:
-        """The latest ``limit`` items in chronological order (see the class docstring)."""
+    async def get_items(
+        self, limit: int | None = None, *, wrapper: RunContextWrapper[Any] | None = None
+    ) -> list[TResponseInputItem]:
+        """The latest ``limit`` items in chronological order (see the class docstring).
+
+        ``wrapper``: the run context the SDK passes to sessions that accept it (on every
+        history method); this session's user is fixed, so it is not needed here (see
+        :class:`~agentledger.integrations.openai_agents.ContextUserSession`)."""
         resolved = resolve_session_limit(limit, self.session_settings)
         if resolved is None and self._window is not None:
             return await self.get_items_window(
@@ -211,7 +218,9 @@ class LedgerSession:
         # Not remembered: an unused id may still be taken by someone else before this user's
         # first write; the check is remembered once a read or a write shows the session theirs.
 
-    async def add_items(self, items: list[TResponseInputItem]) -> None:
+    async def add_items(
+        self, items: list[TResponseInputItem], *, wrapper: RunContextWrapper[Any] | None = None
+    ) -> None:
         """Append ``items`` atomically and in order, creating the session on first write."""
         spec = SessionSpec(self._user_id, self._agent_name, self._name)
         if not self._confirmed:
@@ -231,7 +240,9 @@ class LedgerSession:
         await self._service.add_items(target, items, user_id=self._user_id, create_as=spec)
         self._usable = True  # stored: the session is this user's
 
-    async def pop_item(self) -> TResponseInputItem | None:
+    async def pop_item(
+        self, *, wrapper: RunContextWrapper[Any] | None = None
+    ) -> TResponseInputItem | None:
         """Remove and return the newest item (``None`` when empty); each item is popped once."""
         await self.check_access()
         target = await self.resolve(create=False)
@@ -242,7 +253,7 @@ class LedgerSession:
         )
         return item
 
-    async def clear_session(self) -> None:
+    async def clear_session(self, *, wrapper: RunContextWrapper[Any] | None = None) -> None:
         """Delete every item of the session (the session row, its owner and usage stay)."""
         await self.check_access()
         target = await self.resolve(create=False)
