@@ -15,6 +15,7 @@ from agentledger.db.uow import UnitOfWork
 from agentledger.domain.records import (
     AppendResult,
     ErasureReport,
+    MessagePage,
     MessageRecord,
     SearchHit,
     SearchPage,
@@ -93,6 +94,7 @@ __all__ = [
     "LedgerSession",
     "LedgerSettings",
     "LedgerTimeoutError",
+    "MessagePage",
     "MessageRecord",
     "PermissionDeniedError",
     "RetentionPolicy",

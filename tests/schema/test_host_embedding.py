@@ -44,7 +44,7 @@ from tests.support.results import returned
 
 HEAD = head_revision()
 #: An earlier revision of agentledger's (the one before ``agent_sessions.name``).
-EARLIER = "agentledger_0003"
+EARLIER = "agentledger_0004"
 HOST_INI_ENV = "AGENTLEDGER_HOST_ALEMBIC_INI"
 TABLE = "tickets"
 CONSTRAINT = "fk_tickets_session"
@@ -673,7 +673,7 @@ def test_db_downgrade_refused_while_a_host_table_refers_to_ours(
     assert run_sync(revisions_of(database_url)) == (HEAD,)
     assert OWNED_TABLES | {TABLE} <= run_sync(tables_of(database_url))
     # A relative step as deep as the history is refused too; one that keeps the tables is not.
-    code, _, err = cli(capsys, database_url, "db", "downgrade", "-4")
+    code, _, err = cli(capsys, database_url, "db", "downgrade", "-5")
     assert code == 1, err
     assert "drop those keys" in err
     code, _, err = cli(capsys, database_url, "db", "downgrade", "-1")

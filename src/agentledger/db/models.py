@@ -113,6 +113,10 @@ class AgentSession(LedgerBase):
     #: The name the session was opened by (``ledger.agent_session(name, user_id=...)``), if
     #: any; unique per user.
     name: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    #: Who holds the session's turn lease (a random token per turn; ``None``: nobody), and
+    #: until when unless renewed (see ``SessionService.claim_turn``).
+    turn_holder: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    turn_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     messages: Mapped[list[ConversationMessage]] = relationship(
         back_populates="session",

@@ -123,6 +123,21 @@ def history_query() -> Select[Any]:
     )
 
 
+@cache
+def page_query(*, backward: bool, bounded: bool) -> Select[Any]:
+    """Up to ``:limit`` messages of ``:session_id`` with ``:after_seq < seq`` (and, ``bounded``,
+    ``seq < :before_seq``): the first ones in order, or (``backward``) the last ones, newest
+    first. One range scan of the (session_id, seq) primary key."""
+    query = select(*HISTORY_COLUMNS).where(
+        _messages.c.session_id == bindparam("session_id"),
+        _messages.c.seq > bindparam("after_seq"),
+    )
+    if bounded:
+        query = query.where(_messages.c.seq < bindparam("before_seq"))
+    order = _messages.c.seq.desc() if backward else _messages.c.seq
+    return query.order_by(order).limit(bindparam("limit"))
+
+
 # -- session rows --------------------------------------------------------------------------------
 
 

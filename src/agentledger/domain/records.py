@@ -100,6 +100,27 @@ class SessionPage(Page[SessionSummary]):
 
 
 @dataclass(frozen=True, slots=True)
+class MessagePage:
+    """One page of :meth:`SessionService.get_messages`: messages in order, and where the next
+    page starts. Iterate it, index it, take its length."""
+
+    messages: tuple[MessageRecord, ...]
+    #: Pass as ``after_seq=`` for the page after this one (``None``: nothing after it).
+    next_after_seq: int | None = None
+    #: Pass as ``before_seq=`` for the page before this one (``None``: nothing before it).
+    next_before_seq: int | None = None
+
+    def __iter__(self) -> Iterator[MessageRecord]:
+        return iter(self.messages)
+
+    def __len__(self) -> int:
+        return len(self.messages)
+
+    def __getitem__(self, index: int) -> MessageRecord:
+        return self.messages[index]
+
+
+@dataclass(frozen=True, slots=True)
 class AppendResult:
     """Where a batch landed: ``seqs`` are its sequence numbers, contiguous and in order."""
 

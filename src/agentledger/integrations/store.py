@@ -11,7 +11,9 @@ against the same protocol.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import timedelta
 from typing import Any, Protocol, runtime_checkable
 
 from agentledger.domain.records import AppendResult, SessionRecord, SessionSpec, Usage
@@ -70,6 +72,16 @@ class HistoryStore(Protocol):
     def record_usage(
         self, session_id: SessionRef, usage: Usage, *, user_id: str | None = None
     ) -> Awaitable[None]: ...
+
+    def turn(
+        self,
+        session_id: SessionRef,
+        *,
+        user_id: str | None = None,
+        lease: timedelta = ...,
+        wait: timedelta = ...,
+        hold_while: Callable[[], bool] | None = None,
+    ) -> AbstractAsyncContextManager[str]: ...
 
 
 @runtime_checkable

@@ -1,7 +1,7 @@
 """SessionService: the facade over agentledger's use cases.
 
 The use cases live one area per module (:mod:`.sessions`, :mod:`.history`, :mod:`.usage`,
-:mod:`.search`, :mod:`.transfer`, :mod:`.maintenance`), each a mixin over
+:mod:`.search`, :mod:`.transfer`, :mod:`.maintenance`, :mod:`.turns`), each a mixin over
 :class:`~agentledger.services.base.ServiceBase`; this class combines them and adds the two ways
 to run the same service elsewhere: inside a host's transaction (:meth:`SessionService.using`)
 and on behalf of one tenant (:meth:`SessionService.for_user`). It depends only on a
@@ -19,10 +19,11 @@ from agentledger.services.maintenance import Maintenance
 from agentledger.services.search import Search
 from agentledger.services.sessions import Sessions
 from agentledger.services.transfer import Transfer
+from agentledger.services.turns import Turns
 from agentledger.services.usage import Usages
 
 
-class SessionService(Sessions, Transfer, Usages, Search, Maintenance):
+class SessionService(Sessions, Transfer, Usages, Search, Maintenance, Turns):
     """Create, append to, read, list, search, export, delete and clean up agent sessions."""
 
     def using(self, connection: AsyncSession | AsyncConnection) -> SessionService:

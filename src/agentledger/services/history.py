@@ -10,13 +10,20 @@ from typing import Any
 
 from agentledger.db.uow import UnitOfWork
 from agentledger.domain.encoding import load_json
-from agentledger.domain.records import AppendResult, MessageRecord, NewRow, SessionSpec
+from agentledger.domain.records import (
+    AppendResult,
+    MessagePage,
+    MessageRecord,
+    NewRow,
+    SessionSpec,
+)
 from agentledger.domain.validation import (
     batch_fingerprint,
     check_count,
     check_limit,
     check_name,
     check_owner,
+    check_seq,
     fits_one_statement,
     parse_session_id,
     prepare_chat_message,
@@ -24,6 +31,9 @@ from agentledger.domain.validation import (
 )
 from agentledger.errors import InvalidInputError, SessionNotFoundError, StaleSessionError
 from agentledger.services.base import ServiceBase, SessionId, operation
+
+#: Most messages one page of get_messages holds.
+MAX_PAGE = 10_000
 
 
 class History(ServiceBase):
@@ -164,6 +174,47 @@ class History(ServiceBase):
             return []
         async with self._read_uow(autocommit=True) as uow:
             return await uow.messages.items(sid, checked, user_id)  # the owner's rows only
+
+    @operation()
+    async def get_messages(
+        self,
+        session_id: SessionId,
+        *,
+        after_seq: int | None = None,
+        before_seq: int | None = None,
+        limit: int = 100,
+        user_id: str | None = None,
+    ) -> MessagePage:
+        """A page of the session's messages, in order: one indexed query whatever the
+        session's size.
+
+        Forward (the default): the first ``limit`` messages after ``after_seq`` (from the
+        start without it); ``page.next_after_seq`` continues. Backward (``before_seq`` without
+        ``after_seq``): the last ``limit`` messages before ``before_seq``, e.g. the newest
+        ones with ``before_seq=session_last_seq + 1``; ``page.next_before_seq`` continues
+        towards the start. Both bounds: the first ``limit`` messages between them. A missing
+        or another user's session gives an empty page.
+        """
+        sid = parse_session_id(session_id)
+        user = check_owner(user_id)
+        after = None if after_seq is None else check_seq(after_seq, "after_seq")
+        before = None if before_seq is None else check_seq(before_seq, "before_seq")
+        size = check_count(limit, "limit", maximum=MAX_PAGE)
+        backward = before is not None and after is None
+        async with self._read_uow(autocommit=True) as uow:
+            if not await self._readable(uow, sid, user):
+                return MessagePage(())
+            records, seqs = await uow.messages.page(
+                sid, after_seq=after or 0, before_seq=before, limit=size + 1, backward=backward
+            )
+        more = len(seqs) > size
+        if not more:
+            return MessagePage(tuple(records))
+        if backward:
+            shown = [record for record in records if record.seq > seqs[0]]
+            return MessagePage(tuple(shown), next_before_seq=seqs[1])
+        shown = [record for record in records if record.seq < seqs[-1]]
+        return MessagePage(tuple(shown), next_after_seq=seqs[-2])
 
     @operation()
     async def pop_item(self, session_id: SessionId, *, user_id: str | None = None) -> Any:

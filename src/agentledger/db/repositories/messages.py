@@ -21,7 +21,7 @@ from agentledger.db.fastpath import Statements
 from agentledger.db.models import batches_table, messages_table, sessions_table
 from agentledger.db.repositories.base import Repository
 from agentledger.db.rows import intact
-from agentledger.db.statements import history_query, items_query
+from agentledger.db.statements import history_query, items_query, page_query
 from agentledger.domain.encoding import statement_runs
 from agentledger.domain.records import MessageRecord, NewRow, SessionSpec
 
@@ -133,6 +133,44 @@ class MessageRepository(Repository):
             )
             for row in intact(session_id, rows, damaged=damaged)
         ]
+
+    async def page(
+        self,
+        session_id: uuid.UUID,
+        *,
+        after_seq: int,
+        before_seq: int | None,
+        limit: int,
+        backward: bool,
+    ) -> tuple[list[MessageRecord], list[int]]:
+        """Up to ``limit`` messages ``after_seq < seq < before_seq``, in order: the first ones,
+        or (``backward``) the last ones. Also the seqs of the rows read (damaged ones
+        included, which the records leave out), so a caller's cursor moves past them."""
+        params: dict[str, Any] = {
+            "session_id": session_id,
+            "after_seq": after_seq,
+            "before_seq": before_seq,
+            "limit": limit,
+        }
+        query = page_query(backward=backward, bounded=before_seq is not None)
+        rows = list(await self._statements.rows(query, params))
+        if backward:
+            rows.reverse()
+        records = [
+            MessageRecord(
+                seq=row.seq,
+                role=row.role,
+                content=row.content,
+                tool_calls=row.tool_calls,
+                tool_call_id=row.tool_call_id,
+                created_at=row.created_at,
+                id=row.id,
+                item_type=row.item_type,
+                item=row.item,
+            )
+            for row in intact(session_id, rows)
+        ]
+        return records, [int(row.seq) for row in rows]
 
     async def pop(self, session_id: uuid.UUID, user_id: str | None, now: datetime) -> Any:
         """Remove the newest item and return it (``None`` when empty, missing or not owned).

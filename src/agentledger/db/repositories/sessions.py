@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, delete, insert, select, update
+from sqlalchemy import case, delete, insert, or_, select, update
 
 from agentledger.db.models import sessions_table
 from agentledger.db.repositories.base import Repository
@@ -186,6 +186,43 @@ class SessionRepository(Repository):
             statement = statement.where(_sessions.c.user_id == user_id)
         row = (await self._db.execute(statement)).one_or_none()
         return None if row is None else state_of(row)
+
+    async def claim_turn(
+        self,
+        session_id: uuid.UUID,
+        user_id: str | None,
+        holder: str,
+        now: datetime,
+        until: datetime,
+    ) -> bool:
+        """Take the session's turn lease for ``holder`` until ``until`` (or renew it, when
+        ``holder`` has it) unless another holder's lease is still running: one conditional
+        UPDATE. Whether ``holder`` holds it now (``False`` too when the session is missing or
+        not ``user_id``'s)."""
+        statement = (
+            update(_sessions)
+            .where(_sessions.c.id == session_id)
+            .where(
+                or_(
+                    _sessions.c.turn_holder.is_(None),
+                    _sessions.c.turn_holder == holder,
+                    _sessions.c.turn_expires_at <= now,
+                )
+            )
+            .values(turn_holder=holder, turn_expires_at=until)
+        )
+        if user_id is not None:
+            statement = statement.where(_sessions.c.user_id == user_id)
+        result = await self._db.execute(statement)
+        return bool(getattr(result, "rowcount", 0) == 1)
+
+    async def release_turn(self, session_id: uuid.UUID, holder: str) -> None:
+        """Give the session's turn lease up, if ``holder`` still has it."""
+        await self._db.execute(
+            update(_sessions)
+            .where(_sessions.c.id == session_id, _sessions.c.turn_holder == holder)
+            .values(turn_holder=None, turn_expires_at=None)
+        )
 
     async def list_for_user(
         self,

@@ -9,10 +9,12 @@ one), not on the Ledger class itself.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from agents import Agent, Runner
@@ -24,6 +26,7 @@ from agents.stream_events import StreamEvent
 from agents.usage import Usage as SdkUsage
 
 from agentledger.domain.records import Usage
+from agentledger.domain.turns import DEFAULT_TURN_LEASE, DEFAULT_TURN_WAIT, check_duration
 from agentledger.domain.windows import HistoryWindow
 from agentledger.errors import LedgerError
 from agentledger.integrations.openai_agents.session import LedgerSession
@@ -64,11 +67,19 @@ class StreamedAgentRun:
     summary. A stream abandoned midway records no usage until :meth:`result` is awaited.
     """
 
-    def __init__(self, owner: SessionAgent, session: LedgerSession, raw: RunResultStreaming):
+    def __init__(
+        self,
+        owner: SessionAgent,
+        session: LedgerSession,
+        raw: RunResultStreaming,
+        turn: contextlib.AsyncExitStack | None = None,
+    ):
         self._owner = owner
         self._session = session
         self.raw = raw
         self._usage: Usage | None = None
+        #: The session's turn, held until the stream has ended.
+        self._turn = turn
 
     @property
     def session_id(self) -> uuid.UUID:
@@ -97,9 +108,18 @@ class StreamedAgentRun:
         except AgentsException as error:
             # The stream has ended, in failure: its usage (recorded when the SDK had it) is
             # what ``usage`` reports from now on.
+            await self._release_turn()
             self._usage = await self._owner._record_failed_run(self._session, error)
             raise
+        finally:
+            if self.raw.is_complete:
+                await self._release_turn()
         await self._finish()
+
+    async def _release_turn(self) -> None:
+        if self._turn is not None:
+            turn, self._turn = self._turn, None
+            await turn.aclose()
 
     async def result(self) -> AgentRunResult:
         """Wait for the end of the run (consuming remaining events) and summarize it."""
@@ -124,6 +144,10 @@ class SessionAgent:
     ``session_id`` may also be a name (any string), which maps to a per-user session created on
     first use. A session owned by another user raises
     :class:`~agentledger.SessionNotFoundError` before the model is called.
+
+    Runs on one session take turns (:meth:`LedgerSession.turn`): each run's items are
+    contiguous in the history, a run waits up to ``turn_wait`` for the one before it, and one
+    that crashed frees the session after ``turn_lease``.
     """
 
     def __init__(
@@ -133,6 +157,8 @@ class SessionAgent:
         *,
         session_settings: SessionSettings | None = None,
         window: HistoryWindow | None = None,
+        turn_lease: timedelta = DEFAULT_TURN_LEASE,
+        turn_wait: timedelta = DEFAULT_TURN_WAIT,
     ) -> None:
         if not isinstance(ledger, StoreProvider):
             raise TypeError(
@@ -143,6 +169,8 @@ class SessionAgent:
         self.ledger = ledger
         self._session_settings = session_settings
         self._window = window
+        self._turn_lease = check_duration(turn_lease, "turn_lease")
+        self._turn_wait = check_duration(turn_wait, "turn_wait", zero_ok=True)
 
     def session(self, session_id: uuid.UUID | str, user_id: str) -> LedgerSession:
         """The SDK session this agent uses for ``session_id`` on behalf of ``user_id``."""
@@ -166,11 +194,12 @@ class SessionAgent:
         behalf of ``user_id``, the session's owner (required, unless the ledger's settings
         name a ``default_user_id``)."""
         session = await self._open(session_id, user_id, runner_kwargs)
-        try:
-            raw = await Runner.run(self.agent, user_input, session=session, **runner_kwargs)
-        except AgentsException as error:
-            await self._record_failed_run(session, error)
-            raise
+        async with session.turn(lease=self._turn_lease, wait=self._turn_wait):
+            try:
+                raw = await Runner.run(self.agent, user_input, session=session, **runner_kwargs)
+            except AgentsException as error:
+                await self._record_failed_run(session, error)
+                raise
         usage = await self._record_usage(session, raw.context_wrapper.usage)
         return AgentRunResult(raw.final_output, session.ledger_session_id, usage, raw)
 
@@ -183,8 +212,23 @@ class SessionAgent:
     ) -> StreamedAgentRun:
         """Start a streamed run; iterate ``stream_events()`` on what it returns."""
         session = await self._open(session_id, user_id, runner_kwargs)
-        raw = Runner.run_streamed(self.agent, user_input, session=session, **runner_kwargs)
-        return StreamedAgentRun(self, session, raw)
+        turn = contextlib.AsyncExitStack()
+        runs: list[RunResultStreaming] = []
+        await turn.enter_async_context(
+            session.turn(
+                lease=self._turn_lease,
+                wait=self._turn_wait,
+                # A stream nobody consumes still runs to its end: then the lease may lapse.
+                hold_while=lambda: not (runs and runs[0].is_complete),
+            )
+        )
+        try:
+            raw = Runner.run_streamed(self.agent, user_input, session=session, **runner_kwargs)
+        except BaseException:
+            await turn.aclose()
+            raise
+        runs.append(raw)
+        return StreamedAgentRun(self, session, raw, turn)
 
     # -- internals ------------------------------------------------------------------------
 

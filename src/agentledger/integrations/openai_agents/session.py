@@ -9,8 +9,10 @@ never read or changed through another's.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from datetime import timedelta
 from typing import Any
 
 from agents.items import TResponseInputItem
@@ -23,6 +25,7 @@ from agents.run_context import RunContextWrapper
 
 from agentledger.domain.naming import resolve_session_uuid, session_name
 from agentledger.domain.records import SessionSpec
+from agentledger.domain.turns import DEFAULT_TURN_LEASE, DEFAULT_TURN_WAIT
 from agentledger.domain.windows import HistoryWindow, TokenCounter, read_window
 from agentledger.errors import AlreadyExistsError, SessionNotFoundError
 from agentledger.integrations.store import HistoryStore
@@ -259,6 +262,44 @@ class LedgerSession:
         target = await self.resolve(create=False)
         if target is not None:
             await self._service.clear_session(target, user_id=self._user_id)
+
+    # -- turns --------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def turn(
+        self,
+        *,
+        lease: timedelta = DEFAULT_TURN_LEASE,
+        wait: timedelta = DEFAULT_TURN_WAIT,
+        hold_while: Callable[[], bool] | None = None,
+    ) -> AsyncIterator[LedgerSession]:
+        """Hold this session's turn for the ``async with`` block, so that the items of a
+        ``Runner.run(..., session=session)`` inside it are contiguous in the history even
+        when other turns (other tasks, processes or machines) run on the same session: each
+        waits for the one before it. No connection is held meanwhile; the lease is renewed
+        while the block runs, and a crashed turn frees the session after ``lease``. Creates
+        the session if needed (as the first write would). See
+        :meth:`SessionService.turn <agentledger.SessionService.turn>`."""
+        target = await self._existing()
+        async with self._service.turn(
+            target, user_id=self._user_id, lease=lease, wait=wait, hold_while=hold_while
+        ):
+            yield self
+
+    async def _existing(self) -> uuid.UUID:
+        """The id of this handle's session, created now when it does not exist yet."""
+        if self._name is not None:
+            found = await self.resolve(create=True)
+            assert found is not None
+            return found
+        await self.check_access()
+        # Already there is fine: check_access showed it is not another user's.
+        with contextlib.suppress(AlreadyExistsError):
+            await self._service.create_session(
+                self._user_id, self._agent_name, session_id=self._uuid
+            )
+        self._usable = True
+        return self._uuid
 
     # -- windows ------------------------------------------------------------------------
 
