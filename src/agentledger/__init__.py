@@ -14,9 +14,11 @@ from agentledger.db.models import AgentSession, ConversationMessage, metadata
 from agentledger.db.uow import UnitOfWork
 from agentledger.domain.records import (
     AppendResult,
+    Checkpoint,
     ErasureReport,
     MessagePage,
     MessageRecord,
+    ModelContext,
     SearchHit,
     SearchPage,
     SessionPage,
@@ -60,6 +62,7 @@ logging.getLogger("agentledger").addHandler(logging.NullHandler())
 if TYPE_CHECKING:  # imported on first use at runtime (below); typed for type checkers
     from agentledger.integrations.openai_agents import (
         AgentRunResult,
+        CompactionPolicy,
         LedgerSession,
         SessionAgent,
     )
@@ -67,7 +70,7 @@ if TYPE_CHECKING:  # imported on first use at runtime (below); typed for type ch
 
 def __getattr__(name: str) -> object:
     # The Agents SDK adapter is imported on first use, so `import agentledger` stays light.
-    if name in ("SessionAgent", "LedgerSession", "AgentRunResult"):
+    if name in ("SessionAgent", "LedgerSession", "AgentRunResult", "CompactionPolicy"):
         from agentledger.integrations import openai_agents
 
         return getattr(openai_agents, name)
@@ -79,6 +82,8 @@ __all__ = [
     "AgentSession",
     "AlreadyExistsError",
     "AppendResult",
+    "Checkpoint",
+    "CompactionPolicy",
     "ConfigurationError",
     "ConflictError",
     "ConnectionLostError",
@@ -96,6 +101,7 @@ __all__ = [
     "LedgerTimeoutError",
     "MessagePage",
     "MessageRecord",
+    "ModelContext",
     "PermissionDeniedError",
     "RetentionPolicy",
     "RetentionReport",

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from agents.memory import SessionSettings
 
     from agentledger.integrations.openai_agents import (
+        CompactionPolicy,
         ContextUserSession,
         LedgerSession,
         UserFromContext,
@@ -186,6 +187,7 @@ class Ledger:
         agent_name: str | None = None,
         settings: SessionSettings | None = None,
         user_from_context: None = None,
+        compaction: CompactionPolicy | None = None,
     ) -> LedgerSession: ...
 
     @overload
@@ -197,6 +199,7 @@ class Ledger:
         agent_name: str | None = None,
         settings: SessionSettings | None = None,
         user_from_context: UserFromContext,
+        compaction: CompactionPolicy | None = None,
     ) -> ContextUserSession: ...
 
     def agent_session(
@@ -207,12 +210,15 @@ class Ledger:
         agent_name: str | None = None,
         settings: SessionSettings | None = None,
         user_from_context: UserFromContext | None = None,
+        compaction: CompactionPolicy | None = None,
     ) -> LedgerSession | ContextUserSession:
         """An OpenAI Agents SDK session (``Runner.run(..., session=...)``) over this ledger.
 
         ``user_from_context`` (e.g. ``lambda run: run.context.user_id``) takes the owner from
         each run's context instead, for one session object shared by many users; ``user_id``
-        is then the user of calls made outside a run (none: such calls raise TypeError)."""
+        is then the user of calls made outside a run (none: such calls raise TypeError).
+        ``compaction``: compact the context the model receives under that policy (see
+        :class:`~agentledger.integrations.openai_agents.CompactionPolicy`)."""
         from agentledger.integrations.openai_agents import ContextUserSession, LedgerSession
 
         if user_from_context is not None:
@@ -223,6 +229,7 @@ class Ledger:
                 agent_name=agent_name or self._settings.default_agent_name,
                 user_id=user_id if user_id is not None else self._settings.default_user_id,
                 settings=settings,
+                compaction=compaction,
             )
         user_id = self.owner(user_id)
         return LedgerSession(
@@ -231,6 +238,7 @@ class Ledger:
             user_id=user_id,
             agent_name=agent_name or self._settings.default_agent_name,
             settings=settings,
+            compaction=compaction,
         )
 
     # -- schema (see agentledger.schema.admin) -------------------------------------------

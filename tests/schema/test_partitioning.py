@@ -383,7 +383,7 @@ async def test_each_session_statement_touches_one_partition(
     tail_sql, tail_params = the_statement(
         await captured(ledger, lambda: session.get_items(3)), "FROM conversation_messages"
     )
-    assert tail_sql == driver.sql(items_query(latest=True, owned=True))
+    assert tail_sql == driver.sql(items_query(latest=True, owned=True, compacted=True))
     tail = await explain(ledger, tail_sql, tail_params, generic=generic)
     one_partition(tail, home, scans=True, writes=False)
     # A custom plan prunes while planning; a generic one when the executor starts.
@@ -393,7 +393,7 @@ async def test_each_session_statement_touches_one_partition(
     full_sql, full_params = the_statement(
         await captured(ledger, lambda: session.get_items()), "FROM conversation_messages"
     )
-    assert full_sql == driver.sql(items_query(latest=False, owned=True))
+    assert full_sql == driver.sql(items_query(latest=False, owned=True, compacted=True))
     full = await explain(ledger, full_sql, full_params, generic=generic)
     one_partition(full, home, scans=True, writes=False)
 

@@ -105,7 +105,8 @@ async def _counts(url: str, tenant: str | None) -> dict[str, int]:
 
 
 async def _alice_everywhere(ledger: Ledger) -> uuid.UUID:
-    """Alice's session with a row in every table (messages, an idempotent batch, usage)."""
+    """Alice's session with a row in every table (messages, an idempotent batch, usage, a
+    compaction checkpoint)."""
     alice = ledger.service.for_user("alice")
     chat = await alice.create_session(user_id="alice", agent_name="support", metadata={"k": 1})
     await alice.add_messages(
@@ -114,6 +115,7 @@ async def _alice_everywhere(ledger: Ledger) -> uuid.UUID:
         idempotency_key="turn-1",
     )
     await alice.record_usage(chat.id, _usage())
+    await alice.add_checkpoint(chat.id, [{"role": "user", "content": "summary"}], upto_seq=1)
     return chat.id
 
 
@@ -137,6 +139,7 @@ async def test_another_tenant_and_no_tenant_see_no_row_of_any_table(
         "agent_sessions": 1,
         "conversation_batches": 1,
         "conversation_messages": 2,
+        "session_checkpoints": 1,
         "session_usage": 1,
     }
     nothing = dict.fromkeys(PROTECTED_TABLES, 0)
@@ -288,6 +291,7 @@ async def test_a_scoped_service_inside_the_hosts_transaction(enabled: RlsDatabas
             "agent_sessions": 1,
             "conversation_batches": 0,
             "conversation_messages": 1,
+            "session_checkpoints": 0,
             "session_usage": 0,
         }
         async with AsyncSession(app.engine) as host:

@@ -184,7 +184,7 @@ async def test_fork_costs_the_same_statements_for_any_history_size(ledger: Ledge
     large, fork = await statements_for_fork(3000)
 
     assert len(small) == len(large), (small, large)
-    assert len(large) <= 6, large
+    assert len(large) <= 7, large  # lock, create, copy messages, copy checkpoints, reread
     assert [m.seq for m in fork.messages] == list(range(1, 3001))
     assert [m.content for m in fork.messages[:2]] == ["m0", "m1"]
     assert fork.messages[-1].content == "m2999"

@@ -200,11 +200,36 @@ class SessionUsage(LedgerBase):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=func.now())
 
 
+class SessionCheckpoint(LedgerBase):
+    """A compaction checkpoint: summary items that stand for the history up to and including
+    ``upto_seq``. The originals stay; what a model receives is the newest checkpoint's items
+    followed by every message after ``upto_seq``."""
+
+    __tablename__ = "session_checkpoints"
+    __table_args__ = (Index("ix_session_checkpoints_upto", "session_id", "upto_seq"),)
+
+    session_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("agent_sessions.id", ondelete="CASCADE"), primary_key=True
+    )
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    upto_seq: Mapped[int] = mapped_column(BigInteger)
+    #: The summary items (a JSON array of Agents SDK input items).
+    items: Mapped[Any] = mapped_column(JSON(none_as_null=True))
+    #: What produced the summary (a model name, or the summarizer's name).
+    model: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    requests: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    input_tokens: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    output_tokens: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    total_tokens: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=func.now())
+
+
 #: The tables as typed Core handles, for the repositories' statements.
 sessions_table = cast(Table, AgentSession.__table__)
 messages_table = cast(Table, ConversationMessage.__table__)
 batches_table = cast(Table, MessageBatch.__table__)
 usage_table = cast(Table, SessionUsage.__table__)
+checkpoints_table = cast(Table, SessionCheckpoint.__table__)
 
 #: Tables agentledger owns; Alembic filters (``include_object``) use this set.
 OWNED_TABLES: frozenset[str] = frozenset(metadata.tables)

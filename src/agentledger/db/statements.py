@@ -22,12 +22,13 @@ from sqlalchemy import (
     type_coerce,
 )
 
-from agentledger.db.models import messages_table, sessions_table
+from agentledger.db.models import checkpoints_table, messages_table, sessions_table
 from agentledger.db.types import NulSafeText, UTCDateTime
 from agentledger.domain.display import TITLE_PREVIEW_CHARS
 
 _sessions = sessions_table
 _messages = messages_table
+_checkpoints = checkpoints_table
 
 # -- the append (PostgreSQL: one statement) ------------------------------------------------------
 
@@ -88,12 +89,22 @@ HISTORY_COLUMNS = tuple(column for column in _messages.c if column.key != "searc
 
 
 @cache
-def items_query(*, latest: bool, owned: bool) -> Select[tuple[Any, int]]:
+def items_query(*, latest: bool, owned: bool, compacted: bool = False) -> Select[Any]:
     """``(item, seq)`` of ``:session_id`` in order (``latest``: the newest ``:limit``, newest
-    first); ``owned``: only while the session belongs to ``:user_id``."""
-    query = select(_messages.c.item, _messages.c.seq).where(
-        _messages.c.session_id == bindparam("session_id")
-    )
+    first); ``owned``: only while the session belongs to ``:user_id``; ``compacted``: only
+    the messages after the newest checkpoint, whose ``upto_seq`` each row carries as a third
+    column ``checkpoint_seq`` (0: none), so a session without checkpoints is one statement."""
+    columns: list[Any] = [_messages.c.item, _messages.c.seq]
+    query_filter = [_messages.c.session_id == bindparam("session_id")]
+    if compacted:
+        newest = (
+            select(func.coalesce(func.max(_checkpoints.c.upto_seq), 0))
+            .where(_checkpoints.c.session_id == bindparam("session_id"))
+            .scalar_subquery()
+        )
+        columns.append(newest.label("checkpoint_seq"))
+        query_filter.append(_messages.c.seq > newest)
+    query = select(*columns).where(*query_filter)
     if owned:
         query = query.where(
             select(_sessions.c.id)

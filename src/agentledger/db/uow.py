@@ -41,6 +41,7 @@ from agentledger.db.dialect import Dialect, dialect_for
 from agentledger.db.fastpath import FastPath, SessionStatements, Statements
 from agentledger.db.repositories.base import Repository
 from agentledger.db.repositories.batches import BatchRepository
+from agentledger.db.repositories.checkpoints import CheckpointRepository
 from agentledger.db.repositories.maintenance import MaintenanceRepository
 from agentledger.db.repositories.messages import MessageRepository
 from agentledger.db.repositories.search import SearchRepository
@@ -335,6 +336,10 @@ class UnitOfWork:
     @property
     def maintenance(self) -> MaintenanceRepository:
         return self._repository(MaintenanceRepository)
+
+    @property
+    def checkpoints(self) -> CheckpointRepository:
+        return self._repository(CheckpointRepository)
 
     async def __aexit__(
         self,

@@ -148,6 +148,37 @@ class Usage:
 
 
 @dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """A compaction checkpoint: ``items`` (the summary) stand for the session's history up to
+    and including ``upto_seq``. The originals stay in the history; a model receives these
+    items followed by every message after ``upto_seq``."""
+
+    id: uuid.UUID
+    upto_seq: int
+    items: tuple[Any, ...]
+    #: What produced the summary (a model name, or the summarizer's name), if known.
+    model: str | None
+    #: The token usage of producing it (zero for a summarizer that reports none).
+    usage: Usage
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ModelContext:
+    """What a model receives from a session: the newest checkpoint (if any) and the messages
+    after it, in order (see :meth:`SessionService.get_context`)."""
+
+    checkpoint: Checkpoint | None
+    messages: tuple[MessageRecord, ...]
+
+    @property
+    def items(self) -> list[Any]:
+        """The items themselves: the checkpoint's summary, then each message's item."""
+        head = list(self.checkpoint.items) if self.checkpoint is not None else []
+        return [*head, *(message.item for message in self.messages)]
+
+
+@dataclass(frozen=True, slots=True)
 class BlockedSession:
     """A session a bulk delete left in place: a row of another table (``table``, through the
     foreign key ``constraint``; ``None`` when the database did not say) refers to it, or to one

@@ -16,7 +16,14 @@ from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
 from typing import Any, Protocol, runtime_checkable
 
-from agentledger.domain.records import AppendResult, SessionRecord, SessionSpec, Usage
+from agentledger.domain.records import (
+    AppendResult,
+    Checkpoint,
+    ModelContext,
+    SessionRecord,
+    SessionSpec,
+    Usage,
+)
 
 #: A session id as callers pass it: a UUID or its string form.
 SessionRef = uuid.UUID | str
@@ -72,6 +79,25 @@ class HistoryStore(Protocol):
     def record_usage(
         self, session_id: SessionRef, usage: Usage, *, user_id: str | None = None
     ) -> Awaitable[None]: ...
+
+    def get_context_items(
+        self, session_id: SessionRef, limit: int | None = None, *, user_id: str | None = None
+    ) -> Awaitable[list[Any]]: ...
+
+    def get_context(
+        self, session_id: SessionRef, *, user_id: str | None = None
+    ) -> Awaitable[ModelContext]: ...
+
+    def add_checkpoint(
+        self,
+        session_id: SessionRef,
+        items: Sequence[Any],
+        *,
+        upto_seq: int,
+        model: str | None = None,
+        usage: Usage | None = None,
+        user_id: str | None = None,
+    ) -> Awaitable[Checkpoint]: ...
 
     def turn(
         self,

@@ -1,12 +1,13 @@
 """SessionService: the facade over agentledger's use cases.
 
 The use cases live one area per module (:mod:`.sessions`, :mod:`.history`, :mod:`.usage`,
-:mod:`.search`, :mod:`.transfer`, :mod:`.maintenance`, :mod:`.turns`), each a mixin over
-:class:`~agentledger.services.base.ServiceBase`; this class combines them and adds the two ways
-to run the same service elsewhere: inside a host's transaction (:meth:`SessionService.using`)
-and on behalf of one tenant (:meth:`SessionService.for_user`). It depends only on a
-unit-of-work factory, so the same service runs on the Ledger's engine, inside a host's
-transaction or on a fake for tests. The CLI and the framework adapters are thin layers over it.
+:mod:`.search`, :mod:`.transfer`, :mod:`.maintenance`, :mod:`.turns`, :mod:`.checkpoints`),
+each a mixin over :class:`~agentledger.services.base.ServiceBase`; this class combines them
+and adds the two ways to run the same service elsewhere: inside a host's transaction
+(:meth:`SessionService.using`) and on behalf of one tenant (:meth:`SessionService.for_user`).
+It depends only on a unit-of-work factory, so the same service runs on the Ledger's engine,
+inside a host's transaction or on a fake for tests. The CLI and the framework adapters are
+thin layers over it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from agentledger.db.uow import UnitOfWork
 from agentledger.domain.validation import check_name
+from agentledger.services.checkpoints import Checkpoints
 from agentledger.services.maintenance import Maintenance
 from agentledger.services.search import Search
 from agentledger.services.sessions import Sessions
@@ -23,7 +25,7 @@ from agentledger.services.turns import Turns
 from agentledger.services.usage import Usages
 
 
-class SessionService(Sessions, Transfer, Usages, Search, Maintenance, Turns):
+class SessionService(Sessions, Transfer, Usages, Search, Maintenance, Turns, Checkpoints):
     """Create, append to, read, list, search, export, delete and clean up agent sessions."""
 
     def using(self, connection: AsyncSession | AsyncConnection) -> SessionService:

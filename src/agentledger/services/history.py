@@ -224,6 +224,9 @@ class History(ServiceBase):
         user_id = check_owner(user_id)
         async with self._uow() as uow:  # two statements: see MessageRepository.pop
             item = await uow.messages.pop(sid, user_id, self._now())  # the owner's only
+            # A checkpoint summarizing the popped message (even a damaged one, popped as
+            # None) no longer applies.
+            await uow.checkpoints.drop_beyond_history(sid)
             await uow.commit()
         return item
 
@@ -237,6 +240,7 @@ class History(ServiceBase):
             if await uow.sessions.lock(sid, user_id) is None:
                 return  # missing, or another user's: nothing to clear, as for a missing one
             await uow.messages.clear(sid, self._now())
+            await uow.checkpoints.drop_after(sid, 0)
             await uow.commit()
 
     # -- appending ------------------------------------------------------------------------------

@@ -218,6 +218,8 @@ class Sessions(ServiceBase):
                 await uow.messages.copy(
                     sid, new_id, after_seq=source.trimmed_seq, through_seq=through
                 )
+            # Checkpoints within the shared history apply to the fork too; later ones do not.
+            await uow.checkpoints.copy(sid, new_id, through_seq=through, offset=source.trimmed_seq)
             record = await self._reread(uow, new_id)
             await uow.commit()
         return record
@@ -243,6 +245,8 @@ class Sessions(ServiceBase):
             removed = session.last_seq - to
             if removed:
                 await uow.messages.rewind(sid, to, now)
+                # A checkpoint summarizing any of the dropped messages no longer applies.
+                await uow.checkpoints.drop_after(sid, to)
                 await uow.commit()
         return removed
 

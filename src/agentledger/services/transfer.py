@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from typing import Any
 
 from agentledger.db.uow import UnitOfWork
 from agentledger.domain.encoding import dump_json
-from agentledger.domain.records import NewRow, SessionState, TranscriptImport
+from agentledger.domain.records import Checkpoint, NewRow, SessionState, TranscriptImport
 from agentledger.domain.transcripts import (
     SessionTranscript,
     TranscriptMessage,
@@ -64,6 +65,7 @@ class Transfer(History):
             messages = await uow.messages.history(
                 sid, after_seq=state.trimmed_seq, upto_seq=state.last_seq, damaged=damaged
             )
+            checkpoints = await uow.checkpoints.all(sid)
         return SessionTranscript(
             id=state.id,
             user_id=state.user_id,
@@ -77,6 +79,7 @@ class Transfer(History):
             trimmed_seq=state.trimmed_seq,
             damaged_seqs=tuple(damaged),
             name=state.name,
+            checkpoints=tuple(checkpoints),
         )
 
     @operation()
@@ -122,12 +125,35 @@ class Transfer(History):
             if result is None:  # imported before, then removed (popped or rewound): keep it so
                 break
             added += result
+        if transcript.checkpoints:
+            await self._import_checkpoints(target, transcript)
         if state is None or added:
             async with self._uow() as uow:
                 # A restored session keeps its place in "most recently updated first".
                 await uow.sessions.update(target, updated_at=not_after(transcript.updated_at, now))
                 await uow.commit()
         return TranscriptImport(target, added, state is None)
+
+    async def _import_checkpoints(self, target: uuid.UUID, transcript: SessionTranscript) -> None:
+        """Restore the transcript's checkpoints the session does not hold yet (an import run
+        again adds none), where its history reaches them."""
+        async with self._uow() as uow:
+            state = await self._lock(uow, target, None)
+            held = {_checkpoint_key(c) for c in await uow.checkpoints.all(target)}
+            for checkpoint in transcript.checkpoints:
+                key = _checkpoint_key(checkpoint)
+                if key in held or checkpoint.upto_seq > state.last_seq:
+                    continue
+                await uow.checkpoints.add(
+                    target,
+                    upto_seq=checkpoint.upto_seq,
+                    items=list(checkpoint.items),
+                    model=checkpoint.model,
+                    usage=checkpoint.usage,
+                    now=checkpoint.created_at,
+                )
+                held.add(key)
+            await uow.commit()
 
     def _import_plan(
         self,
@@ -140,6 +166,11 @@ class Transfer(History):
         nothing."""
         check_transcript(transcript)
         check_count(chunk_size, "chunk_size", maximum=MAX_BATCH_SIZE)
+        for checkpoint in transcript.checkpoints:
+            for index, item in enumerate(checkpoint.items):
+                prepare_item(item, index)  # stored as the summary: checked like any item
+            if checkpoint.model is not None:
+                check_name(checkpoint.model, "checkpoint model")
         now = self._now()
         return _ImportPlan(
             transcript=transcript,
@@ -264,3 +295,9 @@ class _ImportPlan:
     def start(self) -> int:
         """The seq before the transcript's first message (retention may have trimmed)."""
         return self.transcript.trimmed_seq
+
+
+def _checkpoint_key(checkpoint: Checkpoint) -> tuple[int, str, str | None]:
+    """What makes two checkpoints the same one (their ids differ between databases)."""
+    items = json.dumps(list(checkpoint.items), sort_keys=True, ensure_ascii=False)
+    return checkpoint.upto_seq, items, checkpoint.model

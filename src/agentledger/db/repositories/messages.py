@@ -95,15 +95,32 @@ class MessageRepository(Repository):
 
         A damaged row (left out, see :func:`intact`) does not count towards ``limit``: the
         read reaches further back for as many intact items as were asked for."""
-        query = items_query(latest=limit is not None, owned=user_id is not None)
+        items, _checkpoint = await self._latest_intact(session_id, limit, user_id, False)
+        return items
+
+    async def context_items(
+        self, session_id: uuid.UUID, limit: int | None, user_id: str | None
+    ) -> tuple[list[Any], int | None]:
+        """The items after the newest checkpoint (the latest ``limit`` of them), and that
+        checkpoint's ``upto_seq`` (0: none; ``None``: unknown, as no row was read). One
+        statement."""
+        return await self._latest_intact(session_id, limit, user_id, True)
+
+    async def _latest_intact(
+        self, session_id: uuid.UUID, limit: int | None, user_id: str | None, compacted: bool
+    ) -> tuple[list[Any], int | None]:
+        query = items_query(
+            latest=limit is not None, owned=user_id is not None, compacted=compacted
+        )
         params: dict[str, Any] = {"session_id": session_id, "user_id": user_id, "limit": limit}
         while True:
             rows = await self._statements.rows(query, params)
+            checkpoint = int(rows[0].checkpoint_seq) if compacted and rows else None
             if limit is None:
-                return [row.item for row in intact(session_id, rows)]
+                return [row.item for row in intact(session_id, rows)], checkpoint
             kept = [row.item for row in intact(session_id, reversed(rows))]
             if len(kept) >= limit or len(rows) < params["limit"]:
-                return kept[-limit:] if len(kept) > limit else kept
+                return (kept[-limit:] if len(kept) > limit else kept), checkpoint
             params["limit"] += limit - len(kept)
 
     async def history(

@@ -10,11 +10,13 @@ from typing import Any, TextIO
 
 from agentledger.domain.display import json_text
 from agentledger.domain.encoding import MAX_JSON_DEPTH, dump_json
+from agentledger.domain.records import Checkpoint, Usage
 from agentledger.domain.time import as_utc
 from agentledger.domain.transcripts.model import (
     FORMAT,
     MAX_SEQ,
     VERSION,
+    VERSION_WITH_CHECKPOINTS,
     SessionTranscript,
     TranscriptMessage,
 )
@@ -46,7 +48,7 @@ def jsonl_lines(transcript: SessionTranscript) -> Iterator[str]:
         )
     header = {
         "format": FORMAT,
-        "version": VERSION,
+        "version": VERSION_WITH_CHECKPOINTS if transcript.checkpoints else VERSION,
         "session": {
             "id": str(transcript.id),
             "user_id": transcript.user_id,
@@ -61,12 +63,34 @@ def jsonl_lines(transcript: SessionTranscript) -> Iterator[str]:
         },
         "message_count": len(transcript.messages),
     }
+    if transcript.checkpoints:
+        header["checkpoint_count"] = len(transcript.checkpoints)
     yield _line(header, "session header", 2)
     for message in transcript.messages:
         yield _line(
             {"seq": message.seq, "created_at": _stamp(message.created_at), "item": message.item},
             f"message {message.seq}",
             1,
+        )
+    for checkpoint in transcript.checkpoints:
+        usage = checkpoint.usage
+        yield _line(
+            {
+                "checkpoint": {
+                    "upto_seq": checkpoint.upto_seq,
+                    "items": list(checkpoint.items),
+                    "model": checkpoint.model,
+                    "usage": {
+                        "requests": usage.requests,
+                        "input_tokens": usage.input_tokens,
+                        "output_tokens": usage.output_tokens,
+                        "total_tokens": usage.total_tokens,
+                    },
+                    "created_at": _stamp(checkpoint.created_at),
+                }
+            },
+            f"checkpoint up to seq {checkpoint.upto_seq}",
+            3,
         )
 
 
@@ -90,6 +114,7 @@ def read_jsonl(lines: Iterable[str], *, source: str = "transcript") -> SessionTr
     """Parse and validate a JSONL transcript; :class:`InvalidInputError` names the bad line."""
     header: dict[str, Any] | None = None
     messages: list[TranscriptMessage] = []
+    checkpoints: list[Checkpoint] = []
     expected = 0
     number = 0
     for number, raw in enumerate(lines, start=1):
@@ -113,11 +138,16 @@ def read_jsonl(lines: Iterable[str], *, source: str = "transcript") -> SessionTr
             expected = header["trimmed_seq"] + 1
             continue
         if len(messages) == header["message_count"]:
+            if len(checkpoints) < header["checkpoint_count"]:
+                last = header["trimmed_seq"] + header["message_count"]
+                checkpoints.append(_check_checkpoint(value, source, number, last))
+                continue
             raise _problem(
                 source,
                 number,
-                f"the header announces {header['message_count']} messages but more follow; "
-                "export the session again",
+                f"the header announces {header['message_count']} messages and "
+                f"{header['checkpoint_count']} checkpoints but more follow; export the session "
+                "again",
             )
         messages.append(_check_message(value, source, number, expected))
         expected += 1
@@ -129,6 +159,11 @@ def read_jsonl(lines: Iterable[str], *, source: str = "transcript") -> SessionTr
         raise InvalidInputError(
             f"{source} holds {len(messages)} of the {header['message_count']} messages its "
             "header announces: the file is incomplete; export the session again"
+        )
+    if len(checkpoints) < header["checkpoint_count"]:
+        raise InvalidInputError(
+            f"{source} holds {len(checkpoints)} of the {header['checkpoint_count']} "
+            "checkpoints its header announces: the file is incomplete; export the session again"
         )
     return SessionTranscript(
         id=header["id"],
@@ -142,6 +177,7 @@ def read_jsonl(lines: Iterable[str], *, source: str = "transcript") -> SessionTr
         archived_at=header["archived_at"],
         trimmed_seq=header["trimmed_seq"],
         name=header["name"],
+        checkpoints=tuple(checkpoints),
     )
 
 
@@ -156,12 +192,25 @@ def _check_header(value: Any, source: str, number: int) -> dict[str, Any]:
             number,
             f'not an agentledger transcript (the first line must have "format": "{FORMAT}")',
         )
-    if value.get("version") != VERSION:
+    version = value.get("version")
+    if version not in (VERSION, VERSION_WITH_CHECKPOINTS) or isinstance(version, bool):
         raise _problem(
             source,
             number,
-            f"transcript version {value.get('version')!r} is not supported (this agentledger "
-            f"reads version {VERSION}); upgrade agentledger",
+            f"transcript version {version!r} is not supported (this agentledger reads "
+            f"versions {VERSION} and {VERSION_WITH_CHECKPOINTS}); upgrade agentledger",
+        )
+    checkpoint_count = value.get("checkpoint_count", 0)
+    if (
+        not isinstance(checkpoint_count, int)
+        or isinstance(checkpoint_count, bool)
+        or checkpoint_count < 0
+        or (version == VERSION and checkpoint_count)
+    ):
+        raise _problem(
+            source,
+            number,
+            '"checkpoint_count" must be a non-negative integer (and 0 in a version 1 file)',
         )
     session = value.get("session")
     count = value.get("message_count")
@@ -218,6 +267,7 @@ def _check_header(value: Any, source: str, number: int) -> dict[str, Any]:
         ),
         "trimmed_seq": trimmed,
         "message_count": count,
+        "checkpoint_count": checkpoint_count,
         "name": name,
     }
 
@@ -257,3 +307,42 @@ def _check_message(value: Any, source: str, number: int, expected: int) -> Trans
     except InvalidInputError as error:
         raise _problem(source, number, str(error)) from None
     return TranscriptMessage(seq=expected, item=value["item"], created_at=stamp)
+
+
+def _check_checkpoint(value: Any, source: str, number: int, last_seq: int) -> Checkpoint:
+    body = value.get("checkpoint") if isinstance(value, dict) else None
+    if not isinstance(body, dict):
+        raise _problem(source, number, 'a checkpoint line must be {"checkpoint": {...}}')
+    upto = body.get("upto_seq")
+    if not isinstance(upto, int) or isinstance(upto, bool) or not 1 <= upto <= last_seq:
+        raise _problem(
+            source, number, f"a checkpoint's upto_seq must be a seq from 1 to {last_seq}"
+        )
+    items = body.get("items")
+    if not isinstance(items, list) or not items:
+        raise _problem(source, number, "a checkpoint's items must be a non-empty list")
+    model = body.get("model")
+    usage = body.get("usage", {})
+    counts = [usage.get(key, 0) if isinstance(usage, dict) else None for key in USAGE_KEYS]
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts):
+        raise _problem(source, number, "a checkpoint's usage must hold non-negative integers")
+    try:
+        for index, item in enumerate(items):
+            prepare_item(item, index)
+        if model is not None:
+            check_name(model, "checkpoint model")
+    except InvalidInputError as error:
+        raise _problem(source, number, str(error)) from None
+    created = body.get("created_at")
+    stamp = _parse_stamp(created, "created_at", source, number)
+    return Checkpoint(
+        id=uuid.uuid4(),
+        upto_seq=upto,
+        items=tuple(items),
+        model=model,
+        usage=Usage(*(int(n or 0) for n in counts)),
+        created_at=stamp,
+    )
+
+
+USAGE_KEYS = ("requests", "input_tokens", "output_tokens", "total_tokens")

@@ -9,6 +9,7 @@ from typing import Any
 
 from agentledger.domain.display import terminal_text
 from agentledger.domain.projection import chat_view
+from agentledger.domain.records import Checkpoint
 from agentledger.domain.transcripts.model import SessionTranscript, TranscriptMessage
 from agentledger.errors import InvalidInputError
 
@@ -49,6 +50,11 @@ def render_markdown(transcript: SessionTranscript) -> str:
     damaged = set(transcript.damaged_seqs)
     last = transcript.last_seq + len(damaged)
     messages = {message.seq: message for message in transcript.messages}
+    marks: dict[int, list[Checkpoint]] = {}
+    for checkpoint in transcript.checkpoints:
+        marks.setdefault(max(checkpoint.upto_seq, transcript.trimmed_seq), []).append(checkpoint)
+    for checkpoint in marks.get(transcript.trimmed_seq, []):
+        lines.extend(_render_checkpoint(checkpoint))
     for seq in range(transcript.trimmed_seq + 1, last + 1):
         lines.append("")
         if seq in damaged:
@@ -57,7 +63,24 @@ def render_markdown(transcript: SessionTranscript) -> str:
             )
         elif seq in messages:
             lines.extend(_render_message(messages[seq]))
+        for checkpoint in marks.get(seq, []):
+            lines.extend(_render_checkpoint(checkpoint))
     return "\n".join(lines) + "\n"
+
+
+def _render_checkpoint(checkpoint: Checkpoint) -> list[str]:
+    """Where a compaction checkpoint applies: from here on, a model received its summary
+    instead of the messages up to here (which this transcript still shows, above)."""
+    model = f" by {_code(checkpoint.model)}" if checkpoint.model else ""
+    return [
+        "",
+        f"## Checkpoint after message {checkpoint.upto_seq}",
+        "",
+        f"Compaction{model} at {checkpoint.created_at.isoformat()}: from here on the model "
+        f"received this summary instead of messages 1 to {checkpoint.upto_seq}.",
+        "",
+        *_fenced(_pretty(list(checkpoint.items)), "json"),
+    ]
 
 
 def _render_message(message: TranscriptMessage) -> list[str]:

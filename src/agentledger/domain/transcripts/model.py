@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from agentledger.domain.records import Checkpoint
 from agentledger.domain.time import as_utc
 from agentledger.errors import InvalidInputError
 
@@ -19,6 +20,9 @@ MAX_SEQ = 2**63 - 1
 
 FORMAT = "agentledger.transcript"
 VERSION = 1
+#: The version of a transcript that holds compaction checkpoints (lines after the messages);
+#: one without any is still written as version 1, which older agentledger versions read.
+VERSION_WITH_CHECKPOINTS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +53,9 @@ class SessionTranscript:
     damaged_seqs: tuple[int, ...] = ()
     #: The name the session was opened by (``ledger.agent_session(name, ...)``), if any.
     name: str | None = None
+    #: Compaction checkpoints: each one's summary stands for the messages up to its
+    #: ``upto_seq`` in what a model receives (the messages themselves are all here).
+    checkpoints: tuple[Checkpoint, ...] = ()
 
     @property
     def items(self) -> list[Any]:
@@ -101,6 +108,19 @@ def check_transcript(transcript: SessionTranscript) -> None:
                 f"{expected}: seqs must run from trimmed_seq + 1 without duplicates or gaps"
             )
         _check_time(message.created_at, f"created_at of message {expected}", optional=True)
+    last = start + len(transcript.messages)
+    for index, checkpoint in enumerate(transcript.checkpoints):
+        if not isinstance(checkpoint, Checkpoint):
+            raise InvalidInputError(f"checkpoint {index} of the transcript is not a Checkpoint")
+        upto = checkpoint.upto_seq
+        if isinstance(upto, bool) or not isinstance(upto, int) or not 1 <= upto <= last:
+            raise InvalidInputError(
+                f"checkpoint {index} of the transcript has upto_seq {upto!r}; it must be a "
+                f"seq from 1 to {last}"
+            )
+        if not isinstance(checkpoint.items, tuple) or not checkpoint.items:
+            raise InvalidInputError(f"checkpoint {index} needs a non-empty tuple of items")
+        _check_time(checkpoint.created_at, f"created_at of checkpoint {index}", optional=False)
 
 
 def _check_time(value: object, what: str, *, optional: bool) -> None:

@@ -18,18 +18,26 @@ from agentledger.integrations.openai_agents.agent import (
     StreamedAgentRun,
     usage_from_sdk,
 )
+from agentledger.integrations.openai_agents.compaction import (
+    CompactionPolicy,
+    SummarizeItems,
+    compact,
+)
 from agentledger.integrations.openai_agents.context_user import ContextUserSession, UserFromContext
 from agentledger.integrations.openai_agents.session import LedgerSession
 
 __all__ = [
     "SESSION_NAME_NAMESPACE",
     "AgentRunResult",
+    "CompactionPolicy",
     "ContextUserSession",
     "HistoryWindow",
     "LedgerSession",
     "SessionAgent",
     "StreamedAgentRun",
+    "SummarizeItems",
     "UserFromContext",
+    "compact",
     "resolve_session_uuid",
     "usage_from_sdk",
 ]

@@ -25,10 +25,11 @@ from agents.result import RunResultBase, RunResultStreaming
 from agents.stream_events import StreamEvent
 from agents.usage import Usage as SdkUsage
 
-from agentledger.domain.records import Usage
+from agentledger.domain.records import Checkpoint, Usage
 from agentledger.domain.turns import DEFAULT_TURN_LEASE, DEFAULT_TURN_WAIT, check_duration
 from agentledger.domain.windows import HistoryWindow
 from agentledger.errors import LedgerError
+from agentledger.integrations.openai_agents.compaction import CompactionPolicy
 from agentledger.integrations.openai_agents.session import LedgerSession
 from agentledger.integrations.store import StoreProvider
 
@@ -56,6 +57,8 @@ class AgentRunResult:
     usage: Usage
     #: The SDK's own result (``RunResult``, or ``RunResultStreaming`` for a streamed run).
     raw: RunResultBase
+    #: The checkpoint a compaction after this run stored (``None``: none was due).
+    checkpoint: Checkpoint | None = None
 
 
 class StreamedAgentRun:
@@ -78,6 +81,8 @@ class StreamedAgentRun:
         self._session = session
         self.raw = raw
         self._usage: Usage | None = None
+        #: The checkpoint a compaction after the run stored, once the stream has ended.
+        self.checkpoint: Checkpoint | None = None
         #: The session's turn, held until the stream has ended.
         self._turn = turn
 
@@ -111,9 +116,6 @@ class StreamedAgentRun:
             await self._release_turn()
             self._usage = await self._owner._record_failed_run(self._session, error)
             raise
-        finally:
-            if self.raw.is_complete:
-                await self._release_turn()
         await self._finish()
 
     async def _release_turn(self) -> None:
@@ -126,13 +128,17 @@ class StreamedAgentRun:
         if self._usage is None:
             async for _event in self.stream_events():
                 pass
-        return AgentRunResult(self.raw.final_output, self.session_id, self.usage, self.raw)
+        return AgentRunResult(
+            self.raw.final_output, self.session_id, self.usage, self.raw, self.checkpoint
+        )
 
     async def _finish(self) -> None:
         if self._usage is None:
             self._usage = await self._owner._record_usage(
                 self._session, self.raw.context_wrapper.usage
             )
+            self.checkpoint = await self._owner._compact(self._session)
+            await self._release_turn()
 
 
 class SessionAgent:
@@ -159,6 +165,7 @@ class SessionAgent:
         window: HistoryWindow | None = None,
         turn_lease: timedelta = DEFAULT_TURN_LEASE,
         turn_wait: timedelta = DEFAULT_TURN_WAIT,
+        compaction: CompactionPolicy | None = None,
     ) -> None:
         if not isinstance(ledger, StoreProvider):
             raise TypeError(
@@ -171,6 +178,9 @@ class SessionAgent:
         self._window = window
         self._turn_lease = check_duration(turn_lease, "turn_lease")
         self._turn_wait = check_duration(turn_wait, "turn_wait", zero_ok=True)
+        if compaction is not None and not isinstance(compaction, CompactionPolicy):
+            raise TypeError("compaction must be an agentledger CompactionPolicy or None")
+        self._compaction = compaction
 
     def session(self, session_id: uuid.UUID | str, user_id: str) -> LedgerSession:
         """The SDK session this agent uses for ``session_id`` on behalf of ``user_id``."""
@@ -181,6 +191,7 @@ class SessionAgent:
             agent_name=self.agent.name,
             settings=self._session_settings,
             window=self._window,
+            compaction=self._compaction,
         )
 
     async def run(
@@ -200,8 +211,10 @@ class SessionAgent:
             except AgentsException as error:
                 await self._record_failed_run(session, error)
                 raise
-        usage = await self._record_usage(session, raw.context_wrapper.usage)
-        return AgentRunResult(raw.final_output, session.ledger_session_id, usage, raw)
+            usage = await self._record_usage(session, raw.context_wrapper.usage)
+            # Still within the turn, so no other run appends while the summary is made.
+            checkpoint = await self._compact(session)
+        return AgentRunResult(raw.final_output, session.ledger_session_id, usage, raw, checkpoint)
 
     async def run_streamed(
         self,
@@ -251,6 +264,15 @@ class SessionAgent:
         else:
             await session.check_access()  # fail fast, before any model call
         return session
+
+    async def _compact(self, session: LedgerSession) -> Checkpoint | None:
+        """Compact after a turn when the policy's trigger is met; its usage is recorded with
+        the checkpoint, apart from the turn's."""
+        if self._compaction is None:
+            return None
+        await session.run_compaction({"force": False})
+        # Runner may have compacted during the run already (it calls the same hook).
+        return session.last_checkpoint
 
     async def _record_usage(self, session: LedgerSession, usage: SdkUsage) -> Usage:
         record = usage_from_sdk(usage)

@@ -20,6 +20,7 @@ from agents.run_context import RunContextWrapper
 
 from agentledger.domain.validation import check_name
 from agentledger.domain.windows import HistoryWindow
+from agentledger.integrations.openai_agents.compaction import CompactionPolicy
 from agentledger.integrations.openai_agents.session import LedgerSession
 from agentledger.integrations.store import StoreProvider
 
@@ -54,6 +55,7 @@ class ContextUserSession:
         user_id: str | None = None,
         settings: SessionSettings | None = None,
         window: HistoryWindow | None = None,
+        compaction: CompactionPolicy | None = None,
     ) -> None:
         if not callable(user_from_context):
             raise TypeError("user_from_context must be a callable taking the run context")
@@ -64,6 +66,7 @@ class ContextUserSession:
         self._agent_name = agent_name
         self._default_user = None if user_id is None else check_name(user_id, "user_id")
         self._window = window
+        self._compaction = compaction
         self._sessions: OrderedDict[str, LedgerSession] = OrderedDict()
         if self._default_user is not None:
             self.for_user(self._default_user)  # bad ids and settings fail here, not mid-run
@@ -80,6 +83,7 @@ class ContextUserSession:
                 agent_name=self._agent_name,
                 settings=self.session_settings,
                 window=self._window,
+                compaction=self._compaction,
             )
             self._sessions[user] = session
             if len(self._sessions) > _CACHED_USERS:

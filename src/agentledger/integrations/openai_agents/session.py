@@ -24,10 +24,11 @@ from agents.memory.session_settings import (
 from agents.run_context import RunContextWrapper
 
 from agentledger.domain.naming import resolve_session_uuid, session_name
-from agentledger.domain.records import SessionSpec
+from agentledger.domain.records import Checkpoint, SessionSpec
 from agentledger.domain.turns import DEFAULT_TURN_LEASE, DEFAULT_TURN_WAIT
 from agentledger.domain.windows import HistoryWindow, TokenCounter, read_window
 from agentledger.errors import AlreadyExistsError, SessionNotFoundError
+from agentledger.integrations.openai_agents.compaction import CompactionPolicy, compact
 from agentledger.integrations.store import HistoryStore
 
 
@@ -44,7 +45,10 @@ class LedgerSession:
     :meth:`SessionService.resolve_name`), so nobody can take or block it.
 
     ``get_items(limit)`` follows the SDK contract (latest ``limit`` items in order, all of them
-    for ``None``; ``session_settings.limit`` is the default limit). With a ``window``
+    for ``None``; ``session_settings.limit`` is the default limit) over what the model
+    receives: the newest compaction checkpoint's summary followed by the items after it (see
+    :class:`~agentledger.integrations.openai_agents.CompactionPolicy`; the history itself
+    keeps every original). With a ``window``
     (:class:`~agentledger.windows.HistoryWindow`, or :meth:`windowed`), ``get_items()`` without
     a limit returns that window instead of the whole history, so ``Runner.run`` sends the model
     only the last turns / a token budget, never splitting a tool call from its output. An
@@ -64,7 +68,14 @@ class LedgerSession:
         agent_name: str,
         settings: SessionSettings | Mapping[str, Any] | None = None,
         window: HistoryWindow | None = None,
+        compaction: CompactionPolicy | None = None,
     ) -> None:
+        if compaction is not None and not isinstance(compaction, CompactionPolicy):
+            raise TypeError("compaction must be an agentledger CompactionPolicy or None")
+        self._compaction = compaction
+        #: The newest checkpoint this handle's compactions stored (``Runner`` drives them
+        #: too, through :meth:`run_compaction`), or ``None``.
+        self.last_checkpoint: Checkpoint | None = None
         self._uuid = resolve_session_uuid(session_id, user_id)
         self.session_id = session_id if isinstance(session_id, str) else str(session_id)
         #: The name this session was opened by (``None``: opened by its UUID).
@@ -155,6 +166,7 @@ class LedgerSession:
             agent_name=self._agent_name,
             settings=self.session_settings,
             window=HistoryWindow(max_turns=max_turns, max_tokens=max_tokens),
+            compaction=self._compaction,
         )
 
     def __repr__(self) -> str:
@@ -184,18 +196,18 @@ class LedgerSession:
 
     async def _read(self, limit: int | None) -> list[Any]:
         if self._name is None:
-            items = await self._service.get_items(self._uuid, limit, user_id=self._user_id)
+            items = await self._service.get_context_items(self._uuid, limit, user_id=self._user_id)
             if items:
                 self._usable = True  # reads see only the user's own rows: the session is theirs
             elif not self._usable:
                 await self.check_access()
             return items
         if self._confirmed:
-            return await self._service.get_items(self._uuid, limit, user_id=self._user_id)
+            return await self._service.get_context_items(self._uuid, limit, user_id=self._user_id)
         # A name: one read at the id derived from it, which is where the session lives unless
         # another user took that id; only when it shows nothing is the name looked up.
         try:
-            items = await self._service.get_items(self._uuid, limit, user_id=self._user_id)
+            items = await self._service.get_context_items(self._uuid, limit, user_id=self._user_id)
         except SessionNotFoundError:
             items = []
         if items:
@@ -204,7 +216,7 @@ class LedgerSession:
         found = await self.resolve(create=False)
         if found is None:
             return []
-        return await self._service.get_items(found, limit, user_id=self._user_id)
+        return await self._service.get_context_items(found, limit, user_id=self._user_id)
 
     async def check_access(self) -> None:
         """Raise :class:`~agentledger.SessionNotFoundError` now if this handle could not
@@ -262,6 +274,39 @@ class LedgerSession:
         target = await self.resolve(create=False)
         if target is not None:
             await self._service.clear_session(target, user_id=self._user_id)
+
+    # -- compaction ---------------------------------------------------------------------
+
+    @property
+    def compaction(self) -> CompactionPolicy | None:
+        """The compaction policy of this session, if any."""
+        return self._compaction
+
+    async def run_compaction(
+        self,
+        args: Mapping[str, Any] | None = None,
+        *,
+        wrapper: RunContextWrapper[Any] | None = None,
+    ) -> Checkpoint | None:
+        """Compact the session under its policy: always when called without ``args`` (or
+        with ``{"force": True}``), else only when the policy's trigger is met (how the SDK's
+        ``Runner`` calls this hook after a turn). The new checkpoint, or ``None``: nothing to
+        do, or no policy (then only a forced call is an error)."""
+        force = args is None or bool(args.get("force"))
+        if self._compaction is None:
+            if args is None:
+                raise TypeError(
+                    "this session has no compaction policy: open it with "
+                    "compaction=CompactionPolicy(...)"
+                )
+            return None
+        target = await self.resolve(create=False)
+        if target is None:
+            return None  # nothing stored yet
+        made = await compact(self._service, target, self._user_id, self._compaction, force=force)
+        if made is not None:
+            self.last_checkpoint = made
+        return made
 
     # -- turns --------------------------------------------------------------------------
 

@@ -1,0 +1,135 @@
+"""Checkpoints: compaction that keeps every original.
+
+A checkpoint is summary items standing for a session's history up to and including a seq.
+What a model receives (:meth:`Checkpoints.get_context_items`, which the Agents SDK session
+reads) is the newest checkpoint's items followed by every message after it; the history
+itself is untouched, so exports, search, forks and ``get_session`` keep seeing every original.
+A rewind, pop or clear that removes summarized messages drops the checkpoints covering them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from agentledger.domain.records import Checkpoint, ModelContext, Usage
+from agentledger.domain.validation import (
+    check_count,
+    check_limit,
+    check_name,
+    check_owner,
+    parse_session_id,
+    prepare_item,
+)
+from agentledger.errors import InvalidInputError
+from agentledger.services.base import ServiceBase, SessionId, operation
+
+
+class Checkpoints(ServiceBase):
+    """Checkpoint use cases (see the module docstring)."""
+
+    @operation()
+    async def add_checkpoint(
+        self,
+        session_id: SessionId,
+        items: Sequence[Any],
+        *,
+        upto_seq: int,
+        model: str | None = None,
+        usage: Usage | None = None,
+        user_id: str | None = None,
+    ) -> Checkpoint:
+        """Store ``items`` as the summary of the history up to and including ``upto_seq``,
+        with what produced them and its token usage, in one transaction (the usage also
+        counts in the session's totals, as a record of its own). From then on a model
+        receives these items followed by the messages after ``upto_seq``. ``items`` are
+        validated like appended items (nothing is written otherwise)."""
+        sid = parse_session_id(session_id)
+        user = check_owner(user_id)
+        if isinstance(items, (str, bytes, dict)) or not isinstance(items, Sequence):
+            raise TypeError("items must be a list of summary items")
+        if not items:
+            raise InvalidInputError("a checkpoint needs at least one summary item")
+        rows = [prepare_item(item, index) for index, item in enumerate(items)]
+        stored = [json.loads(row.item_json) for row in rows]
+        upto = check_count(upto_seq, "upto_seq")
+        name = None if model is None else check_name(model, "model")
+        spent = Usage() if usage is None else usage
+        if not isinstance(spent, Usage):
+            raise TypeError(f"usage must be an agentledger Usage, not {type(spent).__name__}")
+        now = self._now()
+        async with self._uow() as uow:
+            session = await self._lock(uow, sid, user)
+            if upto > session.last_seq:
+                raise InvalidInputError(
+                    f"upto_seq {upto} is past the end of session {sid} (last seq "
+                    f"{session.last_seq}); a checkpoint summarizes stored messages"
+                )
+            checkpoint = await uow.checkpoints.add(
+                sid, upto_seq=upto, items=stored, model=name, usage=spent, now=now
+            )
+            if spent != Usage():
+                # The session's usage totals count the compaction too, as a run of its own.
+                await uow.usage.add(sid, spent, now)
+            await uow.commit()
+        return checkpoint
+
+    @operation()
+    async def get_checkpoints(
+        self, session_id: SessionId, *, user_id: str | None = None
+    ) -> list[Checkpoint]:
+        """Every checkpoint of the session, by the history they cover (a missing or another
+        user's session has none)."""
+        sid = parse_session_id(session_id)
+        user = check_owner(user_id)
+        async with self._read_uow(autocommit=True) as uow:
+            if not await self._readable(uow, sid, user):
+                return []
+            return await uow.checkpoints.all(sid)
+
+    @operation()
+    async def get_context(
+        self, session_id: SessionId, *, user_id: str | None = None
+    ) -> ModelContext:
+        """What a model receives from the session: its newest checkpoint (``None`` without
+        one) and the message records after it, in order."""
+        sid = parse_session_id(session_id)
+        user = check_owner(user_id)
+        async with self._read_uow(autocommit=True) as uow:
+            state = await uow.sessions.read(sid, user)
+            if state is None:
+                return ModelContext(None, ())
+            checkpoint = await uow.checkpoints.latest(sid)
+            after = max(state.trimmed_seq, checkpoint.upto_seq if checkpoint else 0)
+            messages = await uow.messages.history(sid, after_seq=after, upto_seq=state.last_seq)
+        return ModelContext(checkpoint, tuple(messages))
+
+    @operation()
+    async def get_context_items(
+        self, session_id: SessionId, limit: int | None = None, *, user_id: str | None = None
+    ) -> list[Any]:
+        """The items a model receives, in order: the newest checkpoint's summary items, then
+        the items of every message after it (all of ``get_items`` without a checkpoint);
+        with ``limit`` the latest ``limit`` of those. One statement for a session without
+        checkpoints, two with."""
+        sid = parse_session_id(session_id)
+        user = check_owner(user_id)
+        checked = check_limit(limit)
+        if checked == 0:
+            return []
+        async with self._read_uow(autocommit=True) as uow:
+            tail, upto = await uow.messages.context_items(sid, checked, user)
+            if upto == 0 or (checked is not None and len(tail) >= checked):
+                return tail
+            # A checkpoint applies (or no message was read, which does not tell).
+            if user is not None and not tail and not await self._readable(uow, sid, user):
+                return []
+            checkpoint = await uow.checkpoints.latest(sid)
+        if checkpoint is None:
+            return tail
+        view = [*checkpoint.items, *tail]
+        return view if checked is None else view[-checked:]
+
+
+__all__ = ["Checkpoints"]
