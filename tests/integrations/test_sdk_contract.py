@@ -158,6 +158,16 @@ async def test_damaged_rows_do_not_count_towards_a_limit(ledger: Ledger, backend
         )
     assert contents(await sdk.get_items(limit=3)) == ["m3", "m4", "m7"]
     assert contents(await sdk.get_items()) == ["m1", "m3", "m4", "m7"]
+    # So is JSON null (the column is NOT NULL: a null there is JSON's).
+    async with ledger.engine.begin() as connection:
+        await connection.execute(
+            text(
+                "UPDATE conversation_messages SET item = 'null' WHERE session_id = :sid AND seq = 3"
+            ),
+            {"sid": session.id.hex if backend == "sqlite" else session.id},
+        )
+    assert contents(await sdk.get_items()) == ["m1", "m4", "m7"]
+    assert [m.seq for m in await svc.get_messages(session.id)] == [1, 4, 7]
 
 
 # -- what the SDK's wrappers store -------------------------------------------------------------

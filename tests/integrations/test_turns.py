@@ -116,10 +116,10 @@ async def test_a_long_turn_keeps_its_lease(ledger: Ledger) -> None:
 async def test_waiting_too_long_for_a_turn_raises_a_timeout(ledger: Ledger) -> None:
     svc = ledger.service
     session = await svc.create_session("u1", "A")
-    async with svc.turn(session.id):
-        with pytest.raises(LedgerTimeoutError, match="in another turn"):
-            async with svc.turn(session.id, wait=timedelta(milliseconds=200)):
-                pytest.fail("entered a turn that was held")
+    assert await svc.claim_turn(session.id, "another-run")
+    with pytest.raises(LedgerTimeoutError, match="in another turn"):
+        async with svc.turn(session.id, wait=timedelta(milliseconds=200)):
+            pytest.fail("entered a turn that was held")
 
 
 async def test_a_cancelled_turn_releases_its_lease(ledger: Ledger) -> None:
@@ -192,3 +192,115 @@ async def test_streamed_runs_take_turns_too(ledger: Ledger) -> None:
     assert roles == ["user", "assistant"] * 3
     async with ledger.service.turn(session.id, wait=timedelta(0)):
         pass  # every streamed run gave its turn back
+
+
+# -- regressions from the hostile pass ------------------------------------------------------------
+
+
+class SlowModel(ScriptedModel):
+    """A scripted model that takes ``delay`` seconds per answer (a model thinking)."""
+
+    def __init__(self, steps: list[Any], delay: float) -> None:
+        super().__init__(steps)
+        self.delay = delay
+
+    async def get_response(self, *args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(self.delay)
+        return await super().get_response(*args, **kwargs)
+
+
+async def test_a_dropped_streamed_run_keeps_its_turn_until_it_is_over(ledger: Ledger) -> None:
+    slow = SessionAgent(
+        Agent(name="Slow", model=SlowModel([[assistant_message("slow answer")]], 0.5)), ledger
+    )
+    quick = SessionAgent(Agent(name="Quick", model=ScriptedModel(tool_turns(1))), ledger)
+    quick.agent.tools = [lookup]
+    session = await ledger.service.create_session("u1", "Slow")
+    stream = await slow.run_streamed("slow question", session_id=session.id, user_id="u1")
+    del stream  # the caller went away; the run goes on in the background
+    await quick.run("quick question", session_id=session.id, user_id="u1")
+    items = await ledger.service.get_items(session.id)
+    assert turn_blocks(items) == [
+        ["message:user", "message:assistant"],
+        ["message:user", "function_call", "function_call_output", "message:assistant"],
+    ]
+
+
+async def test_another_user_cannot_release_a_turn(ledger: Ledger) -> None:
+    svc = ledger.service
+    session = await svc.create_session("alice", "A")
+    async with svc.turn(session.id, user_id="alice") as holder:
+        with pytest.raises(SessionNotFoundError):
+            await svc.release_turn(session.id, holder, user_id="mallory")
+        assert not await svc.claim_turn(session.id, "bob", user_id="alice")
+    with pytest.raises(SessionNotFoundError):
+        await svc.release_turn(uuid.uuid4(), "h")
+
+
+async def test_a_cancellation_right_after_the_claim_gives_the_turn_back(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    svc = ledger.service
+    session = await svc.create_session("u1", "A")
+    claim = type(svc).claim_turn
+
+    async def claimed_then_cancelled(*args: Any, **kwargs: Any) -> bool:
+        assert await claim(*args, **kwargs)  # committed...
+        raise asyncio.CancelledError  # ... and the caller is cancelled before it hears so
+
+    monkeypatch.setattr(type(svc), "claim_turn", claimed_then_cancelled)
+    with pytest.raises(asyncio.CancelledError):
+        async with svc.turn(session.id):
+            pytest.fail("entered")
+    monkeypatch.undo()
+    async with svc.turn(session.id, wait=timedelta(0)):
+        pass  # free at once, not after a lease
+
+
+async def test_turns_are_reentrant_and_leases_have_a_floor(ledger: Ledger) -> None:
+    svc = ledger.service
+    session = await svc.create_session("u1", "A")
+    async with (
+        svc.turn(session.id, wait=timedelta(0)) as outer,
+        svc.turn(session.id, wait=timedelta(0)) as inner,
+    ):
+        assert inner == outer
+    model = ScriptedModel([[assistant_message("inside")]])
+    agent = SessionAgent(Agent(name="A", model=model), ledger, turn_wait=timedelta(0))
+    handle = ledger.agent_session(str(session.id), user_id="u1")
+    async with handle.turn():
+        await agent.run("hello", session_id=session.id, user_id="u1")
+    with pytest.raises(ValueError, match="at least"):
+        async with svc.turn(session.id, lease=timedelta(milliseconds=1)):
+            pass
+    with pytest.raises(ValueError, match="at least"):
+        SessionAgent(Agent(name="A", model=model), ledger, turn_lease=timedelta(milliseconds=5))
+
+
+async def test_a_turn_that_outlived_its_lease_says_so(ledger: Ledger) -> None:
+    svc = ledger.service
+    session = await svc.create_session("u1", "A")
+
+    async def stalled() -> None:
+        async with svc.turn(session.id, lease=timedelta(milliseconds=500)):
+            time.sleep(1.2)  # noqa: ASYNC251 - a stalled event loop: nothing renews meanwhile
+            await asyncio.sleep(0.3)
+
+    with pytest.raises(LedgerTimeoutError, match="outlived its lease"):
+        await stalled()
+
+
+async def test_leases_run_on_the_database_clock(pg_database_url: str) -> None:
+    """Application hosts whose clocks disagree by more than a lease still exclude each other:
+    PostgreSQL times leases by its own clock."""
+    from datetime import UTC, datetime
+
+    from agentledger import SessionService
+
+    async with Ledger.from_url(pg_database_url) as ledger:
+        session = await ledger.service.create_session("u1", "A")
+        ahead = SessionService(
+            ledger.unit_of_work, clock=lambda: datetime.now(UTC) + timedelta(minutes=2)
+        )
+        async with ledger.service.turn(session.id):
+            assert not await ahead.claim_turn(session.id, "skewed-host")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
@@ -28,6 +28,7 @@ from sqlalchemy import (
     REAL,
     ColumnElement,
     Insert,
+    Interval,
     Select,
     Table,
     Text,
@@ -53,7 +54,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from agentledger.db.fastpath import Statements
 from agentledger.db.models import messages_table, sessions_table
 from agentledger.db.statements import list_query, pg_append_statement
-from agentledger.db.types import SEARCH_CONFIG, NulSafeJSON
+from agentledger.db.types import SEARCH_CONFIG, NulSafeJSON, UTCDateTime
 from agentledger.domain.encoding import escape_nul, escape_nul_in_json
 from agentledger.domain.records import NewRow, SessionSpec
 from agentledger.domain.search import SearchTerms, ascii_lower, like_pattern
@@ -91,6 +92,13 @@ class Dialect:
     def insert(self, table: Table) -> Any:
         """An INSERT that supports ``on_conflict_do_nothing``."""
         raise NotImplementedError
+
+    def lease_clock(
+        self, now: datetime, lease: timedelta
+    ) -> tuple[ColumnElement[Any], ColumnElement[Any]]:
+        """``(now, now + lease)`` for a turn lease, on one clock for every client. SQLite's
+        clients share a machine, and so its clock: the caller's ``now``."""
+        return literal(now, UTCDateTime()), literal(now + lease, UTCDateTime())
 
     def new_uuid(self) -> ColumnElement[Any]:
         """A fresh version-4 UUID made by the database, for rows copied inside it."""
@@ -153,6 +161,14 @@ class PostgreSQL(Dialect):
     autocommit_statements = True
     tenant_scope = text(f"SELECT set_config('{TENANT_SETTING}', :tenant, true)")
     immediate_constraints = text("SET CONSTRAINTS ALL IMMEDIATE")
+
+    def lease_clock(
+        self, now: datetime, lease: timedelta
+    ) -> tuple[ColumnElement[Any], ColumnElement[Any]]:
+        """The server's clock: application hosts' clocks may disagree by more than a lease,
+        which would let one host take a turn another still holds."""
+        server = func.clock_timestamp()
+        return server, server + literal(lease, Interval())
 
     def insert(self, table: Table) -> Any:
         return pg_insert(table)

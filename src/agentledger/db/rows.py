@@ -52,6 +52,8 @@ def intact(
 #: A stored item that decodes to something other than an object (agentledger stores only
 #: objects, so an UPDATE outside it wrote this): left out like undecodable JSON.
 _NOT_AN_OBJECT = DamagedJSON("valid JSON but not an object, which agentledger never stores")
+#: A row shape without an ``item`` column.
+_NO_ITEM = object()
 
 
 def _damage_of(row: Any) -> DamagedJSON | None:
@@ -59,9 +61,9 @@ def _damage_of(row: Any) -> DamagedJSON | None:
         value = getattr(row, field, None)
         if isinstance(value, DamagedJSON):
             return value
-    item = getattr(row, "item", None)
-    if item is not None and not isinstance(item, dict):
-        return _NOT_AN_OBJECT
+    item = getattr(row, "item", _NO_ITEM)
+    if item is not _NO_ITEM and not isinstance(item, dict):
+        return _NOT_AN_OBJECT  # JSON null included: the column is NOT NULL, so null is JSON's
     return None
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import case, delete, insert, or_, select, update
@@ -193,12 +193,14 @@ class SessionRepository(Repository):
         user_id: str | None,
         holder: str,
         now: datetime,
-        until: datetime,
+        lease: timedelta,
     ) -> bool:
-        """Take the session's turn lease for ``holder`` until ``until`` (or renew it, when
+        """Take the session's turn lease for ``holder`` for ``lease`` (or renew it, when
         ``holder`` has it) unless another holder's lease is still running: one conditional
-        UPDATE. Whether ``holder`` holds it now (``False`` too when the session is missing or
-        not ``user_id``'s)."""
+        UPDATE, timed by the database's clock where there is one (see
+        :meth:`Dialect.lease_clock`). Whether ``holder`` holds it now (``False`` too when the
+        session is missing or not ``user_id``'s)."""
+        clock, until = self._dialect.lease_clock(now, lease)
         statement = (
             update(_sessions)
             .where(_sessions.c.id == session_id)
@@ -206,7 +208,7 @@ class SessionRepository(Repository):
                 or_(
                     _sessions.c.turn_holder.is_(None),
                     _sessions.c.turn_holder == holder,
-                    _sessions.c.turn_expires_at <= now,
+                    _sessions.c.turn_expires_at <= clock,
                 )
             )
             .values(turn_holder=holder, turn_expires_at=until)
@@ -216,13 +218,17 @@ class SessionRepository(Repository):
         result = await self._db.execute(statement)
         return bool(getattr(result, "rowcount", 0) == 1)
 
-    async def release_turn(self, session_id: uuid.UUID, holder: str) -> None:
-        """Give the session's turn lease up, if ``holder`` still has it."""
-        await self._db.execute(
+    async def release_turn(self, session_id: uuid.UUID, user_id: str | None, holder: str) -> None:
+        """Give the session's turn lease up, if ``holder`` still has it (and, with
+        ``user_id``, the session is that user's)."""
+        statement = (
             update(_sessions)
             .where(_sessions.c.id == session_id, _sessions.c.turn_holder == holder)
             .values(turn_holder=None, turn_expires_at=None)
         )
+        if user_id is not None:
+            statement = statement.where(_sessions.c.user_id == user_id)
+        await self._db.execute(statement)
 
     async def list_for_user(
         self,

@@ -9,7 +9,6 @@ one), not on the Ledger class itself.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -26,11 +25,17 @@ from agents.stream_events import StreamEvent
 from agents.usage import Usage as SdkUsage
 
 from agentledger.domain.records import Checkpoint, Usage
-from agentledger.domain.turns import DEFAULT_TURN_LEASE, DEFAULT_TURN_WAIT, check_duration
+from agentledger.domain.turns import (
+    DEFAULT_TURN_LEASE,
+    DEFAULT_TURN_WAIT,
+    MIN_TURN_LEASE,
+    check_duration,
+)
 from agentledger.domain.windows import HistoryWindow
 from agentledger.errors import LedgerError
 from agentledger.integrations.openai_agents.compaction import CompactionPolicy
 from agentledger.integrations.openai_agents.session import LedgerSession
+from agentledger.integrations.openai_agents.streamed_turn import StreamedTurn
 from agentledger.integrations.store import StoreProvider
 
 logger = logging.getLogger("agentledger")
@@ -75,7 +80,7 @@ class StreamedAgentRun:
         owner: SessionAgent,
         session: LedgerSession,
         raw: RunResultStreaming,
-        turn: contextlib.AsyncExitStack | None = None,
+        turn: StreamedTurn | None = None,
     ):
         self._owner = owner
         self._session = session
@@ -107,21 +112,27 @@ class StreamedAgentRun:
 
     async def stream_events(self) -> AsyncIterator[StreamEvent]:
         """The SDK's stream events; the usage is recorded once the last event was delivered."""
+        if self._turn is not None:
+            self._turn.consuming = True
         try:
             async for event in self.raw.stream_events():
                 yield event
+            await self._finish()
         except AgentsException as error:
             # The stream has ended, in failure: its usage (recorded when the SDK had it) is
             # what ``usage`` reports from now on.
             await self._release_turn()
             self._usage = await self._owner._record_failed_run(self._session, error)
             raise
-        await self._finish()
+        finally:
+            # Read to the end, failed, or abandoned midway: in the last case the turn lasts
+            # until the run, still going in the background, is over.
+            if self._turn is not None:
+                self._turn.consuming = False
 
     async def _release_turn(self) -> None:
         if self._turn is not None:
-            turn, self._turn = self._turn, None
-            await turn.aclose()
+            await self._turn.given_back()
 
     async def result(self) -> AgentRunResult:
         """Wait for the end of the run (consuming remaining events) and summarize it."""
@@ -176,7 +187,7 @@ class SessionAgent:
         self.ledger = ledger
         self._session_settings = session_settings
         self._window = window
-        self._turn_lease = check_duration(turn_lease, "turn_lease")
+        self._turn_lease = check_duration(turn_lease, "turn_lease", minimum=MIN_TURN_LEASE)
         self._turn_wait = check_duration(turn_wait, "turn_wait", zero_ok=True)
         if compaction is not None and not isinstance(compaction, CompactionPolicy):
             raise TypeError("compaction must be an agentledger CompactionPolicy or None")
@@ -223,24 +234,20 @@ class SessionAgent:
         user_id: str | None = None,
         **runner_kwargs: Any,
     ) -> StreamedAgentRun:
-        """Start a streamed run; iterate ``stream_events()`` on what it returns."""
+        """Start a streamed run; iterate ``stream_events()`` on what it returns.
+
+        The run holds the session's turn until its events have been consumed to the end, or,
+        when nobody reads them (the handle may even be dropped), until the run has finished
+        in the background."""
         session = await self._open(session_id, user_id, runner_kwargs)
-        turn = contextlib.AsyncExitStack()
-        runs: list[RunResultStreaming] = []
-        await turn.enter_async_context(
-            session.turn(
-                lease=self._turn_lease,
-                wait=self._turn_wait,
-                # A stream nobody consumes still runs to its end: then the lease may lapse.
-                hold_while=lambda: not (runs and runs[0].is_complete),
-            )
-        )
+        turn = StreamedTurn(session, lease=self._turn_lease, wait=self._turn_wait)
+        await turn.claimed()
         try:
             raw = Runner.run_streamed(self.agent, user_input, session=session, **runner_kwargs)
         except BaseException:
-            await turn.aclose()
+            turn.finish()
             raise
-        runs.append(raw)
+        turn.watch(raw)
         return StreamedAgentRun(self, session, raw, turn)
 
     # -- internals ------------------------------------------------------------------------
