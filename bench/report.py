@@ -100,6 +100,17 @@ def records_lines(results: dict[str, Any]) -> str:
     )
 
 
+def compacted_lines(results: dict[str, Any]) -> str:
+    comp = results.get("compacted")
+    if comp is None:
+        return "(not in this run)"
+    return (
+        f"`LedgerSession.get_items()` on {comp['size']:,} messages with a checkpoint 40 from "
+        f"the end: {comp['compacted']['p50_ms']:.3f} ms p50; on a 40-message session "
+        f"{comp['short']['p50_ms']:.3f} ms ({comp['ratio_p50']:.2f}×)"
+    )
+
+
 def sweep_table(results: dict[str, Any]) -> str:
     sweep = results["sweep"]
     sizes = sorted(sweep, key=int)
@@ -208,6 +219,7 @@ def main() -> None:
         ("Client CPU", cpu_table(results)),
         ("Throughput rounds", throughput_lines(results)),
         (f"Records on {results['records']['size']:,} messages", records_lines(results)),
+        ("Compacted sessions", compacted_lines(results)),
         ("Session size", sweep_table(results)),
         ("Cleanup", cleanup_lines(results)),
         ("Targets", targets_table(results)),

@@ -73,6 +73,8 @@ class Plan:
     cpu_rounds: int
     records_size: int
     records_reps: int
+    compacted_size: int
+    compacted_reps: int
 
 
 FULL = Plan(
@@ -97,6 +99,8 @@ FULL = Plan(
     cpu_rounds=7,
     records_size=3000,
     records_reps=30,
+    compacted_size=100_000,
+    compacted_reps=300,
 )
 
 QUICK = Plan(
@@ -121,6 +125,8 @@ QUICK = Plan(
     cpu_rounds=3,
     records_size=3000,
     records_reps=8,
+    compacted_size=20_000,
+    compacted_reps=80,
 )
 
 #: Every workload at a token size (``AGENTLEDGER_BENCH_SMOKE=1``): checks that the suite runs.
@@ -146,6 +152,8 @@ SMOKE = Plan(
     cpu_rounds=1,
     records_size=30,
     records_reps=2,
+    compacted_size=200,
+    compacted_reps=3,
 )
 
 
@@ -229,7 +237,15 @@ async def captured_statement(ledger: Ledger, call: Callable[[], Awaitable[Any]])
     return seen[-1]
 
 
-def _name(contender: Contender | Lister) -> str:
+@dataclass(frozen=True)
+class _Reader:
+    """A named SDK session, for the compacted-read workload."""
+
+    name: str
+    session: Any
+
+
+def _name(contender: Contender | Lister | _Reader) -> str:
     return contender.name
 
 
@@ -429,6 +445,51 @@ class Bench:
         return await cpu.records(
             self.ledger, self.admin["ledger"], plan.records_size, plan.records_reps
         )
+
+    async def compacted(self) -> dict[str, Any]:
+        """What the model receives (``LedgerSession.get_items()``) from a compacted session of
+        ``compacted_size`` messages whose checkpoint leaves the last 40 verbatim, against a
+        session of 40 messages, in a table holding ten times as many messages of other
+        sessions: the long history should cost about nothing."""
+        plan = self.plan
+        kept = 40
+        log(
+            f"compacted read: get_items() on {plan.compacted_size:,} messages with a "
+            f"checkpoint {kept} from the end, and on {kept} messages"
+        )
+        long_id, short_id = uuid.uuid4(), uuid.uuid4()
+        await data.fill_ledger_sessions(
+            self.admin["ledger"],
+            [(long_id, "compacted-user", plan.compacted_size), (short_id, "compacted-user", kept)],
+        )
+        # Other users' sessions around them, ten times the long one, as in a shared table
+        # (where a session's rows are a small share of the table and its index is selective).
+        others = [(uuid.uuid4(), f"other-{n}", plan.compacted_size // 10) for n in range(100)]
+        for first in range(0, len(others), 10):
+            await data.fill_ledger_sessions(self.admin["ledger"], others[first : first + 10])
+        summary_item = {"role": "user", "content": "Summary of the earlier conversation: ..."}
+        await self.ledger.service.add_checkpoint(
+            long_id, [summary_item], upto_seq=plan.compacted_size - kept
+        )
+        await self.vacuum()
+        readers = [
+            _Reader("compacted", self.ledger.agent_session(str(long_id), user_id="compacted-user")),
+            _Reader("short", self.ledger.agent_session(str(short_id), user_id="compacted-user")),
+        ]
+
+        async def read(reader: _Reader, rep: int) -> None:
+            items = await reader.session.get_items()
+            if rep == 0:
+                assert len(items) == (kept + 1 if reader.name == "compacted" else kept)
+
+        await interleaved(readers, max(5, plan_warmup(plan, plan.compacted_reps)), read, _name)
+        samples = await interleaved(readers, plan.compacted_reps, read, _name)
+        results: dict[str, Any] = {name: summary(values) for name, values in samples.items()}
+        results["size"] = plan.compacted_size
+        results["ratio_p50"] = round(
+            ratio(results["compacted"]["p50_ms"], results["short"]["p50_ms"]), 2
+        )
+        return results
 
     async def cleanup(self) -> dict[str, Any]:
         """agentledger's batched cleanup of ``cleanup_messages`` idle messages, while a live
@@ -693,6 +754,13 @@ def report(results: dict[str, Any], ratios: dict[str, Any], targets: list[dict[s
         f"records on {rec['size']:,} messages (p50 ms): get_items {rec['get_items()']:.2f}, "
         f"get_session {rec['get_session()']:.2f}, export_session {rec['export_session()']:.2f}"
     )
+    if "compacted" in results:
+        comp = results["compacted"]
+        add(
+            f"compacted read on {comp['size']:,} messages (p50 ms): "
+            f"{comp['compacted']['p50_ms']:.3f} vs {comp['short']['p50_ms']:.3f} on 40 messages "
+            f"({comp['ratio_p50']:.2f}x)"
+        )
     add("")
     add("session size sweep (p50 ms): " + ", ".join(results["sweep"]))
     for op in ("tail50", "append"):
@@ -753,6 +821,7 @@ async def run(plan: Plan, only: set[str] | None) -> dict[str, Any]:
             ("full_read", lambda: bench.reads(plan.full_size, plan.full_reps, None)),
             ("listing", bench.listing),
             ("records", bench.records),
+            ("compacted", bench.compacted),
             ("sweep", bench.sweep),
             ("cleanup", bench.cleanup),
         ]
