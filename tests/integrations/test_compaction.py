@@ -279,3 +279,154 @@ async def test_transcripts_mark_checkpoints_and_import_restores_them(ledger: Led
     bad = text.replace('"upto_seq":3', '"upto_seq":9')
     with pytest.raises(InvalidInputError, match="line 7"):
         loads_jsonl(bad)
+
+
+# -- regressions from the hostile pass ------------------------------------------------------------
+
+
+async def test_a_compaction_overlapping_a_clear_stores_nothing(ledger: Ledger) -> None:
+    import asyncio
+
+    started, gate = asyncio.Event(), asyncio.Event()
+
+    async def slow(items: list[Any]) -> list[Any]:
+        started.set()
+        await gate.wait()
+        return [{"role": "user", "content": "SUMMARY OF " + " | ".join(texts(items))}]
+
+    session = ledger.agent_session(
+        "overlap",
+        user_id="u",
+        compaction=CompactionPolicy(summarizer=slow, max_items=4, keep_turns=1),
+    )
+    await session.add_items(
+        [{"role": r, "content": f"{r} {n}"} for n in range(4) for r in ("user", "assistant")]
+    )
+    running = asyncio.create_task(session.run_compaction())
+    await started.wait()
+    await session.clear_session()
+    await session.add_items(
+        [{"role": r, "content": f"other {r} {n}"} for n in range(4) for r in ("user", "assistant")]
+    )
+    gate.set()
+    assert await running is None  # the summarized messages are gone: nothing stored
+    assert await ledger.service.get_checkpoints(await session.resolve() or uuid.uuid4()) == []
+    assert len(await session.get_items()) == 8
+    assert not any("SUMMARY" in text for text in texts(await session.get_items()))
+
+
+async def test_a_stale_message_id_refuses_the_checkpoint(ledger: Ledger) -> None:
+    from agentledger import StaleSessionError
+
+    svc = ledger.service
+    session = await svc.create_session("u", "A")
+    await svc.add_messages(session.id, [{"role": "user", "content": f"m{n}"} for n in range(4)])
+    seen = (await svc.get_context(session.id)).messages[1]
+    await svc.rewind_session(session.id, 1)
+    await svc.add_message(session.id, "user", "replacement")
+    with pytest.raises(StaleSessionError):
+        await svc.add_checkpoint(
+            session.id, [{"role": "user", "content": "S"}], upto_seq=2, upto_message_id=seen.id
+        )
+    assert await svc.get_checkpoints(session.id) == []
+
+
+async def test_a_failing_summarizer_never_fails_a_stored_turn(ledger: Ledger) -> None:
+    async def broken(items: list[Any]) -> list[Any]:
+        raise ConnectionError("summarizer unavailable")
+
+    model = ScriptedModel([[assistant_message(f"answer {n}")] for n in range(3)])
+    agent = SessionAgent(
+        Agent(name="A", model=model),
+        ledger,
+        compaction=CompactionPolicy(summarizer=broken, max_items=3, keep_turns=1),
+    )
+    first = await agent.run("q0", user_id="u")
+    second = await agent.run("q1", session_id=first.session_id, user_id="u")
+    assert second.final_output == "answer 1"
+    assert second.checkpoint is None
+    assert len(await ledger.service.get_items(first.session_id)) == 4
+    assert (await ledger.service.get_usage(first.session_id)).requests == 2
+    # A forced compaction says what went wrong.
+    forced = ledger.agent_session(
+        str(first.session_id),
+        user_id="u",
+        compaction=CompactionPolicy(summarizer=broken, max_items=3, keep_turns=1),
+    )
+    with pytest.raises(ConnectionError):
+        await forced.run_compaction()
+    with pytest.raises(TypeError, match="count_tokens"):
+        CompactionPolicy(summarizer=broken, max_tokens=5, count_tokens=5)  # type: ignore[arg-type]
+    intruder = ledger.agent_session(
+        str(first.session_id),
+        user_id="mallory",
+        compaction=CompactionPolicy(summarizer=remember, max_items=3),
+    )
+    with pytest.raises(SessionNotFoundError):
+        await intruder.run_compaction()
+
+
+async def test_a_shared_session_compacts_for_each_context_user(ledger: Ledger) -> None:
+    shared = ledger.agent_session(
+        "shared-compacted",
+        user_from_context=lambda run: run.context["user"],
+        compaction=CompactionPolicy(summarizer=remember, max_items=4, keep_turns=1),
+    )
+    model = ScriptedModel([[assistant_message(f"reply {n}")] for n in range(4)])
+    agent = Agent(name="Shared", model=model)
+    for n in range(4):
+        await Runner.run(agent, f"q{n}", session=shared, context={"user": "ana"})
+    ana = shared.for_user("ana")
+    sid = await ana.resolve()
+    assert sid is not None
+    assert await ledger.service.get_checkpoints(sid)
+    assert texts(model.calls[-1].input)[0].startswith("summary of")
+
+
+async def test_a_fork_of_a_trimmed_session_copies_only_checkpoints_it_holds(
+    ledger: Ledger,
+) -> None:
+    from agentledger import RetentionPolicy
+    from agentledger.transcripts import dumps_jsonl, loads_jsonl
+
+    svc = ledger.service
+    session = await svc.create_session("u", "trimmed")
+    await svc.add_messages(session.id, [{"role": "user", "content": f"m{n}"} for n in range(1, 19)])
+    for upto in (6, 12, 16):
+        await svc.add_checkpoint(
+            session.id, [{"role": "user", "content": f"S{upto}"}], upto_seq=upto
+        )
+    await svc.apply_retention({"trimmed": RetentionPolicy(max_messages=4)})
+    fork = await svc.fork_session(session.id)
+    # The fork holds messages 15..18 as 1..4: only the checkpoint at 16 (now 2) is within.
+    assert [c.upto_seq for c in await svc.get_checkpoints(fork.id)] == [2]
+    assert texts(await svc.get_context_items(fork.id)) == ["S16", "m17", "m18"]
+    assert (await svc.get_context(fork.id)).items == await svc.get_context_items(fork.id)
+    copy = loads_jsonl(dumps_jsonl(await svc.export_session(fork.id)))
+    assert [c.upto_seq for c in copy.checkpoints] == [2]
+
+
+async def test_crafted_checkpoint_lines_are_refused_before_anything_is_written(
+    ledger: Ledger,
+) -> None:
+    from agentledger.transcripts import dumps_jsonl, loads_jsonl
+
+    svc = ledger.service
+    session = await svc.create_session("u", "A")
+    await svc.add_messages(session.id, [{"role": "user", "content": f"m{n}"} for n in range(3)])
+    await svc.add_checkpoint(session.id, [{"role": "user", "content": "S"}], upto_seq=2)
+    text = dumps_jsonl(await svc.export_session(session.id))
+    with pytest.raises(InvalidInputError, match="usage"):
+        loads_jsonl(text.replace('"requests":0', f'"requests":{10**30}'))
+    with pytest.raises(InvalidInputError, match="usage"):
+        await svc.add_checkpoint(
+            session.id, [{"role": "user", "content": "S"}], upto_seq=2, usage=Usage(10**30)
+        )
+    # A checkpoint from the future is stored as now, so later ones still take over.
+    future = text.replace(
+        text.split('"created_at":"')[-1].split('"')[0], "9999-12-31T00:00:00+00:00"
+    )
+    target = uuid.uuid4()
+    await svc.import_session(loads_jsonl(future), user_id="u", session_id=target)
+    await svc.add_checkpoint(target, [{"role": "user", "content": "NEWER"}], upto_seq=2)
+    assert texts(await svc.get_context_items(target))[0] == "NEWER"

@@ -25,7 +25,7 @@ from agentledger.domain.encoding import (
     utf8_size,
 )
 from agentledger.domain.projection import ChatView, chat_view, check_role, item_from_chat
-from agentledger.domain.records import NewRow, SessionState
+from agentledger.domain.records import NewRow, SessionState, Usage
 from agentledger.errors import (
     InvalidInputError,
 )
@@ -278,3 +278,16 @@ def check_metadata(metadata: object) -> dict[str, Any]:
         )
     decoded: dict[str, Any] = json.loads(dump_json(dict(metadata), "metadata", jsonb=True))
     return decoded
+
+
+def check_usage(usage: object) -> Usage:
+    """A token usage record: an :class:`~agentledger.Usage` whose counts fit a BIGINT."""
+    if not isinstance(usage, Usage):
+        raise TypeError(f"usage must be an agentledger.Usage, not {type(usage).__name__}")
+    for name in ("requests", "input_tokens", "output_tokens", "total_tokens"):
+        value = getattr(usage, name)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_INT64:
+            raise InvalidInputError(
+                f"usage.{name} must be an int from 0 to {MAX_INT64}, got {value!r}"
+            )
+    return usage

@@ -97,6 +97,7 @@ class HistoryStore(Protocol):
         model: str | None = None,
         usage: Usage | None = None,
         user_id: str | None = None,
+        upto_message_id: uuid.UUID | None = None,
     ) -> Awaitable[Checkpoint]: ...
 
     def turn(

@@ -10,6 +10,7 @@ A rewind, pop or clear that removes summarized messages drops the checkpoints co
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,10 +20,11 @@ from agentledger.domain.validation import (
     check_limit,
     check_name,
     check_owner,
+    check_usage,
     parse_session_id,
     prepare_item,
 )
-from agentledger.errors import InvalidInputError
+from agentledger.errors import InvalidInputError, StaleSessionError
 from agentledger.services.base import ServiceBase, SessionId, operation
 
 
@@ -39,12 +41,18 @@ class Checkpoints(ServiceBase):
         model: str | None = None,
         usage: Usage | None = None,
         user_id: str | None = None,
+        upto_message_id: uuid.UUID | None = None,
     ) -> Checkpoint:
         """Store ``items`` as the summary of the history up to and including ``upto_seq``,
         with what produced them and its token usage, in one transaction (the usage also
         counts in the session's totals, as a record of its own). From then on a model
         receives these items followed by the messages after ``upto_seq``. ``items`` are
-        validated like appended items (nothing is written otherwise)."""
+        validated like appended items (nothing is written otherwise).
+
+        ``upto_message_id``: the id of the message at ``upto_seq`` when the summary was made
+        (``MessageRecord.id``). If that message is gone (a rewind, pop or clear, perhaps
+        followed by new messages at the same seqs), the summary no longer describes the
+        history: :class:`~agentledger.StaleSessionError` is raised and nothing is written."""
         sid = parse_session_id(session_id)
         user = check_owner(user_id)
         if isinstance(items, (str, bytes, dict)) or not isinstance(items, Sequence):
@@ -55,17 +63,25 @@ class Checkpoints(ServiceBase):
         stored = [json.loads(row.item_json) for row in rows]
         upto = check_count(upto_seq, "upto_seq")
         name = None if model is None else check_name(model, "model")
-        spent = Usage() if usage is None else usage
-        if not isinstance(spent, Usage):
-            raise TypeError(f"usage must be an agentledger Usage, not {type(spent).__name__}")
+        spent = Usage() if usage is None else check_usage(usage)
         now = self._now()
         async with self._uow() as uow:
             session = await self._lock(uow, sid, user)
-            if upto > session.last_seq:
+            if upto > session.last_seq and upto_message_id is None:
                 raise InvalidInputError(
                     f"upto_seq {upto} is past the end of session {sid} (last seq "
                     f"{session.last_seq}); a checkpoint summarizes stored messages"
                 )
+            if upto_message_id is not None:
+                found = await uow.messages.history(sid, after_seq=upto - 1, upto_seq=upto)
+                if not found or found[0].id != upto_message_id:
+                    raise StaleSessionError(
+                        f"session {sid} changed while its summary was made: message {upto} "
+                        "is no longer the one summarized (a rewind, pop or clear); nothing was "
+                        "written, compact again",
+                        last_seq=session.last_seq,
+                        expected_last_seq=upto,
+                    )
             checkpoint = await uow.checkpoints.add(
                 sid, upto_seq=upto, items=stored, model=name, usage=spent, now=now
             )

@@ -150,7 +150,7 @@ class Transfer(History):
                     items=list(checkpoint.items),
                     model=checkpoint.model,
                     usage=checkpoint.usage,
-                    now=checkpoint.created_at,
+                    now=not_after(checkpoint.created_at, self._now()),
                 )
                 held.add(key)
             await uow.commit()

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from agentledger.domain.records import Usage
-from agentledger.domain.validation import MAX_INT64, check_name, check_owner, parse_session_id
-from agentledger.errors import InvalidInputError
+from agentledger.domain.validation import check_name, check_owner, check_usage, parse_session_id
 from agentledger.services.base import ServiceBase, SessionId, operation
 
 
@@ -18,14 +17,7 @@ class Usages(ServiceBase):
         """Record the token usage of one agent run (turn) in the session."""
         sid = parse_session_id(session_id)
         user_id = check_owner(user_id)
-        if not isinstance(usage, Usage):
-            raise TypeError(f"usage must be an agentledger.Usage, not {type(usage).__name__}")
-        for name in ("requests", "input_tokens", "output_tokens", "total_tokens"):
-            value = getattr(usage, name)
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_INT64:
-                raise InvalidInputError(
-                    f"usage.{name} must be an int from 0 to {MAX_INT64}, got {value!r}"
-                )
+        check_usage(usage)
         if user_id is not None or self._tenant is not None:
             # A separate read: on SQLite a transaction that reads before it writes may fail
             # at once under concurrent writers instead of waiting for the lock. Under

@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, case, delete, insert, literal, select
+from sqlalchemy import bindparam, delete, insert, literal, select
 
 from agentledger.db.models import checkpoints_table, sessions_table
 from agentledger.db.repositories.base import Repository
@@ -93,18 +93,20 @@ class CheckpointRepository(Repository):
     async def copy(
         self, source: uuid.UUID, target: uuid.UUID, *, through_seq: int, offset: int
     ) -> None:
-        """Copy into a fork the checkpoints within the history it shares (up to
-        ``through_seq``), their seqs moved down by ``offset`` as the fork's messages are."""
+        """Copy into a fork the checkpoints within the history it copies (after ``offset``,
+        where the source's retention trimmed it, up to ``through_seq``), their seqs moved
+        down by ``offset`` as the fork's messages are."""
         upto = _checkpoints.c.upto_seq
-        moved = case((upto > offset, upto - offset), else_=literal(0, upto.type))
         columns = [
-            moved if c.key == "upto_seq" else c for c in _checkpoints.c if c.key != "session_id"
+            (upto - offset).label("upto_seq") if c.key == "upto_seq" else c
+            for c in _checkpoints.c
+            if c.key != "session_id"
         ]
         await self._db.execute(
             insert(_checkpoints).from_select(
                 ["session_id", *(c.key for c in _checkpoints.c if c.key != "session_id")],
                 select(literal(target, _checkpoints.c.session_id.type), *columns).where(
-                    _checkpoints.c.session_id == source, upto <= through_seq
+                    _checkpoints.c.session_id == source, upto > offset, upto <= through_seq
                 ),
             )
         )

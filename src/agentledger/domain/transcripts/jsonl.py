@@ -324,8 +324,12 @@ def _check_checkpoint(value: Any, source: str, number: int, last_seq: int) -> Ch
     model = body.get("model")
     usage = body.get("usage", {})
     counts = [usage.get(key, 0) if isinstance(usage, dict) else None for key in USAGE_KEYS]
-    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts):
-        raise _problem(source, number, "a checkpoint's usage must hold non-negative integers")
+    if not all(
+        isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= MAX_SEQ for n in counts
+    ):
+        raise _problem(
+            source, number, f"a checkpoint's usage must hold integers from 0 to {MAX_SEQ}"
+        )
     try:
         for index, item in enumerate(items):
             prepare_item(item, index)

@@ -120,6 +120,18 @@ def check_transcript(transcript: SessionTranscript) -> None:
             )
         if not isinstance(checkpoint.items, tuple) or not checkpoint.items:
             raise InvalidInputError(f"checkpoint {index} needs a non-empty tuple of items")
+        counts = (
+            checkpoint.usage.requests,
+            checkpoint.usage.input_tokens,
+            checkpoint.usage.output_tokens,
+            checkpoint.usage.total_tokens,
+        )
+        if not all(
+            isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= MAX_SEQ for n in counts
+        ):
+            raise InvalidInputError(
+                f"checkpoint {index}'s usage must hold integers from 0 to {MAX_SEQ}"
+            )
         _check_time(checkpoint.created_at, f"created_at of checkpoint {index}", optional=False)
 
 

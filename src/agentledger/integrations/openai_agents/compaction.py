@@ -11,6 +11,7 @@ model provider works) or an async callable from items to summary items.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -21,10 +22,12 @@ from agents.items import TResponseInputItem
 
 from agentledger.domain.records import Checkpoint, Usage
 from agentledger.domain.windows import TokenCounter, approx_tokens, window_start
-from agentledger.errors import InvalidInputError
+from agentledger.errors import InvalidInputError, StaleSessionError
 
 if TYPE_CHECKING:
     from agentledger.integrations.store import HistoryStore
+
+logger = logging.getLogger("agentledger")
 
 #: An async callable that turns the items to summarize into the summary items.
 SummarizeItems = Callable[[list[Any]], Awaitable[list[Any]]]
@@ -70,6 +73,8 @@ class CompactionPolicy:
                 isinstance(value, bool) or not isinstance(value, int) or value < 1
             ):
                 raise InvalidInputError(f"{name} must be a positive int or None, got {value!r}")
+        if self.count_tokens is not None and not callable(self.count_tokens):
+            raise TypeError("count_tokens must be a callable from an item to a token count")
         if self.max_items is None and self.max_tokens is None:
             raise InvalidInputError(
                 "a CompactionPolicy needs a trigger: max_items=... and/or max_tokens=..."
@@ -116,14 +121,21 @@ async def compact(
         *(message.item for message in messages[:keep_from]),
     ]
     items, usage, model = await _summarize(policy, summarized)
-    return await store.add_checkpoint(
-        session_id,
-        items,
-        upto_seq=messages[keep_from - 1].seq,
-        model=model,
-        usage=usage,
-        user_id=user_id,
-    )
+    last = messages[keep_from - 1]
+    try:
+        return await store.add_checkpoint(
+            session_id,
+            items,
+            upto_seq=last.seq,
+            model=model,
+            usage=usage,
+            user_id=user_id,
+            upto_message_id=last.id,
+        )
+    except StaleSessionError:
+        # Rewound, popped or cleared meanwhile: the summary describes messages that are gone.
+        logger.info("agentledger: session %s changed during its compaction; skipped", session_id)
+        return None
 
 
 async def _summarize(

@@ -11,13 +11,14 @@ never read or written on behalf of another, however the object is shared.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from agents.items import TResponseInputItem
 from agents.memory.session_settings import SessionSettings
 from agents.run_context import RunContextWrapper
 
+from agentledger.domain.records import Checkpoint
 from agentledger.domain.validation import check_name
 from agentledger.domain.windows import HistoryWindow
 from agentledger.integrations.openai_agents.compaction import CompactionPolicy
@@ -135,3 +136,13 @@ class ContextUserSession:
     async def clear_session(self, *, wrapper: RunContextWrapper[Any] | None = None) -> None:
         """Clear the context user's session (see :meth:`LedgerSession.clear_session`)."""
         await self._session(wrapper).clear_session()
+
+    async def run_compaction(
+        self,
+        args: Mapping[str, Any] | None = None,
+        *,
+        wrapper: RunContextWrapper[Any] | None = None,
+    ) -> Checkpoint | None:
+        """Compact the context user's session (see :meth:`LedgerSession.run_compaction`);
+        the SDK's ``Runner`` calls this hook with the run context."""
+        return await self._session(wrapper).run_compaction(args)

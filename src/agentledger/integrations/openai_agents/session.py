@@ -10,6 +10,7 @@ never read or changed through another's.
 from __future__ import annotations
 
 import contextlib
+import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import timedelta
@@ -30,6 +31,8 @@ from agentledger.domain.windows import HistoryWindow, TokenCounter, read_window
 from agentledger.errors import AlreadyExistsError, SessionNotFoundError
 from agentledger.integrations.openai_agents.compaction import CompactionPolicy, compact
 from agentledger.integrations.store import HistoryStore
+
+logger = logging.getLogger("agentledger")
 
 
 class LedgerSession:
@@ -288,11 +291,15 @@ class LedgerSession:
         *,
         wrapper: RunContextWrapper[Any] | None = None,
     ) -> Checkpoint | None:
-        """Compact the session under its policy: always when called without ``args`` (or
-        with ``{"force": True}``), else only when the policy's trigger is met (how the SDK's
-        ``Runner`` calls this hook after a turn). The new checkpoint, or ``None``: nothing to
-        do, or no policy (then only a forced call is an error)."""
-        force = args is None or bool(args.get("force"))
+        """Compact the session under its policy; the new checkpoint, or ``None`` when there
+        was nothing to do.
+
+        Called without ``args`` (you, forcing it): always compacts, and raises what goes
+        wrong, including :class:`TypeError` when the session has no policy. Called with
+        ``args`` (how the SDK's ``Runner`` calls this hook after a turn; ``{"force": True}``
+        forces): compacts when the trigger is met, or forced, and never fails the turn that
+        is already stored: a failing summarizer or token counter is logged and the next turn
+        tries again."""
         if self._compaction is None:
             if args is None:
                 raise TypeError(
@@ -300,10 +307,25 @@ class LedgerSession:
                     "compaction=CompactionPolicy(...)"
                 )
             return None
+        await self.check_access()
         target = await self.resolve(create=False)
         if target is None:
             return None  # nothing stored yet
-        made = await compact(self._service, target, self._user_id, self._compaction, force=force)
+        force = args is None or bool(args.get("force"))
+        try:
+            made = await compact(
+                self._service, target, self._user_id, self._compaction, force=force
+            )
+        except Exception:
+            if args is None:
+                raise
+            logger.warning(
+                "agentledger: compacting session %s failed; its history is intact and the "
+                "next turn tries again",
+                target,
+                exc_info=True,
+            )
+            return None
         if made is not None:
             self.last_checkpoint = made
         return made
