@@ -254,36 +254,6 @@ def test_run_sync_turns_on_new_event_loops(database_url: str, pool: str) -> None
             program.submit(asyncio.run, ledger.dispose()).result(timeout=60)
 
 
-def test_first_use_from_two_event_loops_at_once(database_url: str) -> None:
-    """Two threads, each running its own event loop, use one new session at the same moment:
-    neither hangs, neither loses a turn."""
-    ledger = Ledger.from_url(database_url, poolclass=NullPool)
-    session = ledger.agent_session("two-loops", user_id="u")
-    start = threading.Barrier(2)
-    errors: list[BaseException] = []
-
-    def worker(n: int) -> None:
-        async def turn() -> None:
-            start.wait()
-            await session.add_items([{"role": "user", "content": f"from thread {n}"}])
-
-        try:
-            asyncio.run(turn())
-        except BaseException as error:  # reported below
-            errors.append(error)
-
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert not any(thread.is_alive() for thread in threads), "a thread hung"
-    assert errors == []
-    items = asyncio.run(session.get_items())
-    assert sorted(contents(items)) == ["from thread 0", "from thread 1"]
-    asyncio.run(ledger.dispose())
-
-
 def test_a_pool_shared_by_running_event_loops_names_the_fix(pg_database_url: str) -> None:
     """Pooled asyncpg connections cannot move between event loops that are both running: the
     second loop gets a ConfigurationError saying what to do, not asyncpg's RuntimeError."""

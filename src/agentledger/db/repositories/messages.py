@@ -136,20 +136,7 @@ class MessageRepository(Repository):
         out, their seqs appended to ``damaged``."""
         params = {"session_id": session_id, "after_seq": after_seq, "upto_seq": upto_seq}
         rows = await self._statements.rows(history_query(), params)
-        return [
-            MessageRecord(
-                seq=row.seq,
-                role=row.role,
-                content=row.content,
-                tool_calls=row.tool_calls,
-                tool_call_id=row.tool_call_id,
-                created_at=row.created_at,
-                id=row.id,
-                item_type=row.item_type,
-                item=row.item,
-            )
-            for row in intact(session_id, rows, damaged=damaged)
-        ]
+        return [_record(row) for row in intact(session_id, rows, damaged=damaged)]
 
     async def page(
         self,
@@ -173,20 +160,7 @@ class MessageRepository(Repository):
         rows = list(await self._statements.rows(query, params))
         if backward:
             rows.reverse()
-        records = [
-            MessageRecord(
-                seq=row.seq,
-                role=row.role,
-                content=row.content,
-                tool_calls=row.tool_calls,
-                tool_call_id=row.tool_call_id,
-                created_at=row.created_at,
-                id=row.id,
-                item_type=row.item_type,
-                item=row.item,
-            )
-            for row in intact(session_id, rows)
-        ]
+        records = [_record(row) for row in intact(session_id, rows)]
         return records, [int(row.seq) for row in rows]
 
     async def pop(self, session_id: uuid.UUID, user_id: str | None, now: datetime) -> Any:
@@ -314,3 +288,18 @@ class MessageRepository(Repository):
             .values(created_at=bindparam("stamp_at")),
             [{"stamp_seq": seq, "stamp_at": when} for seq, when in stamps],
         )
+
+
+def _record(row: Any) -> MessageRecord:
+    """A history row (``HISTORY_COLUMNS``) as a record."""
+    return MessageRecord(
+        seq=row.seq,
+        role=row.role,
+        content=row.content,
+        tool_calls=row.tool_calls,
+        tool_call_id=row.tool_call_id,
+        created_at=row.created_at,
+        id=row.id,
+        item_type=row.item_type,
+        item=row.item,
+    )
