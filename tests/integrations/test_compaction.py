@@ -430,3 +430,25 @@ async def test_crafted_checkpoint_lines_are_refused_before_anything_is_written(
     await svc.import_session(loads_jsonl(future), user_id="u", session_id=target)
     await svc.add_checkpoint(target, [{"role": "user", "content": "NEWER"}], upto_seq=2)
     assert texts(await svc.get_context_items(target))[0] == "NEWER"
+
+
+async def test_a_checkpoint_never_separates_a_tool_call_from_its_output(ledger: Ledger) -> None:
+    svc = ledger.service
+    session = await svc.create_session("u", "A")
+    await svc.add_items(
+        session.id,
+        [
+            {"role": "user", "content": "weather?"},
+            {"type": "function_call", "call_id": "c1", "name": "w", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "c1", "output": "sunny"},
+            {"role": "assistant", "content": "Sunny."},
+        ],
+    )
+    summary = [{"role": "user", "content": "S"}]
+    with pytest.raises(InvalidInputError, match="separate a tool call"):
+        await svc.add_checkpoint(session.id, summary, upto_seq=2)
+    orphan = [{"type": "function_call_output", "call_id": "zz", "output": "x"}]
+    with pytest.raises(InvalidInputError, match="tool output without its call"):
+        await svc.add_checkpoint(session.id, orphan, upto_seq=4)
+    assert await svc.get_checkpoints(session.id) == []
+    assert (await svc.add_checkpoint(session.id, summary, upto_seq=3)).upto_seq == 3

@@ -24,6 +24,7 @@ from agentledger.domain.validation import (
     parse_session_id,
     prepare_item,
 )
+from agentledger.domain.windows import has_unanchored_outputs
 from agentledger.errors import InvalidInputError, StaleSessionError
 from agentledger.services.base import ServiceBase, SessionId, operation
 
@@ -61,6 +62,11 @@ class Checkpoints(ServiceBase):
             raise InvalidInputError("a checkpoint needs at least one summary item")
         rows = [prepare_item(item, index) for index, item in enumerate(items)]
         stored = [json.loads(row.item_json) for row in rows]
+        if has_unanchored_outputs(stored):
+            raise InvalidInputError(
+                "the summary items hold a tool output without its call; a model refuses such "
+                "input, so summarize calls and their outputs together (or as text)"
+            )
         upto = check_count(upto_seq, "upto_seq")
         name = None if model is None else check_name(model, "model")
         spent = Usage() if usage is None else check_usage(usage)
@@ -82,6 +88,13 @@ class Checkpoints(ServiceBase):
                         last_seq=session.last_seq,
                         expected_last_seq=upto,
                     )
+            after = await uow.messages.history(sid, after_seq=upto, upto_seq=session.last_seq)
+            if has_unanchored_outputs([message.item for message in after]):
+                raise InvalidInputError(
+                    f"upto_seq {upto} would separate a tool call from its output (the output "
+                    "comes after it): a model would receive the output without its call; "
+                    "end the checkpoint where a turn ends"
+                )
             checkpoint = await uow.checkpoints.add(
                 sid, upto_seq=upto, items=stored, model=name, usage=spent, now=now
             )
