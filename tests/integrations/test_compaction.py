@@ -5,7 +5,8 @@ and get_session still see every original. Summarizers run offline (ScriptedModel
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
 import pytest
 from agents import Agent, Runner, function_tool
@@ -452,3 +453,63 @@ async def test_a_checkpoint_never_separates_a_tool_call_from_its_output(ledger: 
         await svc.add_checkpoint(session.id, orphan, upto_seq=4)
     assert await svc.get_checkpoints(session.id) == []
     assert (await svc.add_checkpoint(session.id, summary, upto_seq=3)).upto_seq == 3
+
+
+class _FakeResponses:
+    """The one call OpenAIResponsesCompactionSession makes: ``responses.compact``."""
+
+    def __init__(self, output: list[dict[str, Any]]) -> None:
+        self.output = output
+        self.calls: list[dict[str, Any]] = []
+
+    async def compact(self, **kwargs: Any) -> Any:
+        self.calls.append(kwargs)
+        return _Compacted(self.output)
+
+
+@dataclass
+class _Compacted:
+    output: list[dict[str, Any]]
+    usage: None = None
+
+
+class _FakeClient:
+    def __init__(self, output: list[dict[str, Any]]) -> None:
+        self.responses = _FakeResponses(output)
+
+
+async def test_the_sdk_compaction_session_replaces_atomically_and_keeps_originals(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agents.memory import OpenAIResponsesCompactionSession
+
+    from agentledger.integrations.openai_agents import LedgerSession
+
+    inner = ledger.agent_session("responses-compaction", user_id="u")
+    await inner.add_items(
+        [
+            {"role": "user", "content": f"q{n}"}
+            if n % 2 == 0
+            else {"role": "assistant", "content": f"a{n}"}
+            for n in range(6)
+        ]
+    )
+
+    async def never_cleared(self: LedgerSession, **kwargs: Any) -> None:
+        raise AssertionError("the replacement must not clear the session first")
+
+    monkeypatch.setattr(LedgerSession, "clear_session", never_cleared)
+    compacted = [{"type": "message", "role": "user", "content": "COMPACTED"}]
+    client = _FakeClient(compacted)
+    wrapper = OpenAIResponsesCompactionSession(
+        "responses-compaction", inner, client=cast(Any, client), model="gpt-4.1"
+    )
+    # A manual, forced compaction: whole-history replacement.
+    await wrapper.run_compaction({"force": True, "compaction_mode": "input"})
+    assert client.responses.calls  # the (fake) API was asked
+    assert texts(await inner.get_items()) == ["COMPACTED"]
+    sid = await inner.resolve()
+    assert sid is not None
+    assert len(await ledger.service.get_items(sid)) == 6  # every original kept
+    await inner.add_items([{"role": "user", "content": "after"}])
+    assert texts(await inner.get_items()) == ["COMPACTED", "after"]

@@ -100,6 +100,15 @@ class HistoryStore(Protocol):
         upto_message_id: uuid.UUID | None = None,
     ) -> Awaitable[Checkpoint]: ...
 
+    def replace_context(
+        self,
+        session_id: SessionRef,
+        items: Sequence[Any],
+        *,
+        model: str | None = None,
+        user_id: str | None = None,
+    ) -> Awaitable[Checkpoint | None]: ...
+
     def turn(
         self,
         session_id: SessionRef,

@@ -105,6 +105,47 @@ class Checkpoints(ServiceBase):
         return checkpoint
 
     @operation()
+    async def replace_context(
+        self,
+        session_id: SessionId,
+        items: Sequence[Any],
+        *,
+        model: str | None = None,
+        user_id: str | None = None,
+    ) -> Checkpoint | None:
+        """Make what a model receives from the session exactly ``items``, in one transaction,
+        keeping every original: a checkpoint covering the whole history (``None``, and the
+        items appended as the history, when it is empty). How a wrapper that replaces the
+        history wholesale (the SDK's ``OpenAIResponsesCompactionSession``) replaces it here,
+        with no moment at which a reader sees it empty or half written."""
+        sid = parse_session_id(session_id)
+        user = check_owner(user_id)
+        if isinstance(items, (str, bytes, dict)) or not isinstance(items, Sequence):
+            raise TypeError("items must be a list of items")
+        if not items:
+            raise InvalidInputError("a replacement needs at least one item")
+        rows = [prepare_item(item, index) for index, item in enumerate(items)]
+        stored = [json.loads(row.item_json) for row in rows]
+        if has_unanchored_outputs(stored):
+            raise InvalidInputError(
+                "the replacement items hold a tool output without its call; a model refuses "
+                "such input"
+            )
+        name = None if model is None else check_name(model, "model")
+        now = self._now()
+        async with self._uow() as uow:
+            session = await self._lock(uow, sid, user)
+            if session.last_seq == session.trimmed_seq == 0:
+                await uow.messages.append(sid, rows, user_id=user, now=now)
+                await uow.commit()
+                return None
+            checkpoint = await uow.checkpoints.add(
+                sid, upto_seq=session.last_seq, items=stored, model=name, usage=Usage(), now=now
+            )
+            await uow.commit()
+        return checkpoint
+
+    @operation()
     async def get_checkpoints(
         self, session_id: SessionId, *, user_id: str | None = None
     ) -> list[Checkpoint]:

@@ -330,6 +330,22 @@ class LedgerSession:
             self.last_checkpoint = made
         return made
 
+    async def _atomic_replace_items(self, items: list[TResponseInputItem]) -> bool:
+        """The SDK's atomic-replace hook: ``OpenAIResponsesCompactionSession`` replaces the
+        history wholesale through it instead of clearing and re-adding. Here that is one
+        transaction storing ``items`` as a checkpoint over the whole history: what the model
+        receives becomes ``items``, the originals stay (exports, search, forks). ``False``
+        (nothing done; the SDK falls back to its own way) for an empty replacement."""
+        if not items:
+            return False
+        target = await self._existing()
+        made = await self._service.replace_context(
+            target, items, model="openai-responses-compaction", user_id=self._user_id
+        )
+        if made is not None:
+            self.last_checkpoint = made
+        return True
+
     # -- turns --------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
