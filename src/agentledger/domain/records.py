@@ -72,12 +72,10 @@ class SessionSummary:
 
 
 @dataclass(frozen=True, slots=True)
-class Page(Generic[T]):
-    """One page of a keyset-paginated result: iterate it, index it, take its length; pass
-    ``next_cursor`` back as ``cursor=`` for the following page (``None`` on the last)."""
+class Items(Generic[T]):
+    """A result holding ``items`` in order: iterate it, index it, take its length."""
 
     items: tuple[T, ...]
-    next_cursor: str | None
 
     def __iter__(self) -> Iterator[T]:
         return iter(self.items)
@@ -87,6 +85,14 @@ class Page(Generic[T]):
 
     def __getitem__(self, index: int) -> T:
         return self.items[index]
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Items[T]):
+    """One page of a keyset-paginated result: iterate it, index it, take its length; pass
+    ``next_cursor`` back as ``cursor=`` for the following page (``None`` on the last)."""
+
+    next_cursor: str | None
 
 
 class SessionPage(Page[SessionSummary]):
@@ -100,24 +106,18 @@ class SessionPage(Page[SessionSummary]):
 
 
 @dataclass(frozen=True, slots=True)
-class MessagePage:
+class MessagePage(Items[MessageRecord]):
     """One page of :meth:`SessionService.get_messages`: messages in order, and where the next
     page starts. Iterate it, index it, take its length."""
 
-    messages: tuple[MessageRecord, ...]
     #: Pass as ``after_seq=`` for the page after this one (``None``: nothing after it).
     next_after_seq: int | None = None
     #: Pass as ``before_seq=`` for the page before this one (``None``: nothing before it).
     next_before_seq: int | None = None
 
-    def __iter__(self) -> Iterator[MessageRecord]:
-        return iter(self.messages)
-
-    def __len__(self) -> int:
-        return len(self.messages)
-
-    def __getitem__(self, index: int) -> MessageRecord:
-        return self.messages[index]
+    @property
+    def messages(self) -> tuple[MessageRecord, ...]:
+        return self.items
 
 
 @dataclass(frozen=True, slots=True)
