@@ -11,7 +11,7 @@ against the same protocol.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
 from typing import Any, Protocol, runtime_checkable
@@ -116,7 +116,6 @@ class HistoryStore(Protocol):
         user_id: str | None = None,
         lease: timedelta = ...,
         wait: timedelta = ...,
-        hold_while: Callable[[], bool] | None = None,
     ) -> AbstractAsyncContextManager[str]: ...
 
 

@@ -16,7 +16,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextvars import ContextVar
 from datetime import timedelta
 from types import MappingProxyType
@@ -95,7 +95,6 @@ class Turns(ServiceBase):
         user_id: str | None = None,
         lease: timedelta = DEFAULT_TURN_LEASE,
         wait: timedelta = DEFAULT_TURN_WAIT,
-        hold_while: Callable[[], bool] | None = None,
     ) -> AsyncIterator[str]:
         """Hold the session's turn for the ``async with`` block: wait (up to ``wait``) for the
         turn before it, renew the lease every ``lease / 3`` while the block runs, release it
@@ -109,8 +108,7 @@ class Turns(ServiceBase):
         than ``wait``, or, at the end of the block, when the lease lapsed during it (renewals
         failed for longer than a lease, e.g. a stalled event loop or a database outage), so
         that another turn may have interleaved; :class:`~agentledger.SessionNotFoundError`
-        for a missing or another user's session. ``hold_while``: stop renewing once it
-        returns ``False`` (a streamed run that finished while nobody consumed its events).
+        for a missing or another user's session.
         """
         sid = parse_session_id(session_id)
         length = check_duration(lease, "lease", minimum=MIN_TURN_LEASE)
@@ -123,7 +121,7 @@ class Turns(ServiceBase):
         await self._await_turn(sid, holder, length, patience, user_id)
         lost = asyncio.Event()
         renewing = asyncio.create_task(
-            self._keep_turn(sid, holder, length, user_id, hold_while, lost, time.monotonic()),
+            self._keep_turn(sid, holder, length, user_id, lost, time.monotonic()),
             name=f"agentledger turn lease {sid}",
         )
         scope = _HELD.set({**held, sid: holder})
@@ -198,7 +196,6 @@ class Turns(ServiceBase):
         holder: str,
         lease: timedelta,
         user_id: str | None,
-        hold_while: Callable[[], bool] | None,
         lost: asyncio.Event,
         renewed: float,
     ) -> None:
@@ -207,8 +204,6 @@ class Turns(ServiceBase):
         period = lease.total_seconds() / 3
         while True:
             await asyncio.sleep(period)
-            if hold_while is not None and not hold_while():
-                return
             if time.monotonic() - renewed > lease.total_seconds():
                 lost.set()  # this task could not run for a whole lease (a stalled loop)
             try:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -197,20 +197,24 @@ class LedgerSession:
             )
         return await self._read(resolved)
 
+    async def _context_items(self, session_id: uuid.UUID, limit: int | None) -> list[Any]:
+        """What the model receives from ``session_id``, read as this user."""
+        return await self._service.get_context_items(session_id, limit, user_id=self._user_id)
+
     async def _read(self, limit: int | None) -> list[Any]:
         if self._name is None:
-            items = await self._service.get_context_items(self._uuid, limit, user_id=self._user_id)
+            items = await self._context_items(self._uuid, limit)
             if items:
                 self._usable = True  # reads see only the user's own rows: the session is theirs
             elif not self._usable:
                 await self.check_access()
             return items
         if self._confirmed:
-            return await self._service.get_context_items(self._uuid, limit, user_id=self._user_id)
+            return await self._context_items(self._uuid, limit)
         # A name: one read at the id derived from it, which is where the session lives unless
         # another user took that id; only when it shows nothing is the name looked up.
         try:
-            items = await self._service.get_context_items(self._uuid, limit, user_id=self._user_id)
+            items = await self._context_items(self._uuid, limit)
         except SessionNotFoundError:
             items = []
         if items:
@@ -219,7 +223,7 @@ class LedgerSession:
         found = await self.resolve(create=False)
         if found is None:
             return []
-        return await self._service.get_context_items(found, limit, user_id=self._user_id)
+        return await self._context_items(found, limit)
 
     async def check_access(self) -> None:
         """Raise :class:`~agentledger.SessionNotFoundError` now if this handle could not
@@ -354,7 +358,6 @@ class LedgerSession:
         *,
         lease: timedelta = DEFAULT_TURN_LEASE,
         wait: timedelta = DEFAULT_TURN_WAIT,
-        hold_while: Callable[[], bool] | None = None,
     ) -> AsyncIterator[LedgerSession]:
         """Hold this session's turn for the ``async with`` block, so that the items of a
         ``Runner.run(..., session=session)`` inside it are contiguous in the history even
@@ -364,9 +367,7 @@ class LedgerSession:
         the session if needed (as the first write would). See
         :meth:`SessionService.turn <agentledger.SessionService.turn>`."""
         target = await self._existing()
-        async with self._service.turn(
-            target, user_id=self._user_id, lease=lease, wait=wait, hold_while=hold_while
-        ):
+        async with self._service.turn(target, user_id=self._user_id, lease=lease, wait=wait):
             yield self
 
     async def _existing(self) -> uuid.UUID:
