@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from agentledger.domain.records import Checkpoint, ModelContext, Usage
+from agentledger.domain.records import Checkpoint, ModelContext, NewRow, Usage
 from agentledger.domain.validation import (
     check_count,
     check_limit,
@@ -56,17 +56,7 @@ class Checkpoints(ServiceBase):
         history: :class:`~agentledger.StaleSessionError` is raised and nothing is written."""
         sid = parse_session_id(session_id)
         user = check_owner(user_id)
-        if isinstance(items, (str, bytes, dict)) or not isinstance(items, Sequence):
-            raise TypeError("items must be a list of summary items")
-        if not items:
-            raise InvalidInputError("a checkpoint needs at least one summary item")
-        rows = [prepare_item(item, index) for index, item in enumerate(items)]
-        stored = [json.loads(row.item_json) for row in rows]
-        if has_unanchored_outputs(stored):
-            raise InvalidInputError(
-                "the summary items hold a tool output without its call; a model refuses such "
-                "input, so summarize calls and their outputs together (or as text)"
-            )
+        _rows, stored = _model_items(items, "summary items")
         upto = check_count(upto_seq, "upto_seq")
         name = None if model is None else check_name(model, "model")
         spent = Usage() if usage is None else check_usage(usage)
@@ -78,9 +68,13 @@ class Checkpoints(ServiceBase):
                     f"upto_seq {upto} is past the end of session {sid} (last seq "
                     f"{session.last_seq}); a checkpoint summarizes stored messages"
                 )
+            # The message at upto_seq and the ones after it, in one read.
+            around = await uow.messages.history(
+                sid, after_seq=upto - 1, upto_seq=max(upto, session.last_seq)
+            )
             if upto_message_id is not None:
-                found = await uow.messages.history(sid, after_seq=upto - 1, upto_seq=upto)
-                if not found or found[0].id != upto_message_id:
+                first = around[0] if around else None
+                if first is None or first.seq != upto or first.id != upto_message_id:
                     raise StaleSessionError(
                         f"session {sid} changed while its summary was made: message {upto} "
                         "is no longer the one summarized (a rewind, pop or clear); nothing was "
@@ -88,8 +82,7 @@ class Checkpoints(ServiceBase):
                         last_seq=session.last_seq,
                         expected_last_seq=upto,
                     )
-            after = await uow.messages.history(sid, after_seq=upto, upto_seq=session.last_seq)
-            if has_unanchored_outputs([message.item for message in after]):
+            if has_unanchored_outputs([m.item for m in around if m.seq > upto]):
                 raise InvalidInputError(
                     f"upto_seq {upto} would separate a tool call from its output (the output "
                     "comes after it): a model would receive the output without its call; "
@@ -120,17 +113,7 @@ class Checkpoints(ServiceBase):
         with no moment at which a reader sees it empty or half written."""
         sid = parse_session_id(session_id)
         user = check_owner(user_id)
-        if isinstance(items, (str, bytes, dict)) or not isinstance(items, Sequence):
-            raise TypeError("items must be a list of items")
-        if not items:
-            raise InvalidInputError("a replacement needs at least one item")
-        rows = [prepare_item(item, index) for index, item in enumerate(items)]
-        stored = [json.loads(row.item_json) for row in rows]
-        if has_unanchored_outputs(stored):
-            raise InvalidInputError(
-                "the replacement items hold a tool output without its call; a model refuses "
-                "such input"
-            )
+        rows, stored = _model_items(items, "replacement items")
         name = None if model is None else check_name(model, "model")
         now = self._now()
         async with self._uow() as uow:
@@ -200,6 +183,24 @@ class Checkpoints(ServiceBase):
             return tail
         view = [*checkpoint.items, *tail]
         return view if checked is None else view[-checked:]
+
+
+def _model_items(items: Sequence[Any], what: str) -> tuple[list[NewRow], list[Any]]:
+    """Items a model is to receive instead of stored messages (a summary, a replacement),
+    checked like appended items and for tool outputs without their call; their rows and
+    their stored form."""
+    if isinstance(items, (str, bytes, dict)) or not isinstance(items, Sequence):
+        raise TypeError(f"{what} must be a list of items")
+    if not items:
+        raise InvalidInputError(f"{what} need at least one item")
+    rows = [prepare_item(item, index) for index, item in enumerate(items)]
+    stored = [json.loads(row.item_json) for row in rows]
+    if has_unanchored_outputs(stored):
+        raise InvalidInputError(
+            f"the {what} hold a tool output without its call; a model refuses such input, so "
+            "keep calls and their outputs together (or summarize them as text)"
+        )
+    return rows, stored
 
 
 __all__ = ["Checkpoints"]
