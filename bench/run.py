@@ -855,8 +855,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         plot_path = args.plot or scratch / "smoke.png"
     else:
         plan = QUICK if args.quick else FULL
+        # A partial run never replaces the full run's results (docs/performance.md cites them).
         output = args.output or ROOT / "bench" / "results" / (
-            "quick.json" if args.quick else "latest.json"
+            "partial.json" if only is not None else "quick.json" if args.quick else "latest.json"
         )
         plot_path = args.plot or (
             ROOT / "bench" / "results" / "quick.png"

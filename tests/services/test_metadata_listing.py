@@ -349,3 +349,28 @@ async def test_a_filter_matches_only_equal_values_when_stored_ones_hold_nul(
     assert await matching("pro") == {exact.id}
     assert await matching("free") == {free.id}
     assert await matching("a\\u0000") == {backslash.id}
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        {"k\x00": "v"},
+        {"k": "v\ue000"},
+        {"outer": [{"inner\x00": ["deep \ue000\x00 value"]}]},
+        {"list": ["plain", ["nested", "\x00"]]},
+        {"flat": "no escape at all", "n": 1, "f": 2.5, "none": None, "yes": True},
+    ],
+)
+async def test_metadata_with_nul_and_escape_characters_reads_back_exactly_everywhere(
+    ledger: Ledger, metadata: dict[str, Any]
+) -> None:
+    # The listing and the record read metadata through the same unescape, which checks keys and
+    # strings at every depth; any one of them holding U+0000 or the escape character must
+    # come back exactly.
+    svc = ledger.service
+    session = await svc.create_session("u", "a", metadata)
+
+    assert [summary.metadata for summary in await listed(ledger, "u")] == [metadata]
+    record = await svc.get_session(session.id, "u")
+    assert record is not None
+    assert record.metadata == metadata

@@ -60,7 +60,13 @@ logger = logging.getLogger("agentledger")
 class Statements(Protocol):
     """Runs a statement of a unit of work: rows with attribute access, or one value."""
 
-    async def rows(self, statement: Executable, params: Mapping[str, Any]) -> Sequence[Any]: ...
+    async def rows(
+        self,
+        statement: Executable,
+        params: Mapping[str, Any],
+        *,
+        into: Callable[..., Any] | None = None,
+    ) -> Sequence[Any]: ...
 
     async def scalar(self, statement: Executable, params: Mapping[str, Any]) -> Any: ...
 
@@ -72,8 +78,15 @@ class SessionStatements:
     def __init__(self, db: Callable[[], AsyncSession]) -> None:
         self._db = db
 
-    async def rows(self, statement: Executable, params: Mapping[str, Any]) -> Sequence[Any]:
-        return list(await self._db().execute(statement, params))
+    async def rows(
+        self,
+        statement: Executable,
+        params: Mapping[str, Any],
+        *,
+        into: Callable[..., Any] | None = None,
+    ) -> Sequence[Any]:
+        result = await self._db().execute(statement, params)
+        return list(result) if into is None else [into(*row) for row in result]
 
     async def scalar(self, statement: Executable, params: Mapping[str, Any]) -> Any:
         return (await self._db().execute(statement, params)).scalar_one_or_none()
@@ -152,6 +165,15 @@ class _Compiled:
     row_type: Any
     result_processors: tuple[Callable[[Any], Any] | None, ...]
 
+    @property
+    def processed(self) -> list[tuple[int, Callable[[Any], Any]]]:
+        """``(column index, processor)`` of the columns that have one."""
+        return [
+            (index, process)
+            for index, process in enumerate(self.result_processors)
+            if process is not None
+        ]
+
 
 #: Compiled statements kept per engine (the reused ones number a few dozen).
 _MAX_COMPILED = 256
@@ -209,23 +231,32 @@ class DriverStatements:
             arguments.append(value if process is None else process(value))
         return arguments
 
-    async def rows(self, statement: Executable, params: Mapping[str, Any]) -> Sequence[Any]:
-        """All rows of ``statement``, result processors applied, with attribute access."""
+    async def rows(
+        self,
+        statement: Executable,
+        params: Mapping[str, Any],
+        *,
+        into: Callable[..., Any] | None = None,
+    ) -> Sequence[Any]:
+        """All rows of ``statement``, result processors applied, with attribute access; or,
+        with ``into``, ``into(*values)`` of each row (records made straight from the values,
+        without a row in between)."""
         compiled = self._compile(statement)
         arguments = self._arguments(compiled, params)
         records: Sequence[Any] = await self._run(
             lambda driver: driver.fetch(compiled.sql, *arguments)
         )
-        if compiled.row_type is None:
+        if compiled.row_type is None and into is None:
             return records
-        make = compiled.row_type._make
-        processed = [
-            (index, process)
-            for index, process in enumerate(compiled.result_processors)
-            if process is not None
-        ]
-        if not processed:
-            return [make(record) for record in records]
+        processed = compiled.processed
+        if into is not None:
+            if not processed:
+                return [into(*record) for record in records]
+        else:
+            make = compiled.row_type._make
+            if not processed:
+                return [make(record) for record in records]
+            into = compiled.row_type
         rows = []
         for record in records:
             values = list(record)
@@ -233,7 +264,7 @@ class DriverStatements:
                 value = values[index]
                 if value is not None:
                     values[index] = process(value)
-            rows.append(make(values))
+            rows.append(into(*values))
         return rows
 
     async def scalar(self, statement: Executable, params: Mapping[str, Any]) -> Any:
@@ -322,18 +353,32 @@ def _unescape_json(value: Any) -> Any:
 
 
 def _holds_escape(value: Any) -> bool:
+    """Whether a key or string in decoded JSON holds the escape character. Decoded JSON has
+    exact types only, so each container is one loop over its members; most values (metadata)
+    are one flat object of scalars."""
     pending = [value]
     while pending:
         current = pending.pop()
-        if isinstance(current, str):
-            if ESCAPE in current:
-                return True
-        elif isinstance(current, dict):
-            if any(ESCAPE in key for key in current):
-                return True
-            pending.extend(current.values())
-        elif isinstance(current, list):
-            pending.extend(current)
+        if type(current) is dict:
+            for key, member in current.items():
+                if ESCAPE in key:
+                    return True
+                kind = type(member)
+                if kind is str:
+                    if ESCAPE in member:
+                        return True
+                elif kind is dict or kind is list:
+                    pending.append(member)
+        elif type(current) is list:
+            for member in current:
+                kind = type(member)
+                if kind is str:
+                    if ESCAPE in member:
+                        return True
+                elif kind is dict or kind is list:
+                    pending.append(member)
+        elif type(current) is str and ESCAPE in current:
+            return True
     return False
 
 

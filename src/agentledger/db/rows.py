@@ -57,6 +57,11 @@ _NO_ITEM = object()
 
 
 def _damage_of(row: Any) -> DamagedJSON | None:
+    if type(getattr(row, "item", None)) is dict and type(getattr(row, "tool_calls", None)) in (
+        list,
+        type(None),
+    ):
+        return None  # intact, as nearly every row is: decided without the general walk below
     for field in ("item", "tool_calls"):
         value = getattr(row, field, None)
         if isinstance(value, DamagedJSON):

@@ -85,7 +85,22 @@ def pg_append_statement(*, create: bool, owned: bool) -> TextClause:
 # -- history -------------------------------------------------------------------------------------
 
 #: Every message column but the search vector (a tsvector as large as the text, never read).
-HISTORY_COLUMNS = tuple(column for column in _messages.c if column.key != "search_vector")
+#: The columns of a history row, in the order of :class:`MessageRecord`'s fields, so a row
+#: becomes a record positionally (no per-field lookups; the session id is known already).
+HISTORY_COLUMNS = tuple(
+    _messages.c[name]
+    for name in (
+        "seq",
+        "role",
+        "content",
+        "tool_calls",
+        "tool_call_id",
+        "created_at",
+        "id",
+        "item_type",
+        "item",
+    )
+)
 
 
 @cache
@@ -176,6 +191,25 @@ _FIRST_USER_TEXT = type_coerce(
 ).label("first_user_text")
 
 
+#: The columns of a listing row, in the order of :class:`SessionSummary`'s fields with the
+#: first user message's start after the explicit title (the picker title is made of both):
+#: only what a summary shows, its message count computed by the server.
+LISTING_COLUMNS = (
+    _sessions.c.id,
+    _sessions.c.user_id,
+    _sessions.c.agent_name,
+    _sessions.c.metadata,
+    _sessions.c.created_at,
+    _sessions.c.updated_at,
+    # Sequences are gap-free from trimmed_seq + 1 to last_seq.
+    (_sessions.c.last_seq - _sessions.c.trimmed_seq).label("message_count"),
+    _sessions.c.title,
+    _FIRST_USER_TEXT,
+    _sessions.c.archived_at,
+    _sessions.c.name,
+)
+
+
 def list_query(
     *,
     after: bool,
@@ -187,7 +221,7 @@ def list_query(
     in one statement. ``agent``: only ``:agent_name``'s; ``metadata_conditions``: the
     dialect's metadata filter (see :mod:`agentledger.db.dialect`)."""
     query = (
-        select(_sessions, _FIRST_USER_TEXT)
+        select(*LISTING_COLUMNS)
         .where(_sessions.c.user_id == bindparam("user_id"))
         .order_by(_sessions.c.updated_at.desc(), _sessions.c.id.desc())
         .limit(bindparam("limit"))

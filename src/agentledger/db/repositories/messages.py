@@ -135,8 +135,8 @@ class MessageRepository(Repository):
         history range read (get_session, exports, imports, trimming). Damaged ones are left
         out, their seqs appended to ``damaged``."""
         params = {"session_id": session_id, "after_seq": after_seq, "upto_seq": upto_seq}
-        rows = await self._statements.rows(history_query(), params)
-        return [_record(row) for row in intact(session_id, rows, damaged=damaged)]
+        records = await self._statements.rows(history_query(), params, into=MessageRecord)
+        return intact(session_id, records, damaged=damaged)
 
     async def page(
         self,
@@ -157,11 +157,10 @@ class MessageRepository(Repository):
             "limit": limit,
         }
         query = page_query(backward=backward, bounded=before_seq is not None)
-        rows = list(await self._statements.rows(query, params))
+        rows = list(await self._statements.rows(query, params, into=MessageRecord))
         if backward:
             rows.reverse()
-        records = [_record(row) for row in intact(session_id, rows)]
-        return records, [int(row.seq) for row in rows]
+        return intact(session_id, rows), [row.seq for row in rows]
 
     async def pop(self, session_id: uuid.UUID, user_id: str | None, now: datetime) -> Any:
         """Remove the newest item and return it (``None`` when empty, missing or not owned).
@@ -288,18 +287,3 @@ class MessageRepository(Repository):
             .values(created_at=bindparam("stamp_at")),
             [{"stamp_seq": seq, "stamp_at": when} for seq, when in stamps],
         )
-
-
-def _record(row: Any) -> MessageRecord:
-    """A history row (``HISTORY_COLUMNS``) as a record."""
-    return MessageRecord(
-        seq=row.seq,
-        role=row.role,
-        content=row.content,
-        tool_calls=row.tool_calls,
-        tool_call_id=row.tool_call_id,
-        created_at=row.created_at,
-        id=row.id,
-        item_type=row.item_type,
-        item=row.item,
-    )

@@ -256,22 +256,7 @@ class SessionRepository(Repository):
             meta_keys=len(metadata or ()),
             with_archived=include_archived,
         )
-        return [
-            SessionSummary(
-                id=row.id,
-                user_id=row.user_id,
-                agent_name=row.agent_name,
-                metadata=intact_metadata(row.id, row.metadata),
-                created_at=row.created_at,
-                updated_at=row.updated_at,
-                # Sequences are gap-free from trimmed_seq + 1 to last_seq.
-                message_count=row.last_seq - row.trimmed_seq,
-                title=picker_title(row.title, row.first_user_text),
-                archived_at=row.archived_at,
-                name=row.name,
-            )
-            for row in await self._statements.rows(query, params)
-        ]
+        return list(await self._statements.rows(query, params, into=_summary))
 
     async def delete(self, session_id: uuid.UUID, user_id: str | None) -> bool:
         """Delete the session (its history goes by cascade); ``SessionReferencedError`` when
@@ -302,3 +287,31 @@ class SessionRepository(Repository):
             .returning(_sessions.c.id)
         )
         return result.first() is not None
+
+
+def _summary(
+    session_id: uuid.UUID,
+    user_id: str,
+    agent_name: str,
+    metadata: Any,
+    created_at: datetime,
+    updated_at: datetime,
+    message_count: int,
+    title: str | None,
+    first_user_text: str | None,
+    archived_at: datetime | None,
+    name: str | None,
+) -> SessionSummary:
+    """A listing row (``LISTING_COLUMNS``, in order) as a summary."""
+    return SessionSummary(
+        session_id,
+        user_id,
+        agent_name,
+        intact_metadata(session_id, metadata),
+        created_at,
+        updated_at,
+        message_count,
+        picker_title(title, first_user_text),
+        archived_at,
+        name,
+    )
