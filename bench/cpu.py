@@ -135,18 +135,42 @@ async def client_cpu(
     return {"append": appends, "tail50": tails, "per_round": per_round, "rounds": rounds}
 
 
+#: What the driver alone costs for the two reads: the items (decoded), and the columns a
+#: record holds (the chat view beside the item, its id and time; JSON decoded).
+DRIVER_ITEMS = "SELECT item FROM conversation_messages WHERE session_id = $1 ORDER BY seq"
+DRIVER_HISTORY = """
+SELECT seq, role, content, tool_calls, tool_call_id, created_at, id, item_type, item
+FROM conversation_messages WHERE session_id = $1 ORDER BY seq
+"""
+
+
 async def records(
-    ledger: Ledger, admin: asyncpg.Connection, size: int, reps: int
+    ledger: Ledger, admin: asyncpg.Connection, pool: asyncpg.Pool, size: int, reps: int
 ) -> dict[str, Any]:
-    """Wall time of ``get_session`` (records) and ``get_items()`` (items) on one session."""
+    """Wall time of ``get_session`` (records) and ``get_items()`` (items) on one session, and
+    of hand-written asyncpg reading the same columns (``asyncpg: ...``), which shows how much
+    of the difference is the driver's own work on the record's extra columns."""
     session_id = uuid.uuid4()
     await data.fill_ledger_sessions(admin, [(session_id, "records-user", size)])
     await admin.execute("VACUUM ANALYZE")
     service = ledger.service
+
+    async def driver_items() -> list[Any]:
+        async with pool.acquire() as connection:
+            rows = await connection.fetch(DRIVER_ITEMS, session_id)
+        return [json.loads(row[0]) for row in rows]
+
+    async def driver_history() -> list[Any]:
+        async with pool.acquire() as connection:
+            rows = await connection.fetch(DRIVER_HISTORY, session_id)
+        return [(*row[:8], json.loads(row[8])) for row in rows]
+
     calls: dict[str, Callable[[], Awaitable[Any]]] = {
         "get_items()": lambda: service.get_items(session_id, user_id="records-user"),
         "get_session()": lambda: service.get_session(session_id, "records-user"),
         "export_session()": lambda: service.export_session(session_id, user_id="records-user"),
+        "asyncpg: items": driver_items,
+        "asyncpg: history columns": driver_history,
     }
     for call in calls.values():
         await call()

@@ -94,10 +94,18 @@ def throughput_lines(results: dict[str, Any]) -> str:
 def records_lines(results: dict[str, Any]) -> str:
     rec = results["records"]
     items = rec["get_items()"]
-    return "\n".join(
+    lines = [
         f"- `{name}`: {rec[name]:.2f} ms ({rec[name] / items:.2f}× `get_items()`)"
         for name in ("get_items()", "get_session()", "export_session()")
-    )
+    ]
+    if "asyncpg: items" in rec:
+        driver = rec["asyncpg: items"]
+        lines.append(
+            f"- hand-written asyncpg, the items: {driver:.2f} ms; the record's columns: "
+            f"{rec['asyncpg: history columns']:.2f} ms "
+            f"({rec['asyncpg: history columns'] / driver:.2f}× its items read)"
+        )
+    return "\n".join(lines)
 
 
 def compacted_lines(results: dict[str, Any]) -> str:

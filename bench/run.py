@@ -443,7 +443,7 @@ class Bench:
         plan = self.plan
         log(f"records: get_session vs get_items on {plan.records_size:,} messages")
         return await cpu.records(
-            self.ledger, self.admin["ledger"], plan.records_size, plan.records_reps
+            self.ledger, self.admin["ledger"], self.floor.pool, plan.records_size, plan.records_reps
         )
 
     async def compacted(self) -> dict[str, Any]:
@@ -681,6 +681,10 @@ def evaluate(results: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, An
         "get_session_vs_get_items": ratio(rec["get_session()"], rec["get_items()"]),
         "export_vs_get_items": ratio(rec["export_session()"], rec["get_items()"]),
     }
+    if "asyncpg: items" in rec:  # results of runs before the driver's reads were measured
+        ratios["records"]["driver_history_vs_items"] = ratio(
+            rec["asyncpg: history columns"], rec["asyncpg: items"]
+        )
     target(
         f"get_session / get_items on {rec['size']:,} messages",
         ratios["records"]["get_session_vs_get_items"],
