@@ -351,3 +351,11 @@ async def test_a_migration_waits_for_the_lock_at_most_its_timeout(
             hold_the_lock_and(empty_database_url, "")  # free again: returns at once
     finally:
         await ledger.dispose()
+
+
+def test_the_documented_lock_and_timeout_are_the_code_s() -> None:
+    page = (SRC.parent / "docs" / "migrations.md").read_text(encoding="utf-8")
+    classid, objid = MIGRATION_LOCK_KEYS
+    assert f"pg_advisory_xact_lock({classid}, {objid})" in page
+    assert MIGRATION_LOCK_TIMEOUT == 600.0
+    assert "at most 10 minutes" in " ".join(page.split())
