@@ -34,6 +34,12 @@ typecheck: venv
 
 check: lint typecheck
 
+## squawk on every revision's offline PostgreSQL SQL (no server needed); findings in released
+## revisions are justified in tests/schema/migration_lint.toml. `make test` runs it too.
+.PHONY: migrations-lint
+migrations-lint: venv
+	$(BIN)/pytest -q -p no:xdist tests/schema/test_migration_lint.py
+
 ## The documentation site (mkdocs-material, API reference from docstrings) into build/site.
 docs: venv
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet

@@ -6,17 +6,46 @@ import argparse
 from typing import Any
 
 from agentledger.cli.arguments import add_json_flag
-from agentledger.cli.output import EXIT_FAILED, EXIT_OK, Output
-from agentledger.config import safe_url
+from agentledger.cli.output import EXIT_FAILED, EXIT_OK, Output, UsageError
+from agentledger.config import LedgerSettings, safe_url
 from agentledger.ledger import Ledger
-from agentledger.schema.alembic import head_revision
+from agentledger.schema.alembic import head_revision, offline_upgrade_sql
+
+
+class _Offline(argparse.Action):
+    """``db upgrade --sql``: print the SQL instead of running it, with no Ledger (nothing
+    connects to the database)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        namespace.sql = True
+        namespace.handler = db_upgrade_sql
+        namespace.opens_ledger = False
 
 
 def register(commands: Any) -> None:
     db = commands.add_parser("db", help="roll the schema out (Alembic)")
     actions = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     upgrade = actions.add_parser("upgrade", help="upgrade to a revision (default: head)")
-    upgrade.add_argument("revision", nargs="?", default="head")
+    upgrade.add_argument(
+        "revision",
+        nargs="?",
+        default="head",
+        help="the revision to reach (default: head); with --sql also FROM:TO",
+    )
+    upgrade.add_argument(
+        "--sql",
+        action=_Offline,
+        nargs=0,
+        default=False,
+        help="print the SQL for review instead of running it (PostgreSQL; nothing connects "
+        "to the database); from an empty database, or FROM:TO",
+    )
     upgrade.set_defaults(handler=db_upgrade)
     downgrade = actions.add_parser("downgrade", help="downgrade to REV ('base' drops all)")
     downgrade.add_argument("revision")
@@ -57,8 +86,23 @@ async def _report_revision(ledger: Ledger, out: Output) -> int:
 
 
 async def db_upgrade(ledger: Ledger, args: argparse.Namespace, out: Output) -> int:
+    if ":" in args.revision:
+        raise UsageError(
+            f"a revision range ({args.revision}) only makes sense with --sql, which prints its "
+            "SQL; to migrate, name the revision to reach: `agentledger db upgrade "
+            f"{args.revision.rsplit(':', 1)[1] or 'head'}`"
+        )
     await ledger.upgrade(args.revision)
     return await _report_revision(ledger, out)
+
+
+async def db_upgrade_sql(settings: LedgerSettings, args: argparse.Namespace, out: Output) -> int:
+    sql = offline_upgrade_sql(settings.database_url, args.revision)
+    if out.json_mode:
+        out.json({"revision": args.revision, "sql": sql})
+    else:
+        out.lines(sql)
+    return EXIT_OK
 
 
 async def db_downgrade(ledger: Ledger, args: argparse.Namespace, out: Output) -> int:

@@ -4,6 +4,11 @@ Runs on a connection handed over in ``config.attributes["connection"]`` (``ledge
 CLI, or a host's deploy step); otherwise it makes an engine from ``sqlalchemy.url`` or the
 agentledger settings (``AGENTLEDGER_DATABASE_URL`` / ``DATABASE_URL``) and disposes only that one.
 It never calls ``fileConfig``: the host's logging stays as the host set it.
+
+On PostgreSQL every online run first takes agentledger's migration lock (a transaction-level
+advisory lock, :func:`agentledger.schema.migration_lock`), so that two deploys migrating at
+once run one after the other; the second finds the database at head. Offline (``--sql``) the
+script is printed and nothing connects.
 """
 
 from __future__ import annotations
@@ -16,7 +21,13 @@ from sqlalchemy import Connection
 from agentledger.config import LedgerSettings
 from agentledger.db.engine import create_engine, migration_connection
 from agentledger.db.models import metadata
-from agentledger.schema.alembic import VERSION_TABLE, include_object
+from agentledger.schema.alembic import (
+    LOCK_TIMEOUT_ATTRIBUTE,
+    MIGRATION_LOCK_TIMEOUT,
+    VERSION_TABLE,
+    include_object,
+    migration_lock,
+)
 
 config = context.config
 
@@ -41,6 +52,11 @@ def _configure(connection: Connection) -> None:
 def _run(connection: Connection) -> None:
     _configure(connection)
     with context.begin_transaction():
+        # Before Alembic reads the version table: a deploy that waited here sees the
+        # revisions the one before it committed.
+        migration_lock(
+            connection, config.attributes.get(LOCK_TIMEOUT_ATTRIBUTE, MIGRATION_LOCK_TIMEOUT)
+        )
         context.run_migrations()
 
 

@@ -2,19 +2,23 @@
 connection, the filters hosts use), the schema state, seed adoption and row-level security.
 
 ``agentledger.schema`` keeps the names it always had: ``upgrade``, ``downgrade``, ``stamp``,
-``head_revision``, ``current_revisions``, ``include_object``, ``host_include_object``, ...
+``head_revision``, ``current_revisions``, ``include_object``, ``host_include_object``, ...;
+``migration_lock`` (for a host's ``env.py``) and ``offline_upgrade_sql`` (``db upgrade --sql``).
 """
 
 from agentledger.schema.alembic import (
     BRANCH_LABEL,
     HOST_VERSION_TABLE,
+    MIGRATION_LOCK_TIMEOUT,
     VERSION_TABLE,
     alembic_config,
     downgrade,
     head_revision,
     host_include_object,
     include_object,
+    migration_lock,
     migrations_path,
+    offline_upgrade_sql,
     stamp,
     upgrade,
     versions_path,
@@ -24,6 +28,7 @@ from agentledger.schema.state import SchemaState, current_revisions, schema_stat
 __all__ = [
     "BRANCH_LABEL",
     "HOST_VERSION_TABLE",
+    "MIGRATION_LOCK_TIMEOUT",
     "VERSION_TABLE",
     "SchemaState",
     "alembic_config",
@@ -32,7 +37,9 @@ __all__ = [
     "head_revision",
     "host_include_object",
     "include_object",
+    "migration_lock",
     "migrations_path",
+    "offline_upgrade_sql",
     "schema_state",
     "stamp",
     "upgrade",

@@ -11,6 +11,7 @@ place in ``alembic_version``, so :func:`current_revisions` walks the host's hist
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
@@ -26,10 +27,19 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.script.revision import RevisionError
 from alembic.util import CommandError
-from sqlalchemy import Connection, inspect
+from sqlalchemy import Connection, inspect, text
+from sqlalchemy.exc import DBAPIError
 
 from agentledger.db.models import OWNED_TABLES
-from agentledger.errors import ConfigurationError, LedgerError, SchemaNotReadyError
+from agentledger.db.urls import normalize_url
+from agentledger.errors import (
+    ConfigurationError,
+    LedgerError,
+    LedgerTimeoutError,
+    SchemaNotReadyError,
+    UnsupportedBackendError,
+)
+from agentledger.translation import sqlstate_of
 
 #: agentledger's own Alembic version table.
 VERSION_TABLE = "agentledger_alembic_version"
@@ -37,6 +47,16 @@ VERSION_TABLE = "agentledger_alembic_version"
 BRANCH_LABEL = "agentledger"
 #: The table a host's Alembic uses when agentledger's versions are in its version_locations.
 HOST_VERSION_TABLE = "alembic_version"
+
+#: The PostgreSQL advisory lock every migration of agentledger's takes, in two int4 keys
+#: (``pg_locks`` shows them as ``classid`` and ``objid``, with ``objsubid`` 2): "aglg", 1.
+MIGRATION_LOCK_KEYS = (0x61676C67, 1)
+#: How long a migration waits for another one to finish (seconds) before it gives up.
+MIGRATION_LOCK_TIMEOUT = 600.0
+#: config.attributes key through which env.py learns how long to wait for the lock.
+LOCK_TIMEOUT_ATTRIBUTE = "agentledger_migration_lock_timeout"
+#: SQLSTATE lock_not_available: ``lock_timeout`` expired.
+_LOCK_NOT_AVAILABLE = "55P03"
 
 
 def migrations_path() -> str:
@@ -84,8 +104,63 @@ def _beside_the_callers_alembic() -> Iterator[None]:
                 previous._install_proxy()
 
 
-def upgrade(connection: Connection, revision: str = "head") -> None:
+def migration_lock(connection: Connection, timeout: float | None = MIGRATION_LOCK_TIMEOUT) -> None:
+    """On PostgreSQL, wait until no other migration of agentledger's runs on this database,
+    then hold that off until ``connection``'s transaction ends (a no-op on SQLite).
+
+    agentledger's ``env.py`` calls it before every online migration, so two deploys that run
+    ``agentledger db upgrade`` (or ``ledger.upgrade()``) at once migrate one after the other:
+    the second finds the database at head and does nothing. The lock is transaction-level
+    (``pg_advisory_xact_lock``): agentledger's revisions run in one transaction, the lock is
+    released by its commit or rollback, also when the process dies, and it works through a
+    transaction-pooling PgBouncer, where a session-level lock could be left on a server
+    connection another client gets. A host whose own Alembic runs agentledger's revisions
+    (``version_locations``) calls it in its ``env.py`` inside ``context.begin_transaction()``,
+    before ``context.run_migrations()``.
+
+    Waits at most ``timeout`` seconds (``None``: as long as it takes), then raises
+    :class:`~agentledger.errors.LedgerTimeoutError` saying how to find the lock's holder.
+    """
+    if connection.dialect.name != "postgresql":
+        return  # SQLite: the database file's own write lock serializes writers
+    wait_ms = 0 if timeout is None else max(1, round(timeout * 1000))
+    previous = connection.execute(text("SELECT current_setting('lock_timeout')")).scalar_one()
+    connection.execute(
+        text("SELECT set_config('lock_timeout', :wait, true)"), {"wait": f"{wait_ms}ms"}
+    )
+    classid, objid = MIGRATION_LOCK_KEYS
+    try:
+        connection.execute(
+            text("SELECT pg_advisory_xact_lock(:classid, :objid)"),
+            {"classid": classid, "objid": objid},
+        )
+    except DBAPIError as error:
+        if sqlstate_of(error) != _LOCK_NOT_AVAILABLE:
+            raise
+        raise LedgerTimeoutError(
+            f"another migration of agentledger's has been running on this database for more "
+            f"than {timeout:g} s (it holds the migration lock), so this one gave up without "
+            "changing anything. Let it finish, then check with `agentledger db current "
+            "--check`; if nothing should be migrating, find the session holding the lock with "
+            "`SELECT pid, state, query FROM pg_stat_activity WHERE pid IN (SELECT pid FROM "
+            f"pg_locks WHERE locktype = 'advisory' AND classid = {classid} AND objid = {objid} "
+            "AND objsubid = 2)`",
+            sqlstate=_LOCK_NOT_AVAILABLE,
+        ) from error
+    connection.execute(text("SELECT set_config('lock_timeout', :wait, true)"), {"wait": previous})
+
+
+def upgrade(
+    connection: Connection,
+    revision: str = "head",
+    *,
+    lock_timeout: float | None = MIGRATION_LOCK_TIMEOUT,
+) -> None:
     """Run ``alembic upgrade`` on ``connection`` (the caller owns the transaction).
+
+    On PostgreSQL it first waits up to ``lock_timeout`` seconds for any other migration of
+    agentledger's on this database to finish (:func:`migration_lock`); the lock is held until
+    the caller's transaction ends.
 
     Refuses when agentledger's tables exist without its version table: they were created by a
     host's own Alembic history or by the seed's schema, and a second history would only fail
@@ -97,7 +172,36 @@ def upgrade(connection: Connection, revision: str = "head") -> None:
             "agent_sessions exists but agentledger_alembic_version does not, so agentledger's "
             f"own history did not create this schema; {_foreign_schema_advice(tables)}"
         )
-    _run(command.upgrade, connection, revision)
+    _run(command.upgrade, connection, revision, lock_timeout=lock_timeout)
+
+
+def offline_upgrade_sql(url: str, revision: str = "head") -> str:
+    """The SQL ``alembic upgrade --sql`` prints for ``revision`` (``head``, a revision, or
+    ``FROM:TO``; without ``FROM``: from an empty database), for review before a deploy.
+
+    Alembic's offline mode: nothing connects to ``url``, whose dialect alone is used. The
+    script is one transaction (``BEGIN`` ... ``COMMIT``) and records the revisions in
+    agentledger's version table, as ``agentledger db upgrade`` does. PostgreSQL only: on SQLite
+    agentledger migrates with the file's foreign keys switched off while tables are rebuilt,
+    which a script replayed with ``sqlite3`` would not do.
+    """
+    parsed = normalize_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        raise UnsupportedBackendError(
+            "offline SQL (`agentledger db upgrade --sql`) is printed for PostgreSQL only; a "
+            "SQLite database is migrated in place with `agentledger db upgrade` (copy the file "
+            "first to keep a backup). To review the PostgreSQL SQL without a server, pass any "
+            "PostgreSQL URL: `agentledger --database-url postgresql:///review db upgrade --sql`"
+        )
+    config = alembic_config(parsed.render_as_string(hide_password=False))
+    buffer = io.StringIO()
+    config.output_buffer = buffer
+    try:
+        with _beside_the_callers_alembic():
+            command.upgrade(config, revision, sql=True)
+    except (CommandError, RevisionError) as error:
+        raise LedgerError(f"cannot print the SQL for {revision!r}: {error}") from error
+    return buffer.getvalue()
 
 
 def downgrade(connection: Connection, revision: str) -> None:
@@ -151,9 +255,16 @@ def stamp(connection: Connection, revision: str) -> None:
     _run(command.stamp, connection, revision)
 
 
-def _run(step: Any, connection: Connection, revision: str) -> None:
+def _run(
+    step: Any,
+    connection: Connection,
+    revision: str,
+    *,
+    lock_timeout: float | None = MIGRATION_LOCK_TIMEOUT,
+) -> None:
     config = alembic_config()
     config.attributes["connection"] = connection
+    config.attributes[LOCK_TIMEOUT_ATTRIBUTE] = lock_timeout
     with _beside_the_callers_alembic():
         step(config, revision)
 
