@@ -446,6 +446,25 @@ class Bench:
             self.ledger, self.admin["ledger"], self.floor.pool, plan.records_size, plan.records_reps
         )
 
+    async def telemetry(self) -> dict[str, Any]:
+        """OpenTelemetry: plain vs a host's SQLAlchemy instrumentation vs agentledger's
+        telemetry (bench/telemetry.py)."""
+        from .telemetry import telemetry_workload
+
+        plan = self.plan
+        log(f"telemetry: {plan.append_turns} turns and {plan.tail_reps} tail reads per ledger")
+        return await telemetry_workload(
+            pg.database_url(self.urls["ledger"]),
+            self.admin["ledger"],
+            pool_size=plan.pool_size,
+            turns=plan.append_turns,
+            tail_size=plan.tail_size,
+            tail_reps=plan.tail_reps,
+            warmup=plan.warmup,
+            interleaved=interleaved,
+            summary=summary,
+        )
+
     async def compacted(self) -> dict[str, Any]:
         """What the model receives (``LedgerSession.get_items()``) from a compacted session of
         ``compacted_size`` messages whose checkpoint leaves the last 40 verbatim, against a
@@ -826,6 +845,7 @@ async def run(plan: Plan, only: set[str] | None) -> dict[str, Any]:
             ("listing", bench.listing),
             ("records", bench.records),
             ("compacted", bench.compacted),
+            ("telemetry", bench.telemetry),
             ("sweep", bench.sweep),
             ("cleanup", bench.cleanup),
         ]

@@ -97,6 +97,12 @@ class LedgerSettings(BaseSettings):
         "SessionAgent.run), for single-user applications; unset, user_id is required.",
     )
     default_agent_name: str = Field(default="agent", min_length=1, max_length=255)
+    telemetry: bool = Field(
+        default=False,
+        description="OpenTelemetry spans for every operation and the append metrics, through "
+        "the global tracer and meter providers (needs the extra agentledger[otel]); see "
+        "docs/observability.md.",
+    )
 
     @field_validator("database_url")
     @classmethod

@@ -32,6 +32,7 @@ from agentledger.schema.adopt import AdoptionReport
 from agentledger.schema.row_security import RowSecurityStatus
 from agentledger.schema.state import SchemaState
 from agentledger.services.facade import SessionService
+from agentledger.services.telemetry import Telemetry
 
 if TYPE_CHECKING:
     from agents.memory import SessionSettings
@@ -58,11 +59,15 @@ class Ledger:
         settings: LedgerSettings | None = None,
         owns_engine: bool = False,
         read_engine: AsyncEngine | None = None,
+        telemetry: bool | Telemetry | None = None,
     ) -> None:
         """``read_engine`` (optional, e.g. a read replica) serves history reads and listings;
         writes never go there. ``owns_engine`` covers both engines. Settings come from
         ``settings`` only: a Ledger on a borrowed engine never reads the environment or a
-        ``.env`` file behind the host's back (pass ``settings=LedgerSettings()`` for that)."""
+        ``.env`` file behind the host's back (pass ``settings=LedgerSettings()`` for that).
+        ``telemetry``: OpenTelemetry spans and metrics (docs/observability.md): ``True`` on
+        the global providers, a :class:`~agentledger.services.telemetry.Telemetry` on its
+        own, ``None`` as the ``telemetry`` setting says (off by default)."""
         self._engine = engine
         self._read_engine = read_engine
         self._settings = settings if settings is not None else LedgerSettings.model_construct()
@@ -73,32 +78,49 @@ class Ledger:
             host_alembic_ini=self._settings.host_alembic_ini,
             migrate_on_start=self._settings.migrate_on_start,
         )
-        self._units = EngineUnits(engine, self._schema.ensure)
+        if telemetry is None:
+            telemetry = self._settings.telemetry
+        tracing = Telemetry() if telemetry is True else telemetry or None
+        primary = None if tracing is None else tracing.on(engine.url)
+        self._units = EngineUnits(engine, self._schema.ensure, statement_spans=primary)
         self._read_units = (
-            None if read_engine is None else EngineUnits(read_engine, self._schema.ensure)
+            None
+            if read_engine is None
+            else EngineUnits(
+                read_engine,
+                self._schema.ensure,
+                statement_spans=None if tracing is None else tracing.on(read_engine.url),
+            )
         )
         self._service = SessionService(
             self.unit_of_work,
             read_uow_factory=None if read_engine is None else self.read_unit_of_work,
             schema_check=self._schema.ensure,
+            telemetry=primary,
         )
 
     # -- construction -------------------------------------------------------------------
 
     @classmethod
     def from_url(
-        cls, url: str | URL, *, read_url: str | URL | None = None, **engine_kwargs: Any
+        cls,
+        url: str | URL,
+        *,
+        read_url: str | URL | None = None,
+        telemetry: bool | Telemetry | None = None,
+        **engine_kwargs: Any,
     ) -> Ledger:
         """A Ledger on a new engine for ``url`` (``postgresql://`` runs on asyncpg).
 
         ``read_url`` adds a second engine for history reads and listings (a read replica);
         only the argument counts here, not ``AGENTLEDGER_READ_URL`` (that is
-        :meth:`from_settings`). ``engine_kwargs`` apply to both engines.
+        :meth:`from_settings`). ``engine_kwargs`` apply to both engines. ``telemetry``: see
+        :class:`Ledger` (``None``: the ``AGENTLEDGER_TELEMETRY`` setting).
         """
         primary = _url_text(url)
         assert primary is not None
         settings = LedgerSettings(database_url=primary, read_url=_url_text(read_url))
-        return cls._create(settings, engine_kwargs)
+        return cls._create(settings, engine_kwargs, telemetry)
 
     @classmethod
     def from_settings(cls, settings: LedgerSettings | None = None) -> Ledger:
@@ -106,7 +128,12 @@ class Ledger:
         return cls._create(settings or LedgerSettings(), {})
 
     @classmethod
-    def _create(cls, settings: LedgerSettings, engine_kwargs: dict[str, Any]) -> Ledger:
+    def _create(
+        cls,
+        settings: LedgerSettings,
+        engine_kwargs: dict[str, Any],
+        telemetry: bool | Telemetry | None = None,
+    ) -> Ledger:
         def engine_for(url: URL) -> AsyncEngine:
             return create_engine(
                 url,
@@ -121,6 +148,7 @@ class Ledger:
             settings=settings,
             owns_engine=True,
             read_engine=None if read_url is None else engine_for(read_url),
+            telemetry=telemetry,
         )
 
     # -- what it hands out --------------------------------------------------------------

@@ -51,6 +51,7 @@ PAGES = [
     "docs/migrations.md",
     "docs/scaling.md",
     "docs/performance.md",
+    "docs/observability.md",
 ]
 #: Pages about PostgreSQL alone (SQL blocks, the benchmark): not run on SQLite.
 POSTGRESQL_ONLY = {"docs/scaling.md", "docs/performance.md"}

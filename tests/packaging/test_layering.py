@@ -25,7 +25,7 @@ ALLOWED: dict[str, set[str]] = {
     "domain": {"errors", "domain"},
     "db": {"errors", "translation", "domain", "db"},
     "schema": {"errors", "translation", "domain", "db", "schema", "migrations", "_version"},
-    "services": {"errors", "translation", "domain", "db", "services"},
+    "services": {"errors", "translation", "domain", "db", "services", "_version"},
     "integrations": {"errors", "domain", "integrations"},
 }
 

@@ -23,6 +23,16 @@ statement counters) or a ``schema_translate_map``, so an instrumented host sees 
 statement. It never does so silently: the first time, it logs at INFO which instrument made it
 step aside, and :attr:`FastPath.stepped_aside_for` says so.
 
+**OpenTelemetry's SQLAlchemy instrumentation** is the one observer the fast path can stand in
+for: what that instrumentation makes of a statement is a CLIENT span with the SQL text and the
+database's attributes, which agentledger's own telemetry makes just as well. So when the
+Ledger's telemetry is on (``statement_spans``) and the only statement listeners on the engine
+are that instrumentation's (without its SQL commenter, which rewrites statements), the fast
+path keeps running and each of its statements runs inside a span of its own
+(:class:`StatementSpans`); statements of transactions still go through SQLAlchemy and the
+instrumentation. :attr:`FastPath.covered` says when that happens (logged once at INFO too).
+Any other listener still makes the fast path step aside: agentledger cannot know what it wants.
+
 Errors are translated here (the service only sees :class:`~agentledger.errors.LedgerError`); a
 connection that failed other than by a plain SQL error, or whose statement was cancelled, is
 invalidated rather than put back into the pool; a statement the driver refused to *start* on a
@@ -35,6 +45,7 @@ import asyncio
 import logging
 from collections import namedtuple
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar, cast
@@ -92,6 +103,27 @@ class SessionStatements:
         return (await self._db().execute(statement, params)).scalar_one_or_none()
 
 
+class StatementSpans(Protocol):
+    """Telemetry that covers statements no SQLAlchemy listener sees (see the module's text)."""
+
+    def statement(self, sql: str) -> AbstractContextManager[None]:
+        """Around one statement: ``sql`` is its text (never its parameters)."""
+        ...
+
+
+#: The module of OpenTelemetry's SQLAlchemy instrumentation's listeners.
+_OTEL_SQLALCHEMY = "opentelemetry.instrumentation.sqlalchemy.engine"
+
+
+def _otel_listener(listener: Any) -> bool:
+    """Whether ``listener`` is OpenTelemetry's SQLAlchemy instrumentation's, and only traces
+    (its SQL commenter rewrites statements, which the fast path would not do)."""
+    if getattr(listener, "__module__", None) != _OTEL_SQLALCHEMY:
+        return False
+    tracer = getattr(listener, "__self__", None)
+    return not getattr(tracer, "enable_commenter", False)
+
+
 #: Engine events whose listeners must see every statement.
 _STATEMENT_EVENTS = (
     "before_execute",
@@ -113,47 +145,88 @@ _DRIVER_ERRORS: tuple[type[BaseException], ...] = (
 class FastPath:
     """The asyncpg fast path of one engine, and the decision whether it may run now."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(
+        self, engine: AsyncEngine, *, statement_spans: StatementSpans | None = None
+    ) -> None:
+        """``statement_spans``: the Ledger's telemetry, which may stand in for OpenTelemetry's
+        SQLAlchemy instrumentation (see the module's text)."""
         self.driver = DriverStatements(engine)
+        #: The driver whose statements each run in a span (used while :attr:`covered`).
+        self.spanned = None if statement_spans is None else self.driver.spanned(statement_spans)
         self._engine = engine.sync_engine
-        self._reported: str | None = None
+        self._reported: tuple[str | None, bool] = (None, False)
 
     @classmethod
-    def for_engine(cls, engine: AsyncEngine) -> FastPath | None:
+    def for_engine(
+        cls, engine: AsyncEngine, *, statement_spans: StatementSpans | None = None
+    ) -> FastPath | None:
         """The fast path of ``engine`` when it drives PostgreSQL through asyncpg, else ``None``."""
         if engine.dialect.name == "postgresql" and engine.dialect.driver == "asyncpg":
-            return cls(engine)
+            return cls(engine, statement_spans=statement_spans)
         return None
 
     @property
     def stepped_aside_for(self) -> str | None:
         """What makes the fast path step aside now (``None``: it runs)."""
+        return self._observers()[0]
+
+    @property
+    def covered(self) -> bool:
+        """Whether the fast path runs on an engine OpenTelemetry's SQLAlchemy instrumentation
+        watches, each of its statements in a span of agentledger's telemetry instead."""
+        return self._observers() == (None, True)
+
+    def _observers(self) -> tuple[str | None, bool]:
+        """Why the fast path must step aside (or ``None``), and whether it runs covered."""
         engine = self._engine
         if engine.logger.isEnabledFor(logging.INFO):
-            return "INFO logging of sqlalchemy.engine (or echo)"
-        dispatch = engine.dispatch
-        for name in _STATEMENT_EVENTS:
-            if getattr(dispatch, name):
-                return f"a {name} listener on the engine"
-        if engine.dialect.dispatch.handle_error:  # listened to on the engine, kept by its dialect
-            return "a handle_error listener on the engine"
+            return "INFO logging of sqlalchemy.engine (or echo)", False
         if "schema_translate_map" in engine.get_execution_options():
-            return "a schema_translate_map"
-        return None
+            return "a schema_translate_map", False
+        dispatch = engine.dispatch
+        # handle_error is listened to on the engine and kept by its dialect.
+        listened = [(name, list(getattr(dispatch, name))) for name in _STATEMENT_EVENTS]
+        listened.append(("handle_error", list(engine.dialect.dispatch.handle_error)))
+        instrumented = False
+        for name, listeners in listened:
+            if not listeners:
+                continue
+            if all(_otel_listener(listener) for listener in listeners):
+                if self.spanned is None:
+                    return (
+                        f"a {name} listener on the engine (OpenTelemetry's SQLAlchemy "
+                        "instrumentation: turn agentledger's telemetry on to keep the fast path "
+                        "and cover its statements with spans)"
+                    ), False
+                instrumented = True
+            else:
+                return f"a {name} listener on the engine", False
+        return None, instrumented
 
     def statements(self) -> DriverStatements | None:
-        """The one decision: the driver's statements, or ``None`` when something observes or
-        rewrites statements on the engine (reported once at INFO, then on every change)."""
-        reason = self.stepped_aside_for
-        if reason != self._reported:
-            self._reported = reason
+        """The one decision: the driver's statements (each in a span while :attr:`covered`),
+        or ``None`` when something observes or rewrites statements on the engine (reported
+        once at INFO, then on every change)."""
+        state = self._observers()
+        if state != self._reported:
+            self._reported = state
+            reason, covered = state
             if reason is not None:
                 logger.info(
                     "agentledger: the asyncpg fast path steps aside (%s): every statement goes "
                     "through SQLAlchemy so it is seen; see docs/performance.md",
                     reason,
                 )
-        return None if reason is not None else self.driver
+            elif covered:
+                logger.info(
+                    "agentledger: the asyncpg fast path keeps running under OpenTelemetry's "
+                    "SQLAlchemy instrumentation; agentledger's telemetry gives each of its "
+                    "statements a span; see docs/observability.md"
+                )
+        reason, covered = state
+        if reason is not None:
+            return None
+        return self.spanned if covered else self.driver
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +259,15 @@ class DriverStatements:
         self._sync_engine = engine.sync_engine
         self._dialect = engine.dialect
         self._compiled: dict[Executable, _Compiled] = {}
+        self._spans: StatementSpans | None = None
+
+    def spanned(self, spans: StatementSpans) -> DriverStatements:
+        """The same driver (and compiled statements), each statement inside
+        ``spans.statement(sql)``."""
+        other = object.__new__(DriverStatements)
+        other.__dict__.update(self.__dict__)
+        other._spans = spans
+        return other
 
     def sql(self, statement: Executable) -> str:
         """The SQL text sent for ``statement`` (SQLAlchemy's compilation, ``$n`` parameters)."""
@@ -244,7 +326,7 @@ class DriverStatements:
         compiled = self._compile(statement)
         arguments = self._arguments(compiled, params)
         records: Sequence[Any] = await self._run(
-            lambda driver: driver.fetch(compiled.sql, *arguments)
+            lambda driver: driver.fetch(compiled.sql, *arguments), compiled.sql
         )
         if compiled.row_type is None and into is None:
             return records
@@ -271,11 +353,19 @@ class DriverStatements:
         """The first column of the first row (``None`` without rows), processed."""
         compiled = self._compile(statement)
         arguments = self._arguments(compiled, params)
-        value = await self._run(lambda driver: driver.fetchval(compiled.sql, *arguments))
+        value = await self._run(
+            lambda driver: driver.fetchval(compiled.sql, *arguments), compiled.sql
+        )
         process = compiled.result_processors[0] if compiled.result_processors else None
         return value if process is None or value is None else process(value)
 
-    async def _run(self, operation: Callable[[Any], Awaitable[T]]) -> T:
+    async def _run(self, operation: Callable[[Any], Awaitable[T]], sql: str) -> T:
+        if self._spans is None:
+            return await self._attempts(operation)
+        with self._spans.statement(sql):
+            return await self._attempts(operation)
+
+    async def _attempts(self, operation: Callable[[Any], Awaitable[T]]) -> T:
         try:
             return await self._run_once(operation)
         except _NotSent:

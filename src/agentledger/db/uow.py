@@ -38,7 +38,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from agentledger.db.dialect import Dialect, dialect_for
-from agentledger.db.fastpath import FastPath, SessionStatements, Statements
+from agentledger.db.fastpath import FastPath, SessionStatements, Statements, StatementSpans
 from agentledger.db.repositories.base import Repository
 from agentledger.db.repositories.batches import BatchRepository
 from agentledger.db.repositories.checkpoints import CheckpointRepository
@@ -384,7 +384,15 @@ class EngineUnits:
     tenant-scoped transactions. Honours ``autocommit`` only where one statement commits by
     itself, and never with a tenant."""
 
-    def __init__(self, engine: AsyncEngine, prepare: Callable[[], Awaitable[None]]) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        prepare: Callable[[], Awaitable[None]],
+        *,
+        statement_spans: StatementSpans | None = None,
+    ) -> None:
+        """``statement_spans``: telemetry that may cover the fast path's statements on an
+        engine OpenTelemetry's SQLAlchemy instrumentation watches (see FastPath)."""
         self._prepare = prepare
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._single = self._sessions
@@ -393,7 +401,7 @@ class EngineUnits:
             self._single = async_sessionmaker(
                 engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
             )
-            self._fast_path = FastPath.for_engine(engine)
+            self._fast_path = FastPath.for_engine(engine, statement_spans=statement_spans)
         self._autocommit = self._single is not self._sessions
 
     @property

@@ -10,10 +10,11 @@ writes nothing, runs in as few units of work as it can, and hands out immutable 
 from __future__ import annotations
 
 import functools
+import inspect
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from agentledger import translation
 from agentledger.db.uow import UnitOfWork, UnitOfWorkFactory
@@ -26,6 +27,9 @@ from agentledger.errors import (
     referenced_error,
 )
 from agentledger.translation import run_translated
+
+if TYPE_CHECKING:
+    from agentledger.services.telemetry import DatabaseTelemetry
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -56,16 +60,33 @@ def operation(
     work (a failed attempt was rolled back entirely). Inside :meth:`SessionService.using` the
     host's transaction is at stake, so the conflict surfaces at once. Batched operations whose
     earlier batches stay committed take ``retry=False`` (they report totals; call them again
-    to resume)."""
+    to resume).
+
+    With telemetry on (:mod:`agentledger.services.telemetry`) the operation, retries included,
+    is one span ``agentledger.<name>``; off, that costs one attribute test."""
 
     def decorate(
         method: Callable[Concatenate[S, P], Awaitable[T]],
     ) -> Callable[Concatenate[S, P], Coroutine[Any, Any, T]]:
+        name = method.__name__
+        # The span's session id: the first parameter after self, when it is the session's.
+        parameters = list(inspect.signature(method).parameters)
+        has_session = parameters[1:2] == ["session_id"]
+
         @functools.wraps(method)
         async def run(service: S, /, *args: P.args, **kwargs: P.kwargs) -> T:
             policy = translation.CONFLICT_RETRY if retry and service._retry_conflicts else None
-            return await run_translated(
-                lambda: method(service, *args, **kwargs), retry=policy, name=method.__name__
+            telemetry = service._telemetry
+            if telemetry is None:
+                return await run_translated(
+                    lambda: method(service, *args, **kwargs), retry=policy, name=name
+                )
+            return await telemetry.operation(
+                name,
+                lambda: run_translated(
+                    lambda: method(service, *args, **kwargs), retry=policy, name=name
+                ),
+                (args[0] if args else kwargs.get("session_id")) if has_session else None,
             )
 
         return run
@@ -84,6 +105,7 @@ class ServiceBase:
         read_uow_factory: UnitOfWorkFactory | None = None,
         retry_conflicts: bool = True,
         schema_check: Callable[[], Awaitable[None]] | None = None,
+        telemetry: DatabaseTelemetry | None = None,
     ) -> None:
         """``read_uow_factory`` serves history reads and listings (``get_items``,
         ``get_session``, ``list_user_sessions``, ``get_usage``, ``get_user_usage``), e.g. on a
@@ -91,7 +113,10 @@ class ServiceBase:
         ``retry_conflicts``: rerun an operation the database aborted with a serialization
         failure or deadlock (only sound when ``uow_factory`` opens its own transactions).
         ``schema_check`` runs before the units of work :meth:`using` makes (the Ledger's
-        "at head" check; its own factories run it already)."""
+        "at head" check; its own factories run it already). ``telemetry``: trace the
+        operations and record the append metrics (see :mod:`agentledger.services.telemetry`).
+        """
+        self._telemetry = telemetry
         self._schema_check = schema_check
         self._retry_conflicts = retry_conflicts
         self._tenant: str | None = None

@@ -44,7 +44,11 @@ class SessionService(Sessions, Transfer, Usages, Search, Maintenance, Turns, Che
             return UnitOfWork(borrow=connection, tenant=tenant, prepare=check)
 
         service = SessionService(
-            borrowed, clock=self._clock, retry_conflicts=False, schema_check=check
+            borrowed,
+            clock=self._clock,
+            retry_conflicts=False,
+            schema_check=check,
+            telemetry=self._telemetry,
         )
         return service if self._tenant is None else service.for_user(self._tenant)
 
@@ -75,6 +79,7 @@ class SessionService(Sessions, Transfer, Usages, Search, Maintenance, Turns, Che
             read_uow_factory=scoped_reads,
             retry_conflicts=self._retry_conflicts,
             schema_check=self._schema_check,
+            telemetry=self._telemetry,
         )
         service._tenant = scope
         service._unscoped = self._unscoped
