@@ -53,6 +53,7 @@ from agentledger.ledger import Ledger
 from agentledger.schema.alembic import host_include_object, include_object
 from agentledger.schema.row_security import RowSecurityStatus
 from agentledger.services.facade import SessionService
+from agentledger.services.telemetry import Telemetry
 
 # A library logs, the application decides where it goes: no "No handlers" warnings, no output
 # unless the application configures logging.
@@ -119,6 +120,7 @@ __all__ = [
     "SessionSummary",
     "SessionTranscript",
     "StaleSessionError",
+    "Telemetry",
     "TranscriptImport",
     "UnitOfWork",
     "UnsupportedBackendError",
