@@ -97,6 +97,13 @@ class LedgerSettings(BaseSettings):
         "SessionAgent.run), for single-user applications; unset, user_id is required.",
     )
     default_agent_name: str = Field(default="agent", min_length=1, max_length=255)
+    pgbouncer: bool = Field(
+        default=False,
+        description="The URL points at a transaction pooler (PgBouncer in transaction mode): "
+        "no statement is prepared for later use on a server connection (asyncpg's and "
+        "SQLAlchemy's statement caches off), server settings in the URL are refused, and "
+        "migrations are refused (run them on the direct URL). See docs/operations.md.",
+    )
 
     @field_validator("database_url")
     @classmethod
