@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import sys
 from datetime import timedelta
@@ -98,9 +99,7 @@ async def test_the_environment_turns_the_mode_on(
         ("?options=-c%20statement_timeout%3D5s", {}, "ALTER ROLE"),
     ],
 )
-def test_contradicting_settings_are_refused(
-    query: str, kwargs: dict[str, Any], names: str
-) -> None:
+def test_contradicting_settings_are_refused(query: str, kwargs: dict[str, Any], names: str) -> None:
     with pytest.raises(ConfigurationError, match=names):
         Ledger.from_url(pg_url("anything") + query, pgbouncer=True, **kwargs)
 
@@ -116,10 +115,13 @@ def test_the_mode_is_for_postgresql_only() -> None:
 async def test_without_the_mode_prepared_statements_break_and_the_error_names_the_fix(
     bounced: BouncedDatabase,
 ) -> None:
+    async def busy_until_it_breaks(ledger: Ledger) -> None:
+        for _attempt in range(5):
+            await _busy(ledger)
+
     async with Ledger.from_url(bounced.url, pgbouncer=False) as ledger:
         with pytest.raises(ConfigurationError, match=r"pgbouncer=True") as caught:
-            for _attempt in range(5):
-                await _busy(ledger)
+            await busy_until_it_breaks(ledger)
     assert isinstance(caught.value.__cause__, asyncpg.PostgresError)
     assert caught.value.__cause__.sqlstate in ("26000", "42P05")
 
@@ -240,9 +242,7 @@ async def test_the_tenant_setting_never_leaks_to_the_next_client(
 ) -> None:
     async with Ledger.from_url(bounced.direct_url) as owner:
         assert (await owner.set_row_level_security(True)).enabled
-    settings = LedgerSettings(
-        database_url=bounced.app_url, pgbouncer=True, row_level_security=True
-    )
+    settings = LedgerSettings(database_url=bounced.app_url, pgbouncer=True, row_level_security=True)
     async with Ledger.from_settings(settings) as app:
         assert (await app.row_level_security()).protects_role
         alice, bob = app.service.for_user("alice"), app.service.for_user("bob")
@@ -335,13 +335,16 @@ async def test_migrations_are_refused_through_pgbouncer_and_run_on_the_direct_ur
 
 
 def test_the_launcher_stops_pgbouncer_when_the_block_fails() -> None:
-    import socket
+    ports: list[int] = []
 
-    with pytest.raises(RuntimeError, match="boom"), running_pgbouncer() as pgbouncer:
-        port = pgbouncer.port
-        with socket.create_connection((pgbouncer.host, port), timeout=2):
-            pass
-        raise RuntimeError("boom")
-    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=2):
-        pass
-    assert make_url(pgbouncer.url("db")).port == port
+    def fail_inside() -> None:
+        with running_pgbouncer() as pgbouncer:
+            ports.append(pgbouncer.port)
+            assert make_url(pgbouncer.url("db")).port == pgbouncer.port
+            socket.create_connection((pgbouncer.host, pgbouncer.port), timeout=2).close()
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        fail_inside()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", ports[0]), timeout=2)
