@@ -26,7 +26,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["PgBouncer", "PgBouncerError", "running_pgbouncer"]
+__all__ = ["PgBouncer", "PgBouncerError", "pgbouncer_program", "running_pgbouncer"]
 
 
 class PgBouncerError(RuntimeError):
@@ -53,6 +53,21 @@ class PgBouncer:
             return self.log_file.read_text(encoding="utf-8", errors="replace")
         except OSError:
             return ""
+
+
+def pgbouncer_program() -> str:
+    """Where the ``pgbouncer`` program is (Debian installs it in /usr/sbin, often not on a
+    user's PATH)."""
+    program = shutil.which("pgbouncer") or next(
+        (path for path in ("/usr/sbin/pgbouncer", "/usr/bin/pgbouncer") if os.path.exists(path)),
+        None,
+    )
+    if program is None:
+        raise PgBouncerError(
+            "the pgbouncer program is not installed; install it (Debian: "
+            "`apt-get install -y pgbouncer`, which `make test` does when it is missing)"
+        )
+    return program
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -140,15 +155,7 @@ def running_pgbouncer(
     Clients log in as one of ``users`` without a password (``auth_type = trust``), and
     PgBouncer logs in to the server as that user too, so the server must let it in (trust
     on loopback)."""
-    program = shutil.which("pgbouncer") or next(
-        (path for path in ("/usr/sbin/pgbouncer", "/usr/bin/pgbouncer") if os.path.exists(path)),
-        None,
-    )
-    if program is None:
-        raise PgBouncerError(
-            "the pgbouncer program is not installed; install it (Debian: "
-            "`apt-get install -y pgbouncer`, which `make test` does when it is missing)"
-        )
+    program = pgbouncer_program()
     folder = Path(tempfile.mkdtemp(prefix="agentledger-pgbouncer-"))
     try:
         as_root = os.geteuid() == 0
