@@ -9,7 +9,9 @@ hold. Migrations run on the direct URL; through PgBouncer they are refused with 
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import inspect
 import os
 import socket
 import subprocess
@@ -27,6 +29,7 @@ from agentledger.testing import create_pg_database, drop_pg_database, pg_url
 from agentledger.testing_pgbouncer import running_pgbouncer
 from tests.operations.conftest import BouncedDatabase, Bouncer
 from tests.services import test_ordering_concurrency as ordering
+from tests.support.docs import blocks, run_doc_shell
 
 TENANT = "agentledger.user_id"
 
@@ -329,6 +332,35 @@ async def test_migrations_are_refused_through_pgbouncer_and_run_on_the_direct_ur
             await _busy(ledger)
     finally:
         await drop_pg_database(name)
+
+
+# -- the page --------------------------------------------------------------------------------
+
+
+async def test_the_operations_page_runs(bounced: BouncedDatabase) -> None:
+    """docs/operations.md's blocks as a reader runs them: the Python one through PgBouncer,
+    the shell one (migrations) on the direct URL."""
+    page = "docs/operations.md"
+    ran = 0
+    for index, block in enumerate(blocks(page)):
+        if block.kind == "python":
+            code = compile(
+                block.body, f"{page}:block{index}", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+            )
+            result = eval(code, {"pgbouncer_url": bounced.url, "__name__": "__doc_snippet__"})
+            if inspect.iscoroutine(result):
+                await result
+            ran += 1
+        elif block.kind == "bash":
+            done = await asyncio.to_thread(
+                run_doc_shell, block.body, bounced.url, DIRECT_URL=bounced.direct_url
+            )
+            assert "(head)" in done.stdout
+            ran += 1
+    assert ran == 2
+    async with Ledger.from_url(bounced.url, pgbouncer=True) as ledger:
+        chat = ledger.agent_session("support-42", user_id="u1")
+        assert len(await chat.get_items()) == 1
 
 
 # -- the launcher ---------------------------------------------------------------------------
