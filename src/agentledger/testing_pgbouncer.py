@@ -10,7 +10,8 @@ server connections: one client's consecutive transactions run on different serve
 connections, and several clients' transactions on the same one.
 
 PgBouncer refuses to run as root; started by root, it runs as ``run_as`` (``postgres`` by
-default), which must be able to read the temporary folder (it is handed to that user).
+default), and its temporary folder (handed to that user) is made where that user can reach it:
+in ``/tmp`` when ``TMPDIR`` is a private folder.
 """
 
 from __future__ import annotations
@@ -48,11 +49,12 @@ class PgBouncer:
         return f"postgresql://{user}@{self.host}:{self.port}/{database}"
 
     def log(self) -> str:
-        """What PgBouncer has logged so far."""
-        try:
-            return self.log_file.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return ""
+        """What PgBouncer has logged so far (and printed before its log file was open)."""
+        found = []
+        for path in (self.log_file.with_name("stderr.log"), self.log_file):
+            with contextlib.suppress(OSError):
+                found.append(path.read_text(encoding="utf-8", errors="replace"))
+        return "".join(found)
 
 
 def pgbouncer_program() -> str:
@@ -68,6 +70,16 @@ def pgbouncer_program() -> str:
             "`apt-get install -y pgbouncer`, which `make test` does when it is missing)"
         )
     return program
+
+
+def _reachable_temp() -> str:
+    """The temporary folder, if every folder above it lets other users through (PgBouncer,
+    started by root, runs as another user and must read its files); else ``/tmp``."""
+    folder = Path(tempfile.gettempdir()).resolve()
+    for part in (folder, *folder.parents):
+        if not part.stat().st_mode & 0o001:
+            return "/tmp"
+    return str(folder)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -156,9 +168,13 @@ def running_pgbouncer(
     PgBouncer logs in to the server as that user too, so the server must let it in (trust
     on loopback)."""
     program = pgbouncer_program()
-    folder = Path(tempfile.mkdtemp(prefix="agentledger-pgbouncer-"))
+    as_root = os.geteuid() == 0
+    folder = Path(
+        tempfile.mkdtemp(
+            prefix="agentledger-pgbouncer-", dir=_reachable_temp() if as_root else None
+        )
+    )
     try:
-        as_root = os.geteuid() == 0
         for _attempt in range(3):  # the free port may be taken between the pick and the start
             port = free_port()
             ini = _config(
@@ -176,12 +192,10 @@ def running_pgbouncer(
                     shutil.chown(path, user=run_as)
                 command = [program, "-u", run_as, str(ini)]
             bouncer = PgBouncer("127.0.0.1", port, pool_size, folder / "pgbouncer.log")
-            process = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
+            with open(folder / "stderr.log", "wb") as stderr:  # before its log file opens
+                process = subprocess.Popen(
+                    command, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr
+                )
             try:
                 deadline = time.monotonic() + start_timeout
                 while process.poll() is None and not _accepts(bouncer.host, port):
