@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck check docs package postgres venv bench bench-quick soak clean
+.PHONY: demo test lint typecheck check docs package postgres pgbouncer venv bench bench-quick soak clean
 
 # The bench extra (matplotlib, pyinstrument) too: the suite runs the benchmark's documented
 # commands in smoke mode (tests/docs/test_docs_snippets.py, docs/performance.md).
@@ -22,7 +22,7 @@ demo: venv
 
 ## Lint, type-check, build the docs strictly, then run the suite on PostgreSQL and SQLite, on
 ## up to 4 cores (pytest-xdist; every test has its own databases).
-test: venv postgres lint typecheck docs package
+test: venv postgres pgbouncer lint typecheck docs package
 	$(BIN)/pytest --numprocesses auto --maxprocesses 4
 
 lint: venv
@@ -55,11 +55,11 @@ package: venv
 ## and docs/performance-session-size.png. See docs/performance.md. With
 ## AGENTLEDGER_BENCH_SMOKE=1 (both targets): every workload at a token size, in seconds, the
 ## files in a new temporary directory; it checks that the suite runs, its numbers mean nothing.
-bench: venv postgres
+bench: venv postgres pgbouncer
 	$(BIN)/python -m bench
 
 ## The same in a couple of minutes (smaller sizes); writes bench/results/quick.json.
-bench-quick: venv postgres
+bench-quick: venv postgres pgbouncer
 	$(BIN)/python -m bench --quick
 
 ## Soak (not part of `make test`): 64 agents on 16 shared sessions for SOAK_SECONDS (default
@@ -72,6 +72,11 @@ soak: venv postgres
 ## Make sure the local PostgreSQL answers (starts the Debian cluster when it is down).
 postgres:
 	@bash scripts/ensure-postgres.sh
+
+## Make sure the pgbouncer program is installed (apt-get when missing): tests/operations and
+## the pgbouncer benchmark start a throwaway PgBouncer in front of the local PostgreSQL.
+pgbouncer:
+	@bash scripts/ensure-pgbouncer.sh
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache dist build agentledger.db*

@@ -238,11 +238,23 @@ class Floor:
 
     database = "ledger"
 
-    def __init__(self, url: str, pool_size: int, name: str = "asyncpg-floor") -> None:
+    def __init__(
+        self,
+        url: str,
+        pool_size: int,
+        name: str = "asyncpg-floor",
+        *,
+        statement_cache_size: int | None = None,
+    ) -> None:
+        """``statement_cache_size=0``: what asyncpg needs behind PgBouncer in transaction
+        mode (unnamed statements, parsed again with each execution)."""
         self.name = name
         self._url = url
         self._pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
+        self._cache: dict[str, int] = (
+            {} if statement_cache_size is None else {"statement_cache_size": statement_cache_size}
+        )
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -251,7 +263,11 @@ class Floor:
 
     async def open(self) -> None:
         self._pool = await asyncpg.create_pool(
-            self._url, min_size=self._pool_size, max_size=self._pool_size, reset=_no_reset
+            self._url,
+            min_size=self._pool_size,
+            max_size=self._pool_size,
+            reset=_no_reset,
+            **self._cache,
         )
 
     async def close(self) -> None:

@@ -40,6 +40,7 @@ from sqlalchemy import event
 
 import agentledger
 from agentledger import Ledger
+from agentledger.testing_pgbouncer import running_pgbouncer
 
 from . import cpu, data, pg, smoke_mode
 from .contenders import Contender, Floor, LedgerSdk, LedgerService, Lister, Peer
@@ -358,6 +359,79 @@ class Bench:
         await interleaved(self.all, max(5, plan_warmup(self.plan, reps)), read, _name)
         samples = await interleaved(self.all, reps, read, _name)
         return {name: summary(values) for name, values in samples.items()}
+
+    async def pgbouncer(self) -> dict[str, Any]:
+        """Turn append and tail-50 read through a throwaway PgBouncer in transaction mode (the
+        test suite's launcher, ``plan.pool_size`` server connections), for agentledger with
+        ``pgbouncer=True`` and hand-written asyncpg with ``statement_cache_size=0``, both
+        through that PgBouncer; agentledger's SDK session and the floor straight to
+        PostgreSQL run in the same round-robin, for what PgBouncer itself costs."""
+        plan = self.plan
+        with running_pgbouncer(pool_size=plan.pool_size) as bouncer:
+            url = bouncer.url(self.urls["ledger"])
+            ledger = Ledger.from_url(url, pgbouncer=True, pool_size=plan.pool_size, max_overflow=0)
+            floor = Floor(url, plan.pool_size, "asyncpg-floor@pgbouncer", statement_cache_size=0)
+            contenders: list[Contender] = [
+                LedgerSdk(ledger, "agentledger-sdk@pgbouncer"),
+                LedgerService(ledger, "agentledger-service@pgbouncer"),
+                floor,
+                self.sdk,
+                self.floor,
+            ]
+            await floor.open()
+            try:
+                log(f"pgbouncer: {plan.append_turns} turn appends per contender")
+                handles = {c.name: await c.new_session("bouncer-user") for c in contenders}
+
+                async def append(c: Contender, rep: int) -> None:
+                    await c.append(handles[c.name], data.turn_items(rep))
+
+                await interleaved(contenders, plan.warmup, append, _name)
+                appends = await interleaved(contenders, plan.append_turns, append, _name)
+                for c in contenders:
+                    items = await c.read_all(handles[c.name])
+                    assert len(items) == 2 * (plan.warmup + plan.append_turns), (c.name, len(items))
+
+                log(f"pgbouncer: {plan.tail_reps} tail reads (50 of {plan.tail_size:,})")
+                filled = {
+                    c.name: await self.fill(c, "bouncer-reader", plan.tail_size) for c in contenders
+                }
+                await self.vacuum()
+
+                async def tail(c: Contender, rep: int) -> None:
+                    items = await c.tail(filled[c.name], 50)
+                    if rep == 0:
+                        assert len(items) == min(50, plan.tail_size), (c.name, len(items))
+
+                await interleaved(contenders, plan_warmup(plan, plan.tail_reps), tail, _name)
+                tails = await interleaved(contenders, plan.tail_reps, tail, _name)
+            finally:
+                await floor.close()
+                await ledger.dispose()
+            pgbouncer_log = bouncer.log()
+        append_p50 = {name: summary(values)["p50_ms"] for name, values in appends.items()}
+        tail_p50 = {name: summary(values)["p50_ms"] for name, values in tails.items()}
+        return {
+            "pgbouncer": _pgbouncer_version(),
+            "server_connections": plan.pool_size,
+            "turn_append": {name: summary(values) for name, values in appends.items()},
+            "tail50": {name: summary(values) for name, values in tails.items()},
+            "ratios": {
+                "append_p50 agentledger-sdk/floor @pgbouncer": ratio(
+                    append_p50["agentledger-sdk@pgbouncer"], append_p50["asyncpg-floor@pgbouncer"]
+                ),
+                "tail50_p50 agentledger-sdk/floor @pgbouncer": ratio(
+                    tail_p50["agentledger-sdk@pgbouncer"], tail_p50["asyncpg-floor@pgbouncer"]
+                ),
+                "append_p50 agentledger-sdk pgbouncer/direct": ratio(
+                    append_p50["agentledger-sdk@pgbouncer"], append_p50[self.sdk.name]
+                ),
+                "tail50_p50 agentledger-sdk pgbouncer/direct": ratio(
+                    tail_p50["agentledger-sdk@pgbouncer"], tail_p50[self.sdk.name]
+                ),
+            },
+            "pgbouncer_errors": [line for line in pgbouncer_log.splitlines() if " ERROR " in line],
+        }
 
     async def listing(self) -> dict[str, Any]:
         plan = self.plan
@@ -848,6 +922,7 @@ async def run(plan: Plan, only: set[str] | None) -> dict[str, Any]:
             ("telemetry", bench.telemetry),
             ("sweep", bench.sweep),
             ("cleanup", bench.cleanup),
+            ("pgbouncer", bench.pgbouncer),
         ]
         for key, step in steps:
             if only is None or key in only:
@@ -855,6 +930,17 @@ async def run(plan: Plan, only: set[str] | None) -> dict[str, Any]:
                 results[key] = await step()
     results["meta"]["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
     return results
+
+
+def _pgbouncer_version() -> str:
+    import subprocess
+
+    from agentledger.testing_pgbouncer import pgbouncer_program
+
+    shown = subprocess.run(
+        [pgbouncer_program(), "--version"], capture_output=True, text=True, check=False
+    ).stdout
+    return shown.splitlines()[0] if shown else "unknown"
 
 
 def _version(distribution: str) -> str:

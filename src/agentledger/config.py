@@ -103,6 +103,13 @@ class LedgerSettings(BaseSettings):
         "the global tracer and meter providers (needs the extra agentledger[otel]); see "
         "docs/observability.md.",
     )
+    pgbouncer: bool = Field(
+        default=False,
+        description="The URL points at a transaction pooler (PgBouncer in transaction mode): "
+        "no statement is prepared for later use on a server connection (asyncpg's and "
+        "SQLAlchemy's statement caches off), server settings in the URL are refused, and "
+        "migrations are refused (run them on the direct URL). See docs/operations.md.",
+    )
 
     @field_validator("database_url")
     @classmethod

@@ -27,6 +27,7 @@ from agentledger.config import LedgerSettings
 from agentledger.db.engine import check_pooled_connections, configure_sqlite, create_engine
 from agentledger.db.uow import EngineUnits, UnitOfWork
 from agentledger.db.urls import safe_url
+from agentledger.errors import ConfigurationError
 from agentledger.schema.admin import SchemaAdmin
 from agentledger.schema.adopt import AdoptionReport
 from agentledger.schema.row_security import RowSecurityStatus
@@ -72,6 +73,11 @@ class Ledger:
         self._read_engine = read_engine
         self._settings = settings if settings is not None else LedgerSettings.model_construct()
         self._owns_engine = owns_engine
+        if self._settings.pgbouncer and self._settings.migrate_on_start:
+            raise ConfigurationError(
+                "migrate_on_start cannot be combined with pgbouncer=True: migrations run on the "
+                f"direct URL, not through PgBouncer; {_MIGRATE_DIRECTLY}"
+            )
         self._schema = SchemaAdmin(
             engine,
             read_engine=read_engine,
@@ -108,6 +114,7 @@ class Ledger:
         *,
         read_url: str | URL | None = None,
         telemetry: bool | Telemetry | None = None,
+        pgbouncer: bool | None = None,
         **engine_kwargs: Any,
     ) -> Ledger:
         """A Ledger on a new engine for ``url`` (``postgresql://`` runs on asyncpg).
@@ -116,10 +123,16 @@ class Ledger:
         only the argument counts here, not ``AGENTLEDGER_READ_URL`` (that is
         :meth:`from_settings`). ``engine_kwargs`` apply to both engines. ``telemetry``: see
         :class:`Ledger` (``None``: the ``AGENTLEDGER_TELEMETRY`` setting).
+
+        ``pgbouncer=True``: the URLs point at PgBouncer in transaction mode (or another
+        transaction pooler); the driver then never relies on a statement prepared on another
+        server connection, and migrations are refused (run them on the direct URL). Unset,
+        ``AGENTLEDGER_PGBOUNCER`` decides (see docs/operations.md).
         """
         primary = _url_text(url)
         assert primary is not None
-        settings = LedgerSettings(database_url=primary, read_url=_url_text(read_url))
+        given: dict[str, Any] = {} if pgbouncer is None else {"pgbouncer": pgbouncer}
+        settings = LedgerSettings(database_url=primary, read_url=_url_text(read_url), **given)
         return cls._create(settings, engine_kwargs, telemetry)
 
     @classmethod
@@ -140,6 +153,7 @@ class Ledger:
                 engine_kwargs,
                 defaults=settings.engine_kwargs(url),
                 sqlite_busy_timeout=settings.sqlite_busy_timeout,
+                pgbouncer=settings.pgbouncer,
             )
 
         read_url = settings.read_engine_url
@@ -277,14 +291,17 @@ class Ledger:
         """Run agentledger's Alembic revisions up to ``revision``; a no-op when already there.
 
         With ``connection`` (a host's deploy step or env.py) it runs inside the caller's
-        transaction and leaves committing to the caller.
+        transaction and leaves committing to the caller. Refused on a ``pgbouncer=True``
+        ledger without ``connection``: migrations run on the direct URL.
         """
+        self._refuse_migrations_through_pooler(connection)
         await self._schema.upgrade(revision, connection)
 
     async def downgrade(
         self, revision: str, *, connection: AsyncConnection | Connection | None = None
     ) -> None:
         """Run agentledger's Alembic revisions down to ``revision`` (``"base"`` drops all)."""
+        self._refuse_migrations_through_pooler(connection)
         await self._schema.downgrade(revision, connection)
 
     async def adopt(
@@ -292,7 +309,21 @@ class Ledger:
     ) -> AdoptionReport:
         """Upgrade a database on the seed's schema in place, then to head (see
         :mod:`agentledger.schema.adopt`); a refusal or a failure leaves it as it was."""
+        self._refuse_migrations_through_pooler(None)
         return await self._schema.adopt(on_progress)
+
+    def _refuse_migrations_through_pooler(
+        self, connection: AsyncConnection | Connection | None
+    ) -> None:
+        """Schema changes never run through a transaction pooler: their locks and a long DDL
+        transaction would hold one of its few server connections, and a migration lock
+        held for a session (advisory locks) does not survive its transaction there. A
+        caller's own ``connection`` is the caller's choice."""
+        if self._settings.pgbouncer and connection is None:
+            raise ConfigurationError(
+                "this Ledger runs through PgBouncer (pgbouncer=True / AGENTLEDGER_PGBOUNCER), "
+                f"and migrations do not: {_MIGRATE_DIRECTLY}"
+            )
 
     async def set_row_level_security(self, enabled: bool) -> RowSecurityStatus:
         """Switch PostgreSQL row-level security on (or off) for every agentledger table.
@@ -350,6 +381,15 @@ class Ledger:
         if self._read_engine is None:
             return f"Ledger({safe_url(self._engine.url)!r})"
         return f"Ledger({safe_url(self._engine.url)!r}, read={safe_url(self._read_engine.url)!r})"
+
+
+_MIGRATE_DIRECTLY = (
+    "run them on the database's direct URL (PostgreSQL's own host and port), e.g. "
+    "`AGENTLEDGER_PGBOUNCER=false agentledger --database-url "
+    "postgresql://USER@DB-HOST:5432/DBNAME db upgrade`, or "
+    "`await Ledger.from_url(direct_url, pgbouncer=False).upgrade()` "
+    "(see docs/operations.md)"
+)
 
 
 def _url_text(url: str | URL | None) -> str | None:

@@ -165,6 +165,15 @@ def translate_db_error(error: BaseException) -> LedgerError:
             "pool_timeout, or lower the concurrency"
         )
     code = sqlstate_of(error)
+    if code in ("26000", "42P05"):
+        return ConfigurationError(
+            "PostgreSQL does not know a prepared statement this connection created, or already "
+            "has one of the same name: a transaction pooler (PgBouncer in transaction mode) "
+            "sits between agentledger and PostgreSQL and hands each transaction another "
+            "server connection. Open the Ledger with pgbouncer=True "
+            "(Ledger.from_url(url, pgbouncer=True) or AGENTLEDGER_PGBOUNCER=true); see "
+            "docs/operations.md"
+        )
     for classify in (_contention, _schema_or_duplicate, _access, _storage_limit, _foreign_key):
         translated_error = classify(error, code)
         if translated_error is not None:

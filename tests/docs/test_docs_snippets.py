@@ -84,6 +84,7 @@ RUN_ELSEWHERE = {
     "docs/lifecycle.md": "docs/test_docs_lifecycle.py",
     "docs/retention-search-export.md": "docs/test_docs_retention_search_export.py",
     "docs/security.md": "schema/test_row_security.py",
+    "docs/operations.md": "operations/test_pgbouncer.py",
     # Its one SQL block is the append statement, compared with the code's (below).
     "docs/schema.md": "docs/test_docs_snippets.py",
 }

@@ -34,10 +34,12 @@ def create_engine(
     defaults: Mapping[str, Any] | None = None,
     sqlite_busy_timeout: float = 30.0,
     foreign: bool = False,
+    pgbouncer: bool = False,
 ) -> AsyncEngine:
     """An engine for ``url``: ``defaults`` (the settings' pool options) overridden by the
     caller's ``engine_kwargs``. ``foreign``: a database agentledger only reads and does not
-    own (an import source), whose SQLite file is left exactly as it is."""
+    own (an import source), whose SQLite file is left exactly as it is. ``pgbouncer``: the
+    URL points at a transaction pooler (see :func:`transaction_pooler_arguments`)."""
     url = normalize_url(url)
     explicit = dict(engine_kwargs or {})
     kwargs = {**(defaults or {}), **explicit}
@@ -61,6 +63,8 @@ def create_engine(
         if server_settings:
             merged["server_settings"] = server_settings
         kwargs["connect_args"] = merged
+    if pgbouncer:
+        kwargs["connect_args"] = transaction_pooler_arguments(url, kwargs.get("connect_args"))
     # SQLAlchemy's pre-ping costs three round trips per checkout on asyncpg (BEGIN, ping,
     # ROLLBACK), more than the one statement of a hot path; the same guarantee comes free.
     # An explicit pool_pre_ping=... from the caller keeps SQLAlchemy's own.
@@ -80,6 +84,67 @@ def create_engine(
         configure_sqlite(engine, busy_timeout=sqlite_busy_timeout)
     logger.debug("agentledger engine created for %s", safe_url(url))
     return engine
+
+
+#: Startup parameters PgBouncer accepts from a client (it tracks them per client and sets
+#: them on whichever server connection serves it); any other one ends the connection.
+POOLER_STARTUP_SETTINGS = frozenset(
+    {"application_name", "client_encoding", "datestyle", "timezone", "standard_conforming_strings"}
+)
+
+
+def transaction_pooler_arguments(
+    url: URL, connect_args: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """``connect_args`` for a URL that points at a transaction pooler (PgBouncer with
+    ``pool_mode = transaction``), where consecutive transactions of one client connection run
+    on different server connections, so nothing may rely on a statement prepared earlier.
+
+    * ``statement_cache_size=0`` (asyncpg): no named statements; asyncpg's statements are
+      unnamed and, with its cache off, parsed again in the same message sequence as their
+      execution, so a statement never runs on a server connection that did not just parse it.
+      This covers the asyncpg fast path and SQLAlchemy's path alike: SQLAlchemy asks asyncpg
+      to prepare without a name, which with the cache off is the unnamed statement.
+    * ``prepared_statement_cache_size=0`` (SQLAlchemy): no prepared statement kept per
+      client connection for reuse.
+
+    Contradicting settings are refused rather than silently overridden: a non-zero cache
+    size, a ``prepared_statement_name_func`` (named statements would pile up on the server
+    connections, and could be executed on one that never saw them), and server settings
+    other than those PgBouncer accepts at startup (it would close the connection)."""
+    if url.get_backend_name() != "postgresql":
+        raise ConfigurationError(
+            "pgbouncer=True (AGENTLEDGER_PGBOUNCER) is for PostgreSQL URLs behind PgBouncer; "
+            f"this URL is {url.get_backend_name()}: drop the setting"
+        )
+    arguments = dict(connect_args or {})
+    for name in ("statement_cache_size", "prepared_statement_cache_size"):
+        if arguments.get(name, 0) != 0:
+            raise ConfigurationError(
+                f"{name}={arguments[name]} contradicts pgbouncer=True: behind a transaction "
+                "pooler a cached statement may run on a server connection that never prepared "
+                f"it; remove {name} from the URL and connect_args"
+            )
+        arguments[name] = 0
+    if "prepared_statement_name_func" in arguments:
+        raise ConfigurationError(
+            "prepared_statement_name_func contradicts pgbouncer=True: named statements pile up "
+            "on PgBouncer's server connections; with pgbouncer=True agentledger uses unnamed "
+            "statements only, so remove it from connect_args"
+        )
+    refused = sorted(
+        name
+        for name in arguments.get("server_settings") or {}
+        if name.lower() not in POOLER_STARTUP_SETTINGS
+    )
+    if refused:
+        raise ConfigurationError(
+            f"PgBouncer refuses the server setting(s) {', '.join(refused)} at connection "
+            "start (the URL's options=-c ... or connect_args server_settings); set them on "
+            "the server instead (ALTER ROLE app_user SET statement_timeout = '5s') or remove "
+            "them. Only " + ", ".join(sorted(POOLER_STARTUP_SETTINGS)) + " pass through PgBouncer"
+        )
+    return arguments
 
 
 #: ``create_async_engine`` arguments only a queue pool takes (the settings give them defaults).
