@@ -80,13 +80,15 @@ class Ledger:
             else ReadRouter(
                 engine,
                 read_engine,
-                EngineUnits(read_engine, self._schema.ensure),
+                prepare=self._schema.ensure,
                 schema_head=self._revisions,
                 retry_after=self._settings.read_retry_after,
             )
         )
-        self._units = EngineUnits(
-            engine, self._schema.ensure, wrote=None if self._router is None else self._router.wrote
+        self._units = (
+            EngineUnits(engine, self._schema.ensure)
+            if self._router is None
+            else self._router.primary_units
         )
         self._service = SessionService(
             self.unit_of_work,

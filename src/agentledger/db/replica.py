@@ -52,8 +52,8 @@ from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql import Executable
 
-from agentledger.db.fastpath import FastPath
 from agentledger.db.uow import EngineUnits
 from agentledger.db.urls import safe_url
 from agentledger.errors import (
@@ -80,23 +80,24 @@ class ReadRouter:
         self,
         primary: AsyncEngine,
         replica: AsyncEngine,
-        replica_units: EngineUnits,
         *,
+        prepare: Callable[[], Awaitable[None]],
         schema_head: Callable[[AsyncEngine], Awaitable[tuple[str, tuple[str, ...]]]],
         retry_after: float = DEFAULT_RETRY_AFTER,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """``schema_head(engine)``: agentledger's head revision and the revisions applied on
+        """``prepare`` runs before every unit of work (the Ledger's schema check);
+        ``schema_head(engine)``: agentledger's head revision and the revisions applied on
         ``engine`` (the replica must be at head before it serves a read)."""
         self._primary = primary
         self._replica = replica
-        self._replica_units = replica_units
+        #: The units of work on the primary (they count writes) and on the replica.
+        self.primary_units = EngineUnits(primary, prepare, wrote=self.wrote)
+        self.replica_units = EngineUnits(replica, prepare)
         self._schema_head = schema_head
         self._retry_after = retry_after
         self._clock = clock
         self._positions = primary.dialect.name == "postgresql" == replica.dialect.name
-        self._primary_fast = FastPath.for_engine(primary)
-        self._replica_fast = FastPath.for_engine(replica)
         #: Commits counted (a generation), and the newest generation :attr:`_mark` covers.
         self._writes = 0
         self._positioned = 0
@@ -120,7 +121,7 @@ class ReadRouter:
 
     async def choose(self) -> EngineUnits | None:
         """The replica's units when :meth:`use_replica` says so (else the primary's stay)."""
-        return self._replica_units if await self.use_replica() else None
+        return self.replica_units if await self.use_replica() else None
 
     def failed(self, error: BaseException) -> BaseException | None:
         return self.replica_failed(error)
@@ -180,13 +181,13 @@ class ReadRouter:
         if not self._positions or not self._standby:
             return False
         generation = self._writes
-        position = await self._scalar(self._primary, self._primary_fast, _PRIMARY_POSITION)
+        position = await self._scalar(self.primary_units, _PRIMARY_POSITION)
         self._mark = max(self._mark, int(position))
         self._positioned = max(self._positioned, generation)
         return True
 
     async def _replay_position(self) -> int | None:
-        position = await self._scalar(self._replica, self._replica_fast, _REPLAY_POSITION)
+        position = await self._scalar(self.replica_units, _REPLAY_POSITION)
         return None if position is None else int(position)
 
     async def _schema_ready(self) -> bool:
@@ -210,13 +211,11 @@ class ReadRouter:
         return True
 
     @staticmethod
-    async def _scalar(engine: AsyncEngine, fast: FastPath | None, statement: Any) -> Any:
-        """One value, through the asyncpg fast path where it runs (one round trip)."""
-        driver = None if fast is None else fast.statements()
-        if driver is not None:
-            return await driver.scalar(statement, {})
-        async with engine.connect() as connection:
-            return (await connection.execute(statement)).scalar()
+    async def _scalar(units: EngineUnits, statement: Executable) -> Any:
+        """One value, in a single-statement unit of work (the asyncpg fast path where it
+        runs, which that unit decides): one round trip."""
+        async with units(autocommit=True) as uow:
+            return await uow.statements.scalar(statement, {})
 
     def _down(self, error: BaseException) -> None:
         first = self._down_until is None
