@@ -30,7 +30,7 @@ from tests.conftest import run_sync
 from tests.support.replica import ReplicaPair, replica_pair
 
 #: The replica's replay of each commit is held back this long in the read-your-writes tests.
-APPLY_DELAY = "2s"
+APPLY_DELAY = "3s"
 #: Reads stay on the primary this long after the replica failed (LedgerSettings).
 RETRY_AFTER = 2.0
 
@@ -47,6 +47,7 @@ def pair() -> Iterator[ReplicaPair]:
             await servers.wait_until_streaming()
             async with Ledger.from_url(servers.primary_url) as ledger:
                 await ledger.upgrade()
+            await wait_for_schema(servers, servers.replica_url)
 
         run_sync(migrate())
         logging.getLogger(__name__).info("replica pair ready in %.1f s", time.monotonic() - started)
@@ -116,6 +117,23 @@ async def wait_for_replica(pair: ReplicaPair, session_id: uuid.UUID, messages: i
         await asyncio.sleep(0.1)
 
 
+async def wait_for_schema(pair: ReplicaPair, url: str) -> None:
+    """Wait until the database at ``url`` shows agentledger's migrations."""
+    deadline = time.monotonic() + 20
+    while True:
+        connection = await asyncpg.connect(url)
+        try:
+            found = await connection.fetchval(
+                "SELECT to_regclass('agentledger_alembic_version') IS NOT NULL"
+            )
+        finally:
+            await connection.close()
+        if found:
+            return
+        assert time.monotonic() < deadline, "the replica never got the schema"
+        await asyncio.sleep(0.05)
+
+
 async def test_reads_run_on_the_replica(pair: ReplicaPair) -> None:
     user = f"u-{uuid.uuid4()}"
     async with Ledger.from_url(pair.primary_url) as writer:  # another process's writes
@@ -150,7 +168,6 @@ async def test_read_your_writes_on_a_slowed_replica(pair: ReplicaPair, path: str
             user = f"u-{uuid.uuid4()}"
             sid = (await svc.create_session(user, "A")).id
             sdk = ledger.agent_session("chat", user_id=user, agent_name="A")
-            written = time.monotonic()
 
             await svc.add_items(sid, [{"role": "user", "content": "q1"}])
             assert await svc.get_items(sid) == [{"role": "user", "content": "q1"}]
@@ -167,7 +184,6 @@ async def test_read_your_writes_on_a_slowed_replica(pair: ReplicaPair, path: str
             # reads did not come from it.
             assert await replica_has(pair, sid) == 0
             assert await replica_has(pair, sdk.ledger_session_id) == 0
-            assert time.monotonic() - written < 2, "too slow to prove anything: the delay ran out"
 
             # Once the replica has replayed the writes, reads return to it, and the next ones
             # cost no check on the primary.
@@ -271,3 +287,55 @@ async def test_read_your_writes_across_concurrent_tasks(pair: ReplicaPair) -> No
             assert len(listed.sessions) == 8
     finally:
         await pair.set_apply_delay("0")
+
+
+async def test_a_replica_still_replaying_the_migrations_leaves_reads_to_the_primary(
+    pair: ReplicaPair,
+) -> None:
+    database = f"fresh_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(pair.primary_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{database}"')
+        # The replica has the (empty) database before its replay is slowed down...
+        deadline = time.monotonic() + 20
+        while not await _replica_has_database(pair, database):
+            assert time.monotonic() < deadline, "the replica never got the database"
+            await asyncio.sleep(0.05)
+        await pair.set_apply_delay(APPLY_DELAY)
+        try:
+            # ...and lags behind the migrations run now: it is not at head for a while.
+            primary, replica = (
+                pair.url(pair.primary_port, database),
+                pair.url(pair.replica_port, database),
+            )
+            async with Ledger.from_url(primary) as deploy:
+                await deploy.upgrade()
+            settings = LedgerSettings(database_url=primary, read_url=replica)
+            async with Ledger.from_settings(settings) as ledger:
+                counter = count_checkouts(ledger)
+                listed = await ledger.service.list_user_sessions("u1")
+                assert listed.sessions == ()
+                assert "primary" in await served_by(
+                    counter, lambda: ledger.service.list_user_sessions("u1")
+                )
+                # Once the replica has the migrations, it serves the reads.
+                await wait_for_schema(pair, replica)
+                await ledger.service.list_user_sessions("u1")
+                assert await served_by(
+                    counter, lambda: ledger.service.list_user_sessions("u1")
+                ) == {"replica"}
+        finally:
+            await pair.set_apply_delay("0")
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        await admin.close()
+
+
+async def _replica_has_database(pair: ReplicaPair, database: str) -> bool:
+    connection = await asyncpg.connect(pair.replica_url)
+    try:
+        return bool(
+            await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database)
+        )
+    finally:
+        await connection.close()

@@ -191,14 +191,23 @@ class ReadRouter:
         return None if position is None else int(position)
 
     async def _schema_ready(self) -> bool:
-        """The replica's schema check, once (it follows the primary's migrations)."""
+        """The replica's schema check, passed once (it follows the primary's migrations). A
+        streaming standby not at head yet is still replaying them: reads stay on the primary
+        until it is. Any other read database off head is a mistake to report."""
         if self._schema_checked:
             return True
         try:
             head, current = await self._schema_head(self._replica)
+            replaying = (
+                head not in current
+                and self._positions
+                and await self._replay_position() is not None
+            )
         except Exception as error:
             if self.replica_failed(error) is None:
                 raise
+            return False
+        if replaying:
             return False
         if head not in current:
             found = ", ".join(current) if current else "no agentledger tables"
