@@ -36,7 +36,13 @@ has written, its reads go to the primary (a read-only Ledger keeps reading the r
 **A replica that is down** (it cannot be reached or the connection is lost) makes the read
 run on the primary instead, with no error for the caller: the router logs a WARNING (the URL
 without its password) and sends reads to the primary for ``retry_after`` seconds before it
-tries the replica again, so not every read pays a connect timeout. Whenever the replica
+tries the replica again, so not every read pays a connect timeout. A read already on its way
+to the replica when it went down fails with :class:`ReadReplicaUnavailableError`, which
+:func:`~agentledger.translation.run_translated` answers by running the operation once more
+(only read operations use these units, so that repeats nothing). The replica's schema check
+runs at its first use, not at the Ledger's start, so a replica that is down then fails
+nothing; a standby still replaying a fresh migration leaves reads to the primary until it
+has it. Whenever the replica
 engine opens a new connection (a restarted server may resume from an older replay position,
 or the URL may lead to another server), the cached "caught up" is forgotten and asked again.
 ``read_url`` must name one server, not a balancer across several: the replay position asked
