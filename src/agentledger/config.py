@@ -54,9 +54,16 @@ class LedgerSettings(BaseSettings):
     read_url: str | None = Field(
         default=None,
         repr=False,
-        description="Optional second database (a read replica) for history reads and listings "
-        "(get_items, get_session, list_user_sessions, get_usage); writes never go there. "
-        "Replicas lag: see docs/scaling.md for the read-your-writes caveat.",
+        description="Optional second database (a streaming read replica) for history reads and "
+        "listings (get_items, get_session, list_user_sessions, get_usage); writes never go "
+        "there, and a read that could miss this ledger's own writes, or finds the replica "
+        "down, runs on the primary instead (read-your-writes: see docs/scaling.md).",
+    )
+    read_retry_after: float = Field(
+        default=5.0,
+        gt=0,
+        description="Seconds reads stay on the primary after the read replica could not be "
+        "reached, before it is tried again.",
     )
     pool_size: int = Field(default=5, ge=1, description="Connections kept open (PostgreSQL).")
     max_overflow: int = Field(default=10, ge=0, description="Extra connections under load.")

@@ -79,6 +79,11 @@ class ConnectionLostError(RetryableError):
     """The connection to the database failed or was closed during the operation."""
 
 
+class ReadReplicaUnavailableError(ConnectionLostError):
+    """A read on the read replica (``read_url``) could not reach it. agentledger runs the read
+    again on the primary, so this only leaves the library when that was not possible."""
+
+
 class DatabaseUnavailableError(LedgerDatabaseError):
     """The database cannot be used as configured (unknown database, bad credentials, ...)."""
 

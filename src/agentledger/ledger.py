@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from agentledger.config import LedgerSettings
 from agentledger.db.engine import check_pooled_connections, configure_sqlite, create_engine
+from agentledger.db.replica import ReadRouter
 from agentledger.db.uow import EngineUnits, UnitOfWork
 from agentledger.db.urls import safe_url
 from agentledger.errors import ConfigurationError
@@ -62,13 +63,14 @@ class Ledger:
         read_engine: AsyncEngine | None = None,
         telemetry: bool | Telemetry | None = None,
     ) -> None:
-        """``read_engine`` (optional, e.g. a read replica) serves history reads and listings;
-        writes never go there. ``owns_engine`` covers both engines. Settings come from
-        ``settings`` only: a Ledger on a borrowed engine never reads the environment or a
-        ``.env`` file behind the host's back (pass ``settings=LedgerSettings()`` for that).
-        ``telemetry``: OpenTelemetry spans and metrics (docs/observability.md): ``True`` on
-        the global providers, a :class:`~agentledger.services.telemetry.Telemetry` on its
-        own, ``None`` as the ``telemetry`` setting says (off by default)."""
+        """``read_engine`` (optional, e.g. a read replica) serves history reads and listings,
+        with read-your-writes (:mod:`agentledger.db.replica`); writes never go there.
+        ``owns_engine`` covers both engines. Settings come from ``settings`` only: a Ledger
+        on a borrowed engine never reads the environment or a ``.env`` file behind the
+        host's back (pass ``settings=LedgerSettings()`` for that). ``telemetry``:
+        OpenTelemetry spans and metrics (docs/observability.md): ``True`` on the global
+        providers, a :class:`~agentledger.services.telemetry.Telemetry` on its own, ``None``
+        as the ``telemetry`` setting says (off by default)."""
         self._engine = engine
         self._read_engine = read_engine
         self._settings = settings if settings is not None else LedgerSettings.model_construct()
@@ -80,7 +82,6 @@ class Ledger:
             )
         self._schema = SchemaAdmin(
             engine,
-            read_engine=read_engine,
             host_alembic_ini=self._settings.host_alembic_ini,
             migrate_on_start=self._settings.migrate_on_start,
         )
@@ -88,15 +89,23 @@ class Ledger:
             telemetry = self._settings.telemetry
         tracing = Telemetry() if telemetry is True else telemetry or None
         primary = None if tracing is None else tracing.on(engine.url)
-        self._units = EngineUnits(engine, self._schema.ensure, statement_spans=primary)
-        self._read_units = (
+        self._router = (
             None
             if read_engine is None
-            else EngineUnits(
+            else ReadRouter(
+                engine,
                 read_engine,
-                self._schema.ensure,
-                statement_spans=None if tracing is None else tracing.on(read_engine.url),
+                prepare=self._schema.ensure,
+                schema_head=self._revisions,
+                retry_after=self._settings.read_retry_after,
+                primary_spans=primary,
+                replica_spans=None if tracing is None else tracing.on(read_engine.url),
             )
+        )
+        self._units = (
+            EngineUnits(engine, self._schema.ensure, statement_spans=primary)
+            if self._router is None
+            else self._router.primary_units
         )
         self._service = SessionService(
             self.unit_of_work,
@@ -104,6 +113,11 @@ class Ledger:
             schema_check=self._schema.ensure,
             telemetry=primary,
         )
+
+    async def _revisions(self, engine: AsyncEngine) -> tuple[str, tuple[str, ...]]:
+        """agentledger's head revision and the revisions applied on ``engine``."""
+        state = await self._schema.state(engine)
+        return state.head, state.current
 
     # -- construction -------------------------------------------------------------------
 
@@ -215,10 +229,9 @@ class Ledger:
     def read_unit_of_work(
         self, *, autocommit: bool = False, tenant: str | None = None
     ) -> UnitOfWork:
-        """A unit of work on the read engine (the primary's when there is none): only for
-        reads, which may lag behind the primary's latest commits."""
-        units = self._units if self._read_units is None else self._read_units
-        return units(autocommit=autocommit, tenant=tenant)
+        """A unit of work for reads only: on the read engine when it has every write this
+        ledger committed, else on the primary (see :mod:`agentledger.db.replica`)."""
+        return self._units(autocommit=autocommit, tenant=tenant, route=self._router)
 
     @overload
     def agent_session(
@@ -359,6 +372,8 @@ class Ledger:
 
     async def dispose(self) -> None:
         """Close the pool, if this ledger created the engine (a borrowed one is left alone)."""
+        if self._router is not None:
+            self._router.close()
         if self._owns_engine:
             await self._engine.dispose()
             if self._read_engine is not None:

@@ -37,6 +37,7 @@ from agentledger.errors import (
     LedgerError,
     LedgerTimeoutError,
     PermissionDeniedError,
+    ReadReplicaUnavailableError,
     SchemaNotReadyError,
     SessionNotFoundError,
     SessionReferencedError,
@@ -379,12 +380,19 @@ async def run_translated(
     operation: Callable[[], Awaitable[T]], *, retry: RetryPolicy | None, name: str
 ) -> T:
     """Run ``operation`` inside :func:`translated`, again under ``retry`` (``None``: once)
-    while it fails with :class:`ConflictError`."""
+    while it fails with :class:`ConflictError`; and once more, at once, when a read on the
+    read replica could not reach it (:class:`ReadReplicaUnavailableError`: the replica's
+    router sends the rerun to the primary; only reads are routed, so rerunning is safe)."""
     attempt = 1
+    replica_failed = False
     while True:
         try:
             with translated():
                 return await operation()
+        except ReadReplicaUnavailableError:
+            if replica_failed:
+                raise
+            replica_failed = True
         except ConflictError as error:
             if not error.retryable or retry is None or attempt >= retry.attempts:
                 raise

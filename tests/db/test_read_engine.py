@@ -3,8 +3,9 @@
 Two ways of seeing which engine served a call: two engines on the same database with a counter
 of pooled-connection checkouts on each (this also covers the asyncpg fast path, which checks
 connections out of the same pools), and a read database that is a *copy* of the primary taken
-at one moment, whose stale answers prove the reads came from it, and show the read-your-writes
-caveat a lagging replica brings (docs/scaling.md).
+at one moment, whose stale answers prove the reads came from it. Neither is a streaming
+standby, so after a write through the ledger its reads go to the primary (read-your-writes,
+docs/scaling.md); a real streaming replica is tested in tests/operations/test_replica.py.
 """
 
 from __future__ import annotations
@@ -64,26 +65,22 @@ async def served_by(counter: Counter[str], call: Callable[[], Awaitable[Any]]) -
 
 
 async def test_reads_go_to_the_read_engine_and_writes_never(
-    two_engines: tuple[Ledger, Counter[str]],
+    two_engines: tuple[Ledger, Counter[str]], database_url: str
 ) -> None:
     ledger, counter = two_engines
     svc = ledger.service
-    created = await svc.create_session("u1", "A")
-    sid = created.id
+    # Written by another ledger (another process, say): not this ledger's writes.
+    async with Ledger.from_url(database_url) as writer:
+        sid = (await writer.service.create_session("u1", "A")).id
+        await writer.service.add_messages(
+            sid, [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi"}]
+        )
+        await writer.service.record_usage(sid, Usage(1, 2, 3, 5), user_id="u1")
+        await writer.agent_session("named", user_id="u1").add_items(
+            [{"role": "user", "content": "x"}]
+        )
     sdk = ledger.agent_session("named", user_id="u1", agent_name="A")
-
-    writes: dict[str, Callable[[], Awaitable[Any]]] = {
-        "create_session": lambda: svc.create_session("u1", "A"),
-        "add_message": lambda: svc.add_message(sid, "user", "hello"),
-        "add_messages": lambda: svc.add_messages(sid, [{"role": "assistant", "content": "hi"}]),
-        "add_items": lambda: svc.add_items(sid, [{"role": "user", "content": "again"}]),
-        "sdk add_items": lambda: sdk.add_items([{"role": "user", "content": "x"}]),
-        "record_usage": lambda: svc.record_usage(sid, Usage(1, 2, 3, 5), user_id="u1"),
-        "pop_item": lambda: svc.pop_item(sid, user_id="u1"),
-        "sdk pop_item": sdk.pop_item,
-    }
-    for name, call in writes.items():
-        assert await served_by(counter, call) == {"primary"}, name
+    await sdk.get_items()  # resolves the name once (on the primary, as a write would)
 
     reads: dict[str, Callable[[], Awaitable[Any]]] = {
         "get_items": lambda: svc.get_items(sid, user_id="u1"),
@@ -97,9 +94,31 @@ async def test_reads_go_to_the_read_engine_and_writes_never(
     for name, call in reads.items():
         assert await served_by(counter, call) == {"read"}, name
 
+    writes: dict[str, Callable[[], Awaitable[Any]]] = {
+        "create_session": lambda: svc.create_session("u1", "A"),
+        "add_message": lambda: svc.add_message(sid, "user", "again"),
+        "add_messages": lambda: svc.add_messages(sid, [{"role": "assistant", "content": "ok"}]),
+        "add_items": lambda: svc.add_items(sid, [{"role": "user", "content": "more"}]),
+        "sdk add_items": lambda: sdk.add_items([{"role": "user", "content": "y"}]),
+        "record_usage": lambda: svc.record_usage(sid, Usage(1, 2, 3, 5), user_id="u1"),
+        "pop_item": lambda: svc.pop_item(sid, user_id="u1"),
+        "sdk pop_item": sdk.pop_item,
+    }
+    for name, call in writes.items():
+        assert await served_by(counter, call) == {"primary"}, name
+
+    # Read-your-writes: this read database is no streaming standby (a second engine on the
+    # primary's database here), so nothing shows whether it has this ledger's writes: from
+    # now on, this ledger's reads go to the primary. (On PostgreSQL the first read after a
+    # write asks the read database for its replay position once, and learns it has none.)
+    await svc.get_items(sid)
+    for name, call in reads.items():
+        assert await served_by(counter, call) == {"primary"}, name
     assert [m.content for m in (await svc.get_session(sid)).messages] == [  # type: ignore[union-attr]
         "hello",
         "hi",
+        "again",
+        "ok",
     ]
     for name, call in {
         "clear_session": lambda: svc.clear_session(sid),
@@ -148,39 +167,47 @@ async def copy_database(
     return pg_url(name), lambda: drop_pg_database(name)
 
 
-async def test_a_lagging_read_database_serves_reads(
+async def test_a_read_database_that_is_no_standby_serves_reads_until_this_ledger_writes(
     backend: str, database_url: str, tmp_path: Path
 ) -> None:
     async with Ledger.from_url(database_url) as primary_only:
         sdk = primary_only.agent_session("chat", user_id="u1")
         await sdk.add_items([{"role": "user", "content": "before the copy"}])
         sid = sdk.ledger_session_id
-    # The "replica" is frozen at this moment: it lags behind everything written from now on.
+    # The "replica" is frozen at this moment: it lags behind everything written from now on,
+    # and, being a copy rather than a streaming standby, cannot say how far it got.
     replica_url, remove = await copy_database(backend, database_url, tmp_path)
     try:
         async with (
             Ledger.from_url(database_url, read_url=replica_url) as ledger,
             Ledger.from_url(replica_url) as replica,
+            Ledger.from_url(database_url) as other_process,
         ):
+            other_sdk = other_process.agent_session("chat", user_id="u1")
+            await other_sdk.add_items([{"role": "user", "content": "by another process"}])
             sdk = ledger.agent_session("chat", user_id="u1")
-            await sdk.add_items([{"role": "user", "content": "after the copy"}])
-            other = await ledger.service.create_session("u1", "A")
-            # Reads come from the copy, which does not have the new writes...
+            # Until this ledger writes, its reads come from the copy, which lacks the other
+            # process's write (not this ledger's own, so not one it waits for).
             assert await sdk.get_items() == [{"role": "user", "content": "before the copy"}]
             listed = await ledger.service.list_user_sessions("u1")
             assert [s.id for s in listed.sessions] == [sid]
-            assert await ledger.service.get_session(other.id) is None
-            # ...the writes went to the primary only...
-            async with Ledger.from_url(database_url) as fresh_primary:
-                assert [item["content"] for item in await fresh_primary.service.get_items(sid)] == [
-                    "before the copy",
-                    "after the copy",
-                ]
-            # ...and never to the read database.
+
+            # Its own writes go to the primary, and so do its reads from then on: they never
+            # miss those writes (nor, now, the other process's).
+            await sdk.add_items([{"role": "user", "content": "mine"}])
+            other = await ledger.service.create_session("u1", "A")
+            assert await sdk.get_items() == [
+                {"role": "user", "content": "before the copy"},
+                {"role": "user", "content": "by another process"},
+                {"role": "user", "content": "mine"},
+            ]
+            listed = await ledger.service.list_user_sessions("u1")
+            assert {s.id for s in listed.sessions} == {sid, other.id}
+            assert await ledger.service.get_session(other.id) is not None
+            # The writes never reached the read database.
             assert len(await replica.service.get_items(sid)) == 1
             assert (await replica.service.list_user_sessions("u1")).sessions[0].id == sid
-            # A write that reads first (pop) reads the primary: it removes the newest item.
-            assert await sdk.pop_item() == {"role": "user", "content": "after the copy"}
+            assert await sdk.pop_item() == {"role": "user", "content": "mine"}
     finally:
         await remove()
 

@@ -19,6 +19,10 @@ How it holds its transaction is one of four small strategies, chosen when it is 
 
 ``tenant``: on PostgreSQL, the first statement of the transaction names that user to the
 row-level security policies (see :mod:`agentledger.schema.row_security`).
+
+``route`` / ``wrote``: with a read replica, a unit of reads may move to the replica's engine
+when it starts, and units on the primary report that they may have written; both serve the
+read-your-writes routing of :mod:`agentledger.db.replica`.
 """
 
 from __future__ import annotations
@@ -67,6 +71,20 @@ class UnitOfWorkFactory(Protocol):
     """
 
     def __call__(self, *, autocommit: bool = False, tenant: str | None = None) -> UnitOfWork: ...
+
+
+class Route(Protocol):
+    """Moves a unit of work of reads to another engine when it starts (the read replica's
+    router, :class:`agentledger.db.replica.ReadRouter`)."""
+
+    async def choose(self) -> EngineUnits | None:
+        """The units to run on instead (``None``: stay where the unit was made)."""
+        ...
+
+    def failed(self, error: BaseException) -> BaseException | None:
+        """A unit that ran on the chosen units failed with ``error``: what to raise instead
+        (``None``: ``error`` itself)."""
+        ...
 
 
 class _Transaction:
@@ -214,11 +232,15 @@ class UnitOfWork:
         autocommit: bool = False,
         fast_path: FastPath | None = None,
         tenant: str | None = None,
+        wrote: Callable[[], None] | None = None,
+        route: Route | None = None,
     ) -> None:
         """``autocommit``: single statements that commit by themselves (only with a
         ``session_factory`` on an AUTOCOMMIT engine, and never with ``tenant``); their hot
         statements may take ``fast_path``. ``prepare`` runs before the unit starts (the
-        Ledger's schema check)."""
+        Ledger's schema check). ``wrote`` is called once the unit may have written: after its
+        commit, or when single statements (which commit by themselves) end in an error.
+        ``route`` may move the unit to another engine's units when it starts (reads)."""
         if (session_factory is None) == (borrow is None):
             raise TypeError("UnitOfWork needs exactly one of session_factory or borrow=")
         if autocommit and (borrow is not None or tenant is not None):
@@ -238,6 +260,10 @@ class UnitOfWork:
                 else _OwnedTransaction(session_factory)
             )
         self._fast_path = fast_path if autocommit else None
+        self._autocommit = autocommit
+        self._wrote = wrote
+        self._route = route
+        self._routed = False
         self._prepare = prepare
         self._tenant = tenant
         self._session: AsyncSession | None = None
@@ -275,6 +301,13 @@ class UnitOfWork:
     async def __aenter__(self) -> Self:
         if self._prepare is not None:
             await self._prepare()
+        if self._route is not None:
+            units = await self._route.choose()
+            self._routed = units is not None
+            if units is not None:
+                self._transaction, self._fast_path = units.strategy(
+                    autocommit=self._autocommit, tenant=self._tenant
+                )
         self._committed = False
         self._session = await self._transaction.begin()
         self._entered = True
@@ -352,6 +385,12 @@ class UnitOfWork:
         finally:
             self._session = None
             self._entered = False
+            if exc is not None and self._wrote is not None and not self._transaction.atomic:
+                self._wrote()  # a statement before the failure may have committed
+        if exc is not None and self._routed and self._route is not None:
+            replacement = self._route.failed(exc)
+            if replacement is not None:
+                raise replacement from exc
 
     async def commit(self) -> None:
         """Make the work durable (owned) or release the SAVEPOINT into the caller's transaction.
@@ -372,6 +411,8 @@ class UnitOfWork:
                 raise
             raise referenced from error
         self._committed = True
+        if self._wrote is not None:
+            self._wrote()
 
     async def rollback(self) -> None:
         """Discard the work (owned) or roll back to the SAVEPOINT (borrowed)."""
@@ -390,10 +431,13 @@ class EngineUnits:
         prepare: Callable[[], Awaitable[None]],
         *,
         statement_spans: StatementSpans | None = None,
+        wrote: Callable[[], None] | None = None,
     ) -> None:
         """``statement_spans``: telemetry that may cover the fast path's statements on an
-        engine OpenTelemetry's SQLAlchemy instrumentation watches (see FastPath)."""
+        engine OpenTelemetry's SQLAlchemy instrumentation watches (see FastPath). ``wrote``:
+        told about every unit that may have written (see :class:`UnitOfWork`)."""
         self._prepare = prepare
+        self._wrote = wrote
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._single = self._sessions
         self._fast_path: FastPath | None = None
@@ -408,9 +452,29 @@ class EngineUnits:
     def fast_path(self) -> FastPath | None:
         return self._fast_path
 
-    def __call__(self, *, autocommit: bool = False, tenant: str | None = None) -> UnitOfWork:
+    def __call__(
+        self, *, autocommit: bool = False, tenant: str | None = None, route: Route | None = None
+    ) -> UnitOfWork:
+        """A unit of work on this engine; with ``route``, a unit of reads that ``route`` may
+        move to another engine when it starts (it reports no writes)."""
+        wrote = None if route is not None else self._wrote
         if autocommit and self._autocommit and tenant is None:
             return UnitOfWork(
-                self._single, prepare=self._prepare, autocommit=True, fast_path=self._fast_path
+                self._single,
+                prepare=self._prepare,
+                autocommit=True,
+                fast_path=self._fast_path,
+                wrote=wrote,
+                route=route,
             )
-        return UnitOfWork(self._sessions, prepare=self._prepare, tenant=tenant)
+        return UnitOfWork(
+            self._sessions, prepare=self._prepare, tenant=tenant, wrote=wrote, route=route
+        )
+
+    def strategy(
+        self, *, autocommit: bool, tenant: str | None
+    ) -> tuple[_Transaction, FastPath | None]:
+        """How a unit of work made here holds its transaction, and its fast path."""
+        if autocommit and self._autocommit and tenant is None:
+            return _SingleStatements(self._single), self._fast_path
+        return _OwnedTransaction(self._sessions), None

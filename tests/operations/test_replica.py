@@ -1,0 +1,346 @@
+"""Reads on a real streaming replica (``read_url``), with read-your-writes.
+
+One throwaway primary + hot standby pair per test module (and xdist worker), built from
+scratch (``initdb``, ``pg_basebackup -R``: see :mod:`tests.support.replica`) so nothing depends
+on the system server's replication settings; both servers are stopped and removed afterwards.
+The replica is slowed on purpose (``recovery_min_apply_delay``) to show that a read following
+this ledger's write never misses it, stopped to show that reads fall back to the primary
+without an error, and started again to show that reads return to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+import pytest
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from agentledger import Ledger, LedgerSettings
+from agentledger.db.fastpath import FastPath
+from tests.conftest import run_sync
+from tests.support.replica import ReplicaPair, replica_pair
+
+#: The replica's replay of each commit is held back this long in the read-your-writes tests.
+APPLY_DELAY = "3s"
+#: Reads stay on the primary this long after the replica failed (LedgerSettings).
+RETRY_AFTER = 2.0
+
+PATHS = ("asyncpg fast path", "SQLAlchemy (fast path stepped aside)")
+
+
+@pytest.fixture(scope="module")
+def pair() -> Iterator[ReplicaPair]:
+    """A primary at agentledger's head and its streaming replica (set up once per module)."""
+    started = time.monotonic()
+    with replica_pair() as servers:
+
+        async def migrate() -> None:
+            await servers.wait_until_streaming()
+            async with Ledger.from_url(servers.primary_url) as ledger:
+                await ledger.upgrade()
+            await wait_for_schema(servers.replica_url)
+
+        run_sync(migrate())
+        logging.getLogger(__name__).info("replica pair ready in %.1f s", time.monotonic() - started)
+        yield servers
+
+
+@asynccontextmanager
+async def replica_ledger(pair: ReplicaPair, path: str = PATHS[0]) -> AsyncIterator[Ledger]:
+    """A Ledger writing to the primary and reading from the replica, on the given path."""
+    settings = LedgerSettings(
+        database_url=pair.primary_url, read_url=pair.replica_url, read_retry_after=RETRY_AFTER
+    )
+    async with Ledger.from_settings(settings) as ledger:
+        for engine in (ledger.engine, ledger.read_engine):
+            fast = FastPath.for_engine(engine)
+            assert fast is not None
+            if path != PATHS[0]:
+                event.listen(engine.sync_engine, "before_cursor_execute", _seen)
+                assert fast.stepped_aside_for == "a before_cursor_execute listener on the engine"
+            else:
+                assert fast.stepped_aside_for is None
+        # Wait until the replica has the schema (and the ledger has checked it).
+        await ledger.service.list_user_sessions("nobody")
+        yield ledger
+
+
+def _seen(*_args: Any) -> None:
+    """A cursor listener, as a tracing host would add: the fast path steps aside for it."""
+
+
+def count_checkouts(ledger: Ledger) -> Counter[str]:
+    counter: Counter[str] = Counter()
+    for name, engine in (("primary", ledger.engine), ("replica", ledger.read_engine)):
+        _count(engine, counter, name)
+    return counter
+
+
+def _count(engine: AsyncEngine, counter: Counter[str], name: str) -> None:
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _checked_out(*_args: Any) -> None:
+        counter[name] += 1
+
+
+async def served_by(counter: Counter[str], call: Callable[[], Awaitable[Any]]) -> set[str]:
+    """Which servers ``call`` took connections from."""
+    counter.clear()
+    await call()
+    return {name for name, count in counter.items() if count}
+
+
+async def replica_has(pair: ReplicaPair, session_id: uuid.UUID) -> int:
+    """Messages of the session the replica shows now (asked directly, not via agentledger)."""
+    connection = await asyncpg.connect(pair.replica_url)
+    try:
+        count = await connection.fetchval(
+            "SELECT count(*) FROM conversation_messages WHERE session_id = $1", session_id
+        )
+    finally:
+        await connection.close()
+    return int(count)
+
+
+async def wait_for_replica(pair: ReplicaPair, session_id: uuid.UUID, messages: int) -> None:
+    deadline = time.monotonic() + 20
+    while await replica_has(pair, session_id) < messages:
+        assert time.monotonic() < deadline, "the replica never caught up"
+        await asyncio.sleep(0.1)
+
+
+async def back_on_the_replica(counter: Counter[str], call: Callable[[], Awaitable[Any]]) -> None:
+    """Repeat ``call`` until it is served by the replica alone (it has replayed past the
+    position of this ledger's writes, which other commits since may have moved on)."""
+    deadline = time.monotonic() + 20
+    while await served_by(counter, call) != {"replica"}:
+        assert time.monotonic() < deadline, "reads never returned to the replica"
+        await asyncio.sleep(0.1)
+
+
+async def wait_for_schema(url: str) -> None:
+    """Wait until the database at ``url`` shows agentledger's migrations."""
+    deadline = time.monotonic() + 20
+    while True:
+        connection = await asyncpg.connect(url)
+        try:
+            found = await connection.fetchval(
+                "SELECT to_regclass('agentledger_alembic_version') IS NOT NULL"
+            )
+        finally:
+            await connection.close()
+        if found:
+            return
+        assert time.monotonic() < deadline, "the replica never got the schema"
+        await asyncio.sleep(0.05)
+
+
+async def test_reads_run_on_the_replica(pair: ReplicaPair) -> None:
+    user = f"u-{uuid.uuid4()}"
+    async with Ledger.from_url(pair.primary_url) as writer:  # another process's writes
+        sid = (await writer.service.create_session(user, "A")).id
+        await writer.service.add_items(sid, [{"role": "user", "content": "hello"}])
+    await wait_for_replica(pair, sid, 1)
+    async with replica_ledger(pair) as ledger:
+        async with ledger.read_engine.connect() as connection:
+            assert (await connection.execute(text("SELECT pg_is_in_recovery()"))).scalar()
+        async with ledger.engine.connect() as connection:
+            assert not (await connection.execute(text("SELECT pg_is_in_recovery()"))).scalar()
+        counter = count_checkouts(ledger)
+        svc = ledger.service
+        reads: dict[str, Callable[[], Awaitable[Any]]] = {
+            "get_items": lambda: svc.get_items(sid),
+            "get_session": lambda: svc.get_session(sid),
+            "list_user_sessions": lambda: svc.list_user_sessions(user),
+            "get_usage": lambda: svc.get_usage(sid),
+        }
+        for name, call in reads.items():
+            assert await served_by(counter, call) == {"replica"}, name
+        assert await svc.get_items(sid) == [{"role": "user", "content": "hello"}]
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_read_your_writes_on_a_slowed_replica(pair: ReplicaPair, path: str) -> None:
+    await pair.set_apply_delay(APPLY_DELAY)
+    try:
+        async with replica_ledger(pair, path) as ledger:
+            counter = count_checkouts(ledger)
+            svc = ledger.service
+            user = f"u-{uuid.uuid4()}"
+            sid = (await svc.create_session(user, "A")).id
+            sdk = ledger.agent_session("chat", user_id=user, agent_name="A")
+
+            await svc.add_items(sid, [{"role": "user", "content": "q1"}])
+            assert await svc.get_items(sid) == [{"role": "user", "content": "q1"}]
+            record = await svc.get_session(sid)
+            assert record is not None
+            assert [m.content for m in record.messages] == ["q1"]
+            listed = await svc.list_user_sessions(user)
+            assert [s.id for s in listed.sessions] == [sid]
+            await sdk.add_items([{"role": "user", "content": "hi"}])
+            assert await sdk.get_items() == [{"role": "user", "content": "hi"}]
+            assert "primary" in await served_by(counter, sdk.get_items)
+
+            # The replica still lacks those writes now, after the reads that saw them: the
+            # reads did not come from it.
+            assert await replica_has(pair, sid) == 0
+            assert await replica_has(pair, sdk.ledger_session_id) == 0
+
+            # Once the replica has replayed the writes, reads return to it, and the next ones
+            # cost no check on the primary.
+            await back_on_the_replica(counter, sdk.get_items)
+            assert await served_by(counter, lambda: svc.get_items(sid)) == {"replica"}
+            assert counter["replica"] == 1
+            assert await svc.get_items(sid) == [{"role": "user", "content": "q1"}]
+    finally:
+        await pair.set_apply_delay("0")
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_a_replica_that_is_down_leaves_reads_to_the_primary(
+    pair: ReplicaPair, path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="agentledger")
+    async with replica_ledger(pair, path) as ledger:
+        counter = count_checkouts(ledger)
+        svc = ledger.service
+        user = f"u-{uuid.uuid4()}"
+        sdk = ledger.agent_session("chat", user_id=user)
+        await sdk.add_items([{"role": "user", "content": "before"}])
+        sid = sdk.ledger_session_id
+        # The first read after a write positions it on the primary, then asks the replica.
+        assert "primary" in await served_by(counter, sdk.get_items)
+        await back_on_the_replica(counter, sdk.get_items)
+
+        pair.stop_replica()
+        try:
+            # No error: the reads run on the primary, and the warning says why.
+            assert await sdk.get_items() == [{"role": "user", "content": "before"}]
+            warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+            assert len(warnings) == 1
+            assert "read replica" in warnings[0].getMessage()
+            assert f"127.0.0.1:{pair.replica_port}" in warnings[0].getMessage()
+            await sdk.add_items([{"role": "user", "content": "while it is down"}])
+            for call in (
+                sdk.get_items,
+                lambda: svc.get_session(sid),
+                lambda: svc.list_user_sessions(user),
+            ):
+                # Within the back-off, the replica is not even tried.
+                assert await served_by(counter, call) == {"primary"}
+            assert len(await sdk.get_items()) == 2
+        finally:
+            if not pair.replica_running():
+                pair.start_replica()
+        await pair.wait_until_streaming()
+        await asyncio.sleep(RETRY_AFTER)
+        # After the back-off, reads return to the replica once it has every write.
+        await back_on_the_replica(counter, sdk.get_items)
+        assert await served_by(counter, sdk.get_items) == {"replica"}
+        assert counter["replica"] == 1
+        assert await sdk.get_items() == [
+            {"role": "user", "content": "before"},
+            {"role": "user", "content": "while it is down"},
+        ]
+        assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
+
+
+async def test_a_replica_that_is_down_at_startup_fails_nothing(
+    pair: ReplicaPair, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="agentledger")
+    user = f"u-{uuid.uuid4()}"
+    pair.stop_replica()
+    try:
+        settings = LedgerSettings(database_url=pair.primary_url, read_url=pair.replica_url)
+        async with Ledger.from_settings(settings) as ledger:
+            # The first read (and the replica's schema check with it) finds the replica down.
+            assert (await ledger.service.list_user_sessions(user)).sessions == ()
+            sdk = ledger.agent_session("chat", user_id=user)
+            await sdk.add_items([{"role": "user", "content": "hello"}])
+            assert await sdk.get_items() == [{"role": "user", "content": "hello"}]
+    finally:
+        if not pair.replica_running():
+            pair.start_replica()
+    await pair.wait_until_streaming()
+    # (One warning per back-off period: importing the Agents SDK may take longer than one.)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings
+    assert all("read replica" in warning and "cannot be reached" in warning for warning in warnings)
+
+
+async def test_read_your_writes_across_concurrent_tasks(pair: ReplicaPair) -> None:
+    await pair.set_apply_delay(APPLY_DELAY)
+    try:
+        async with replica_ledger(pair) as ledger:
+            user = f"u-{uuid.uuid4()}"
+
+            async def turn(number: int) -> list[Any]:
+                sdk = ledger.agent_session(f"chat-{number}", user_id=user)
+                await sdk.add_items([{"role": "user", "content": f"q{number}"}])
+                return list(await sdk.get_items())
+
+            results = await asyncio.gather(*(turn(number) for number in range(8)))
+            for number, items in enumerate(results):
+                assert items == [{"role": "user", "content": f"q{number}"}]
+            listed = await ledger.service.list_user_sessions(user, limit=20)
+            assert len(listed.sessions) == 8
+    finally:
+        await pair.set_apply_delay("0")
+
+
+async def test_a_replica_still_replaying_the_migrations_leaves_reads_to_the_primary(
+    pair: ReplicaPair,
+) -> None:
+    database = f"fresh_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(pair.primary_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{database}"')
+        # The replica has the (empty) database before its replay is slowed down...
+        deadline = time.monotonic() + 20
+        while not await _replica_has_database(pair, database):
+            assert time.monotonic() < deadline, "the replica never got the database"
+            await asyncio.sleep(0.05)
+        await pair.set_apply_delay(APPLY_DELAY)
+        try:
+            # ...and lags behind the migrations run now: it is not at head for a while.
+            primary, replica = (
+                pair.url(pair.primary_port, database),
+                pair.url(pair.replica_port, database),
+            )
+            async with Ledger.from_url(primary) as deploy:
+                await deploy.upgrade()
+            settings = LedgerSettings(database_url=primary, read_url=replica)
+            async with Ledger.from_settings(settings) as ledger:
+                counter = count_checkouts(ledger)
+                listed = await ledger.service.list_user_sessions("u1")
+                assert listed.sessions == ()
+                assert "primary" in await served_by(
+                    counter, lambda: ledger.service.list_user_sessions("u1")
+                )
+                # Once the replica has the migrations, it serves the reads.
+                await wait_for_schema(replica)
+                await back_on_the_replica(counter, lambda: ledger.service.list_user_sessions("u1"))
+        finally:
+            await pair.set_apply_delay("0")
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        await admin.close()
+
+
+async def _replica_has_database(pair: ReplicaPair, database: str) -> bool:
+    connection = await asyncpg.connect(pair.replica_url)
+    try:
+        return bool(
+            await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database)
+        )
+    finally:
+        await connection.close()
