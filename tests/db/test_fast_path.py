@@ -275,3 +275,23 @@ async def test_pooled_connections_idle_too_long_are_pinged_first(pg_template: st
     finally:
         await engine.dispose()
         await drop_pg_database(name)
+
+
+async def test_a_unit_of_work_never_holds_two_pooled_connections(database_url: str) -> None:
+    # Regression: an SDK read of an emptied session checked ownership through SQLAlchemy (whose
+    # session keeps its connection until the unit ends) and then read the checkpoint through
+    # the driver on a second connection; with a pool of one it waited for itself until
+    # pool_timeout, and with many tasks on a small pool (PgBouncer's) every task did.
+    async with Ledger.from_url(database_url, pool_size=1, max_overflow=0, pool_timeout=3) as ledger:
+        chat = ledger.agent_session("emptied", user_id="u1")
+        await chat.add_items([{"role": "user", "content": "a"}])
+        await chat.clear_session()
+
+        assert await asyncio.wait_for(chat.get_items(), timeout=2) == []
+        assert await asyncio.wait_for(chat.get_items(1), timeout=2) == []
+        # The same from many tasks at once on the one connection.
+        reads = [chat.get_items() for _ in range(16)]
+        assert await asyncio.wait_for(asyncio.gather(*reads), timeout=10) == [[]] * 16
+        # Another user's session reads as empty the same way (ownership, then nothing).
+        other = ledger.agent_session("emptied", user_id="u2")
+        assert await asyncio.wait_for(other.get_items(), timeout=2) == []

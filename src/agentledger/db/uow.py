@@ -28,9 +28,9 @@ read-your-writes routing of :mod:`agentledger.db.replica`.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Protocol, Self, TypeVar, cast
+from typing import Any, Protocol, Self, TypeVar, cast
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
@@ -40,6 +40,7 @@ from sqlalchemy.ext.asyncio import (
     AsyncSessionTransaction,
     async_sessionmaker,
 )
+from sqlalchemy.sql import Executable
 
 from agentledger.db.dialect import Dialect, dialect_for
 from agentledger.db.fastpath import FastPath, SessionStatements, Statements, StatementSpans
@@ -148,6 +149,39 @@ class _SingleStatements(_Transaction):
 
     def dialect_name(self) -> str:
         return _maker_dialect(self._sessions)
+
+
+class _OneConnection:
+    """The statements of a unit of single statements on the fast path: each through the
+    driver on a pooled connection of its own, unless the unit's ORM session exists (a
+    statement only SQLAlchemy runs made it), which holds a connection until the unit ends;
+    they then run on that one. A unit never holds two pooled connections at once: with a
+    small pool, tasks each holding one and waiting for a second would wait for each other
+    until ``pool_timeout``."""
+
+    def __init__(
+        self,
+        driver: Statements,
+        session: Statements,
+        no_session_yet: Callable[[], bool],
+    ) -> None:
+        self._driver = driver
+        self._session = session
+        self._no_session_yet = no_session_yet
+
+    async def rows(
+        self,
+        statement: Executable,
+        params: Mapping[str, Any],
+        *,
+        into: Callable[..., Any] | None = None,
+    ) -> Sequence[Any]:
+        runner = self._driver if self._no_session_yet() else self._session
+        return await runner.rows(statement, params, into=into)
+
+    async def scalar(self, statement: Executable, params: Mapping[str, Any]) -> Any:
+        runner = self._driver if self._no_session_yet() else self._session
+        return await runner.scalar(statement, params)
 
 
 class _BorrowedSession(_Transaction):
@@ -313,7 +347,12 @@ class UnitOfWork:
         self._entered = True
         try:
             driver = None if self._fast_path is None else self._fast_path.statements()
-            self.statements = driver or SessionStatements(lambda: self.db)
+            session_statements = SessionStatements(lambda: self.db)
+            self.statements = (
+                session_statements
+                if driver is None
+                else _OneConnection(driver, session_statements, lambda: self._session is None)
+            )
             self._bind_repositories()
             if self._tenant is not None and self.dialect.tenant_scope is not None:
                 await self.db.execute(self.dialect.tenant_scope, {"tenant": self._tenant})
