@@ -97,6 +97,7 @@ def _config(
     server_port: int,
     users: Sequence[str],
     pool_size: int,
+    pool_mode: str = "transaction",
 ) -> Path:
     (folder / "pgbouncer.log").unlink(missing_ok=True)
     user_list = folder / "userlist.txt"
@@ -114,7 +115,7 @@ def _config(
                 "unix_socket_dir =",
                 "auth_type = trust",
                 f"auth_file = {user_list}",
-                "pool_mode = transaction",
+                f"pool_mode = {pool_mode}",
                 f"default_pool_size = {pool_size}",
                 "min_pool_size = 0",
                 "reserve_pool_size = 0",
@@ -160,9 +161,11 @@ def running_pgbouncer(
     pool_size: int = 4,
     run_as: str = "postgres",
     start_timeout: float = 15.0,
+    pool_mode: str = "transaction",
 ) -> Iterator[PgBouncer]:
-    """Start PgBouncer (transaction mode, ``pool_size`` server connections per database and
-    user) in front of ``server_host:server_port``; yield where it listens; stop it at the end.
+    """Start PgBouncer (``pool_mode``: transaction by default; ``pool_size`` server
+    connections per database and user) in front of ``server_host:server_port``; yield where
+    it listens; stop it at the end.
 
     Clients log in as one of ``users`` without a password (``auth_type = trust``), and
     PgBouncer logs in to the server as that user too, so the server must let it in (trust
@@ -183,6 +186,7 @@ def running_pgbouncer(
                 server_host=server_host,
                 server_port=server_port,
                 users=users,
+                pool_mode=pool_mode,
                 pool_size=pool_size,
             )
             command = [program, str(ini)]

@@ -175,7 +175,14 @@ def translate_db_error(error: BaseException) -> LedgerError:
             "(Ledger.from_url(url, pgbouncer=True) or AGENTLEDGER_PGBOUNCER=true); see "
             "docs/operations.md"
         )
-    for classify in (_contention, _schema_or_duplicate, _access, _storage_limit, _foreign_key):
+    for classify in (
+        _contention,
+        _schema_or_duplicate,
+        _access,
+        _pooler_refusal,
+        _storage_limit,
+        _foreign_key,
+    ):
         translated_error = classify(error, code)
         if translated_error is not None:
             return translated_error
@@ -279,6 +286,51 @@ def _access(error: BaseException, code: str | None) -> LedgerError | None:
             sqlstate=code,
         )
     return None
+
+
+def _pooler_refusal(error: BaseException, code: str | None) -> LedgerError | None:
+    """PgBouncer answers its own refusals with SQLSTATE 08P01 (protocol violation), which
+    otherwise means a lost connection worth retrying; these are configuration mistakes that
+    fail the same way every time, so they say what to fix instead."""
+    if "statement pooling mode" in _chain_text(error):
+        # The pooler ends the connection after its refusal, so the driver reports a lost
+        # connection whose message quotes it.
+        return ConfigurationError(
+            "the connection pooler runs in statement mode, which refuses transactions; "
+            "agentledger needs pool_mode = transaction (or session) for its database "
+            "(docs/operations.md)"
+        )
+    if code != "08P01":
+        return None
+    said = (server_report(error).message or "").lower()
+    if "authentication failed" in said or "no such user" in said or "password" in said:
+        return DatabaseUnavailableError(
+            "the connection pooler (PgBouncer) rejected the credentials; check the user and "
+            "password in the URL and the pooler's auth_file/auth_type",
+            sqlstate=code,
+        )
+    if "no such database" in said or ("database" in said and "does not exist" in said):
+        return DatabaseUnavailableError(
+            "the connection pooler (PgBouncer) does not know the database named in the URL; "
+            "add it to the pooler's [databases] section or fix the database name in the URL",
+            sqlstate=code,
+        )
+    return None
+
+
+def _chain_text(error: BaseException) -> str:
+    """The messages of ``error``, the driver's error it wraps and their causes, lowercased."""
+    texts = []
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [error]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        texts.append(str(current))
+        pending.extend((getattr(current, "orig", None), current.__cause__, current.__context__))
+    return " ".join(texts).lower()
 
 
 def _storage_limit(error: BaseException, code: str | None) -> LedgerError | None:

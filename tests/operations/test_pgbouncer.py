@@ -24,9 +24,16 @@ import pytest
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 
-from agentledger import ConfigurationError, Ledger, LedgerSettings, SchemaNotReadyError
+from agentledger import (
+    ConfigurationError,
+    DatabaseUnavailableError,
+    Ledger,
+    LedgerSettings,
+    SchemaNotReadyError,
+)
 from agentledger.testing import create_pg_database, drop_pg_database, pg_url
 from agentledger.testing_pgbouncer import running_pgbouncer
+from tests.conftest import run_sync
 from tests.operations.conftest import BouncedDatabase, Bouncer
 from tests.services import test_ordering_concurrency as ordering
 from tests.support.docs import blocks, run_doc_shell
@@ -380,3 +387,37 @@ def test_the_launcher_stops_pgbouncer_when_the_block_fails() -> None:
         fail_inside()
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", ports[0]), timeout=2)
+
+
+async def test_the_poolers_own_refusals_name_the_fix_and_are_not_retryable(
+    bouncer: Bouncer, bounced: BouncedDatabase
+) -> None:
+    # PgBouncer answers refusals with SQLSTATE 08P01, which otherwise means a lost connection
+    # worth retrying: an unknown user or database must not look like a network blip.
+    unknown_user = bouncer.pgbouncer.url(bounced.name, user="nobody_here")
+    async with Ledger.from_url(unknown_user, pgbouncer=True) as ledger:
+        with pytest.raises(DatabaseUnavailableError, match="rejected the credentials") as caught:
+            await ledger.service.list_user_sessions("u1", 5)
+    assert not caught.value.retryable
+
+    missing = bouncer.pgbouncer.url(f"{bounced.name}_missing")
+    async with Ledger.from_url(missing, pgbouncer=True) as ledger:
+        with pytest.raises(DatabaseUnavailableError, match="database") as caught:
+            await ledger.service.list_user_sessions("u1", 5)
+    assert not caught.value.retryable
+
+
+def test_a_statement_mode_pooler_is_refused_with_the_mode_to_use(
+    bounced: BouncedDatabase,
+) -> None:
+    async def use(url: str) -> None:
+        async with Ledger.from_url(url, pgbouncer=True) as ledger:
+            chat = ledger.agent_session("statement-mode", user_id="u1")
+            await chat.add_items([{"role": "user", "content": "a"}])
+            await chat.pop_item()  # two statements in one transaction
+
+    with (
+        running_pgbouncer(pool_size=2, pool_mode="statement") as statement_mode,
+        pytest.raises(ConfigurationError, match="pool_mode = transaction"),
+    ):
+        run_sync(use(statement_mode.url(bounced.name)))
