@@ -401,8 +401,8 @@ class Ledger:
 _MIGRATE_DIRECTLY = (
     "run them on the database's direct URL (PostgreSQL's own host and port), e.g. "
     "`AGENTLEDGER_PGBOUNCER=false agentledger --database-url "
-    "postgresql://USER@DB-HOST:5432/DBNAME db upgrade`, or "
-    "`await Ledger.from_url(direct_url, pgbouncer=False).upgrade()` "
+    "postgresql://USER@DB-HOST:5432/DBNAME db upgrade` (or `db downgrade REV`, `db adopt`), "
+    "or `await Ledger.from_url(direct_url, pgbouncer=False).upgrade()` "
     "(see docs/operations.md)"
 )
 

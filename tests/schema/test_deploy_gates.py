@@ -171,6 +171,68 @@ def test_upgrade_sql_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert not (tmp_path / "never_created.db").exists()
 
 
+@pytest.mark.parametrize(
+    ("revision", "said"),
+    [
+        ("agentledger_0004:", "needs both ends"),
+        (":head", "needs both ends"),
+        ("agentledger_0005:agentledger_0004", "runs backwards"),
+        ("head:head", "is empty"),
+        ("agentledger_0003:agentledger_0003", "is empty"),
+    ],
+)
+def test_upgrade_sql_refuses_ranges_that_would_print_nothing_or_crash(
+    revision: str, said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Regression: half a range crashed with an AssertionError, and an empty or backwards one
+    # printed BEGIN; COMMIT; with exit 0, which a reviewer reads as "nothing to migrate".
+    code, out, err = cli(capsys, "--database-url", UNREACHABLE, "db", "upgrade", "--sql", revision)
+    assert (code, out) == (2, ""), err
+    assert said in err
+    assert "bug" not in err
+
+
+def test_the_reviewed_script_takes_the_migration_lock(capsys: pytest.CaptureFixture[str]) -> None:
+    # Applied by hand with psql, the script must not run alongside a deploy's migration.
+    classid, objid = MIGRATION_LOCK_KEYS
+    for revision in ("head", f"agentledger_0003:{HEAD}"):
+        code, sql, err = cli(
+            capsys, "--database-url", UNREACHABLE, "db", "upgrade", "--sql", revision
+        )
+        assert code == 0, err
+        lock = f"SELECT pg_advisory_xact_lock({classid}, {objid});"
+        assert sql.index("BEGIN;") < sql.index(lock) < sql.index("-- Running upgrade")
+
+
+def test_current_check_refuses_a_version_table_holding_head_beside_another_revision(
+    database_url: str, backend: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def add_row() -> None:
+        async with Ledger.from_url(database_url) as ledger, ledger.engine.begin() as connection:
+            await connection.execute(
+                text(f"INSERT INTO {VERSION_TABLE} (version_num) VALUES ('agentledger_0004')")
+            )
+
+    run_sync(add_row())
+    code, out, _ = cli(capsys, "--database-url", database_url, "db", "current", "--check")
+    assert code == 1
+    assert "several revisions" in out
+
+
+def test_current_check_of_a_missing_sqlite_file_does_not_create_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "missing.db"
+    url = f"sqlite+aiosqlite:///{missing}"
+    code, out, _ = cli(capsys, "--database-url", url, "db", "current", "--check")
+    assert code == 1
+    assert "no database file" in out
+    assert not missing.exists()
+    code, _, _ = cli(capsys, "--database-url", url, "db", "current")
+    assert code == 0
+    assert not missing.exists()
+
+
 def test_offline_sql_refuses_sqlite_from_the_api() -> None:
     from agentledger.schema import offline_upgrade_sql
 

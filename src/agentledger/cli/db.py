@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from agentledger.cli.arguments import add_json_flag
 from agentledger.cli.output import EXIT_FAILED, EXIT_OK, Output, UsageError
 from agentledger.config import LedgerSettings, safe_url
+from agentledger.errors import InvalidInputError
 from agentledger.ledger import Ledger
 from agentledger.schema.alembic import head_revision, offline_upgrade_sql
 
@@ -97,7 +99,10 @@ async def db_upgrade(ledger: Ledger, args: argparse.Namespace, out: Output) -> i
 
 
 async def db_upgrade_sql(settings: LedgerSettings, args: argparse.Namespace, out: Output) -> int:
-    sql = offline_upgrade_sql(settings.database_url, args.revision)
+    try:
+        sql = offline_upgrade_sql(settings.database_url, args.revision)
+    except InvalidInputError as error:  # a malformed or empty range: how it was asked
+        raise UsageError(str(error)) from error
     if out.json_mode:
         out.json({"revision": args.revision, "sql": sql})
     else:
@@ -111,18 +116,48 @@ async def db_downgrade(ledger: Ledger, args: argparse.Namespace, out: Output) ->
 
 
 async def db_current(ledger: Ledger, args: argparse.Namespace, out: Output) -> int:
+    url = ledger.engine.url
+    if url.get_backend_name() == "sqlite" and url.database and not _exists(url.database):
+        # Connecting would create the file: a gate only looks.
+        out.result(
+            f"base (head is {head_revision()}; no database file at {url.database}: run "
+            "`agentledger db upgrade` to create it)",
+            {
+                "current": [],
+                "head": head_revision(),
+                "at_head": False,
+                "source": "none",
+                "advice": "run `agentledger db upgrade` to create the database file",
+            },
+        )
+        return EXIT_FAILED if args.check else EXIT_OK
     state = await ledger.schema_state()
+    # Exactly head: a version table recording head beside an older revision is damaged.
+    at_head = tuple(state.current) == (state.head,)
+    described = state.describe()
+    if state.at_head and not at_head:
+        described = (
+            f"{', '.join(state.current)}: the version table records several revisions, "
+            f"head ({state.head}) among them; keep only the head's row"
+        )
     out.result(
-        state.describe(),
+        described,
         {
             "current": list(state.current),
             "head": state.head,
-            "at_head": state.at_head,
+            "at_head": at_head,
             "source": state.source,
             "advice": state.advice(),
         },
     )
-    return EXIT_OK if state.at_head or not args.check else EXIT_FAILED
+    return EXIT_OK if at_head or not args.check else EXIT_FAILED
+
+
+def _exists(database: str) -> bool:
+    """Whether a SQLite URL's database exists (``:memory:`` and ``file:`` URIs always do)."""
+    if database == ":memory:" or database.startswith("file:"):
+        return True
+    return Path(database).exists()
 
 
 async def db_rls(ledger: Ledger, args: argparse.Namespace, out: Output) -> int:

@@ -27,6 +27,7 @@ from agentledger.schema.alembic import (
     VERSION_TABLE,
     include_object,
     migration_lock,
+    offline_lock_statement,
 )
 
 config = context.config
@@ -82,6 +83,9 @@ def run_offline() -> None:
         literal_binds=True,
     )
     with context.begin_transaction():
+        # The script applied by hand takes the same lock as `agentledger db upgrade`, so it
+        # never runs alongside a deploy's migration (it waits for it instead).
+        context.execute(offline_lock_statement())
         context.run_migrations()
 
 

@@ -34,6 +34,7 @@ from agentledger.db.models import OWNED_TABLES
 from agentledger.db.urls import normalize_url
 from agentledger.errors import (
     ConfigurationError,
+    InvalidInputError,
     LedgerError,
     LedgerTimeoutError,
     SchemaNotReadyError,
@@ -102,6 +103,13 @@ def _beside_the_callers_alembic() -> Iterator[None]:
         for _module, previous in saved:
             if previous is not None:
                 previous._install_proxy()
+
+
+def offline_lock_statement() -> str:
+    """The migration lock as a statement of an offline (``--sql``) script: waits for a
+    migration under way, with no time limit (``psql`` users set ``lock_timeout`` themselves)."""
+    classid, objid = MIGRATION_LOCK_KEYS
+    return f"SELECT pg_advisory_xact_lock({classid}, {objid})"
 
 
 def migration_lock(connection: Connection, timeout: float | None = MIGRATION_LOCK_TIMEOUT) -> None:
@@ -194,6 +202,8 @@ def offline_upgrade_sql(url: str, revision: str = "head") -> str:
             "PostgreSQL URL: `agentledger --database-url postgresql:///review db upgrade --sql`"
         )
     config = alembic_config(parsed.render_as_string(hide_password=False))
+    if ":" in revision:
+        _check_range(ScriptDirectory.from_config(config), revision)
     buffer = io.StringIO()
     config.output_buffer = buffer
     try:
@@ -202,6 +212,37 @@ def offline_upgrade_sql(url: str, revision: str = "head") -> str:
     except (CommandError, RevisionError) as error:
         raise LedgerError(f"cannot print the SQL for {revision!r}: {error}") from error
     return buffer.getvalue()
+
+
+def _check_range(script: ScriptDirectory, revision: str) -> None:
+    """``FROM:TO`` must name two revisions with ``FROM`` before ``TO``: Alembic prints an
+    empty script for a backwards or empty range, which a reviewer would read as "nothing to
+    do"."""
+    start, _, end = revision.partition(":")
+    if not start or not end:
+        raise InvalidInputError(
+            f"the range {revision!r} needs both ends, FROM:TO (e.g. agentledger_0003:head); "
+            "to print everything from an empty database, pass just the revision to reach"
+        )
+    try:
+        first = script.get_revision(start)
+        last = script.get_revision(end)
+    except (CommandError, RevisionError) as error:
+        raise LedgerError(f"cannot print the SQL for {revision!r}: {error}") from error
+    if first is None or last is None:
+        raise InvalidInputError(f"the range {revision!r} names no revision at one end")
+    if first.revision == last.revision:
+        raise InvalidInputError(
+            f"the range {revision!r} is empty: FROM and TO are the same revision; name the "
+            "revision the database is at as FROM and a later one as TO"
+        )
+    if first.revision not in {
+        rev.revision for rev in script.iterate_revisions(last.revision, "base")
+    }:
+        raise InvalidInputError(
+            f"the range {revision!r} runs backwards or across branches: {start} does not come "
+            f"before {end}; an upgrade's SQL goes from the earlier revision to the later one"
+        )
 
 
 def downgrade(connection: Connection, revision: str) -> None:
