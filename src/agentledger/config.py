@@ -62,6 +62,7 @@ class LedgerSettings(BaseSettings):
     read_retry_after: float = Field(
         default=5.0,
         gt=0,
+        allow_inf_nan=False,
         description="Seconds reads stay on the primary after the read replica could not be "
         "reached, before it is tried again.",
     )

@@ -85,6 +85,13 @@ class Ledger:
             host_alembic_ini=self._settings.host_alembic_ini,
             migrate_on_start=self._settings.migrate_on_start,
         )
+        if read_engine is not None and read_engine.dialect.name != engine.dialect.name:
+            raise ConfigurationError(
+                f"the read database ({safe_url(read_engine.url)}) is "
+                f"{read_engine.dialect.name} and the primary ({safe_url(engine.url)}) "
+                f"{engine.dialect.name}: read_url must point at a replica of the primary "
+                "database, on the same backend, or be left unset"
+            )
         if telemetry is None:
             telemetry = self._settings.telemetry
         tracing = Telemetry() if telemetry is True else telemetry or None
@@ -170,12 +177,28 @@ class Ledger:
                 pgbouncer=settings.pgbouncer,
             )
 
+        def read_engine_for(url: URL) -> AsyncEngine:
+            # A replica that hangs (rather than refusing) would hold a read for asyncpg's
+            # default connect timeout (60 s) before it falls back to the primary.
+            connect_args = dict(engine_kwargs.get("connect_args") or {})
+            if url.get_backend_name() == "postgresql" and not (
+                {"timeout", "connect_timeout"} & (set(url.query) | set(connect_args))
+            ):
+                connect_args["timeout"] = READ_CONNECT_TIMEOUT
+            return create_engine(
+                url,
+                {**engine_kwargs, "connect_args": connect_args},
+                defaults=settings.engine_kwargs(url),
+                sqlite_busy_timeout=settings.sqlite_busy_timeout,
+                pgbouncer=settings.pgbouncer,
+            )
+
         read_url = settings.read_engine_url
         return cls(
             engine_for(settings.url),
             settings=settings,
             owns_engine=True,
-            read_engine=None if read_url is None else engine_for(read_url),
+            read_engine=None if read_url is None else read_engine_for(read_url),
             telemetry=telemetry,
         )
 
@@ -397,6 +420,10 @@ class Ledger:
             return f"Ledger({safe_url(self._engine.url)!r})"
         return f"Ledger({safe_url(self._engine.url)!r}, read={safe_url(self._read_engine.url)!r})"
 
+
+#: Seconds a read waits to connect to the read replica before it falls back to the primary
+#: (unless read_url's ``connect_timeout`` or ``connect_args`` say otherwise).
+READ_CONNECT_TIMEOUT = 5.0
 
 _MIGRATE_DIRECTLY = (
     "run them on the database's direct URL (PostgreSQL's own host and port), e.g. "

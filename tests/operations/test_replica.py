@@ -21,10 +21,11 @@ from typing import Any
 
 import asyncpg
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from agentledger import Ledger, LedgerSettings
+from agentledger import ConfigurationError, DatabaseUnavailableError, Ledger, LedgerSettings
 from agentledger.db.fastpath import FastPath
 from tests.conftest import run_sync
 from tests.support.replica import ReplicaPair, replica_pair
@@ -344,3 +345,73 @@ async def _replica_has_database(pair: ReplicaPair, database: str) -> bool:
         )
     finally:
         await connection.close()
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_a_read_on_a_connection_opened_meanwhile_is_checked_again(
+    pair: ReplicaPair, path: str
+) -> None:
+    # Regression: the decision to trust the replica was taken before the read checked out a
+    # connection; when that checkout opened a new one (the pool replacing a dead connection
+    # after a replica restart), the read ran unchecked on a server that may have resumed from
+    # an older position, and a session this ledger had just created read as missing.
+    async with replica_ledger(pair, path) as ledger:
+        counter = count_checkouts(ledger)
+        svc = ledger.service
+        user = f"u-{uuid.uuid4()}"
+        sid = (await svc.create_session(user, "A")).id
+        await svc.add_items(sid, [{"role": "user", "content": "kept"}])
+        await back_on_the_replica(counter, lambda: svc.get_items(sid))  # trusted, cached
+
+        checks: list[str] = []
+
+        def replica_statement(_c: Any, _cur: Any, statement: str, *_rest: Any) -> None:
+            checks.append(statement)
+
+        await ledger.read_engine.dispose()  # the next read opens a new connection
+        event.listen(ledger.read_engine.sync_engine, "before_cursor_execute", replica_statement)
+        try:
+            record = await svc.get_session(sid, user)
+        finally:
+            event.remove(ledger.read_engine.sync_engine, "before_cursor_execute", replica_statement)
+        assert record is not None
+        assert [m.content for m in record.messages] == ["kept"]
+        assert any("pg_last_wal_replay_lsn" in statement for statement in checks), checks
+
+
+def test_read_database_errors_name_the_read_url_and_backends_must_match(
+    pair: ReplicaPair, tmp_path: Any
+) -> None:
+    async def scenario() -> None:
+        wrong = pair.replica_url.rsplit("/", 1)[0] + "/no_such_database"
+        settings = LedgerSettings(database_url=pair.primary_url, read_url=wrong)
+        async with Ledger.from_settings(settings) as ledger:
+            with pytest.raises(DatabaseUnavailableError, match=r"read database at .*read_url"):
+                await ledger.service.list_user_sessions("nobody")
+            # Writes are unaffected.
+            await ledger.service.create_session(f"u-{uuid.uuid4()}", "A")
+
+        with pytest.raises(ConfigurationError, match="same backend"):
+            Ledger.from_url(pair.primary_url, read_url=f"sqlite+aiosqlite:///{tmp_path}/r.db")
+
+    run_sync(scenario())
+
+
+def test_read_retry_after_must_be_finite() -> None:
+    with pytest.raises(ValidationError):
+        LedgerSettings(read_retry_after=float("inf"))
+
+
+async def test_one_warning_per_outage(pair: ReplicaPair, caplog: pytest.LogCaptureFixture) -> None:
+    settings = LedgerSettings(
+        database_url=pair.primary_url,
+        read_url="postgresql://postgres@127.0.0.1:1/nothing_listens_here",
+        read_retry_after=0.05,
+    )
+    async with Ledger.from_settings(settings) as ledger:
+        with caplog.at_level(logging.WARNING, logger="agentledger"):
+            for _ in range(6):
+                await ledger.service.list_user_sessions("nobody")
+                await asyncio.sleep(0.06)  # past read_retry_after: the replica is tried again
+    warnings = [r for r in caplog.records if "cannot be reached" in r.getMessage()]
+    assert len(warnings) == 1

@@ -65,6 +65,7 @@ from agentledger.db.uow import EngineUnits
 from agentledger.db.urls import safe_url
 from agentledger.errors import (
     ConnectionLostError,
+    DatabaseUnavailableError,
     ReadReplicaUnavailableError,
     SchemaNotReadyError,
 )
@@ -121,6 +122,11 @@ class ReadRouter:
         self._standby = True
         self._schema_checked = False
         self._down_until: float | None = None
+        #: New connections the replica engine opened (each may lead to a server that resumed
+        #: from an older replay position).
+        self._connections = 0
+        #: Whether the current outage was logged (one WARNING per outage, not per retry).
+        self._outage_logged = False
         event.listen(replica.sync_engine, "connect", self._new_replica_connection)
 
     # -- what the Ledger's units of work report --------------------------------------------
@@ -135,8 +141,26 @@ class ReadRouter:
         """The replica's units when :meth:`use_replica` says so (else the primary's stay)."""
         return self.replica_units if await self.use_replica() else None
 
-    def failed(self, error: BaseException) -> BaseException | None:
-        return self.replica_failed(error)
+    def ticket(self) -> int:
+        """The replica engine's count of new connections, when a read starts on it."""
+        return self._connections
+
+    def ended(self, ticket: int, error: BaseException | None) -> BaseException | None:
+        """A read on the replica ended. Failed: see :meth:`replica_failed`. Succeeded while
+        the replica engine opened a new connection (the pool replaced a dead one, say): that
+        server may have resumed from an older replay position than the one the read was
+        trusted with, so the read is run again, once the replica was asked where it is."""
+        if error is not None:
+            return self.replica_failed(error) or self._named(error)
+        self._reachable()
+        if self._connections != ticket:
+            return ReadReplicaUnavailableError(
+                f"the read replica at {safe_url(self._replica.url)} was reconnected during a "
+                "read, so the read could not be trusted to hold this ledger's writes; "
+                "agentledger runs it again (this error only leaves the library when that "
+                "happened twice in a row)"
+            )
+        return None
 
     def replica_failed(self, error: BaseException) -> ReadReplicaUnavailableError | None:
         """A read on the replica failed with ``error``. When the replica is out of reach (the
@@ -173,7 +197,10 @@ class ReadRouter:
             replayed = await self._replay_position()
         except Exception as error:
             if self.replica_failed(error) is None:
-                raise
+                named = self._named(error)
+                if named is None:
+                    raise
+                raise named from error
             return False
         if replayed is None:
             self._standby = False
@@ -184,6 +211,7 @@ class ReadRouter:
                 safe_url(self._replica.url),
             )
             return False
+        self._reachable()
         self._replayed = max(self._replayed, replayed)
         return self._mark <= self._replayed and await self._schema_ready()
 
@@ -217,7 +245,10 @@ class ReadRouter:
             )
         except Exception as error:
             if self.replica_failed(error) is None:
-                raise
+                named = self._named(error)
+                if named is None:
+                    raise
+                raise named from error
             return False
         if replaying:
             return False
@@ -239,7 +270,8 @@ class ReadRouter:
             return await uow.statements.scalar(statement, {})
 
     def _down(self, error: BaseException) -> None:
-        first = self._down_until is None
+        first = not self._outage_logged
+        self._outage_logged = True
         self._down_until = self._clock() + self._retry_after
         self._replayed = 0
         if first:
@@ -251,8 +283,31 @@ class ReadRouter:
                 self._retry_after,
             )
 
+    def _reachable(self) -> None:
+        """The replica answered: an outage (if any) is over, and the next one is logged."""
+        if self._outage_logged:
+            self._outage_logged = False
+            logger.info(
+                "agentledger: the read replica at %s is reachable again; reads go there",
+                safe_url(self._replica.url),
+            )
+
+    def _named(self, error: BaseException) -> BaseException | None:
+        """A configuration error of the read database (credentials, database name) names
+        the read URL, or the caller would look for it in the primary's."""
+        if not isinstance(error, Exception):
+            return None
+        translated = translate_db_error(error)
+        if not isinstance(translated, DatabaseUnavailableError):
+            return None
+        return DatabaseUnavailableError(
+            f"the read database at {safe_url(self._replica.url)} (read_url): {translated}",
+            sqlstate=translated.sqlstate,
+        )
+
     def _new_replica_connection(self, *_args: Any) -> None:
         self._replayed = 0
+        self._connections += 1
 
     def close(self) -> None:
         """Stop listening to the replica engine's connections."""

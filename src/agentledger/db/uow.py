@@ -82,9 +82,13 @@ class Route(Protocol):
         """The units to run on instead (``None``: stay where the unit was made)."""
         ...
 
-    def failed(self, error: BaseException) -> BaseException | None:
-        """A unit that ran on the chosen units failed with ``error``: what to raise instead
-        (``None``: ``error`` itself)."""
+    def ticket(self) -> int:
+        """Taken when a unit starts on the chosen units, given back to :meth:`ended`."""
+        ...
+
+    def ended(self, ticket: int, error: BaseException | None) -> BaseException | None:
+        """A unit that ran on the chosen units ended, with ``error`` or without: what to raise
+        (``None``: ``error`` itself, or nothing)."""
         ...
 
 
@@ -298,6 +302,7 @@ class UnitOfWork:
         self._wrote = wrote
         self._route = route
         self._routed = False
+        self._ticket = 0
         self._prepare = prepare
         self._tenant = tenant
         self._session: AsyncSession | None = None
@@ -338,6 +343,7 @@ class UnitOfWork:
         if self._route is not None:
             units = await self._route.choose()
             self._routed = units is not None
+            self._ticket = self._route.ticket()
             if units is not None:
                 self._transaction, self._fast_path = units.strategy(
                     autocommit=self._autocommit, tenant=self._tenant
@@ -426,8 +432,8 @@ class UnitOfWork:
             self._entered = False
             if exc is not None and self._wrote is not None and not self._transaction.atomic:
                 self._wrote()  # a statement before the failure may have committed
-        if exc is not None and self._routed and self._route is not None:
-            replacement = self._route.failed(exc)
+        if self._routed and self._route is not None:
+            replacement = self._route.ended(self._ticket, exc)
             if replacement is not None:
                 raise replacement from exc
 

@@ -228,8 +228,9 @@ def _server_options(value: str) -> dict[str, str]:
 def _unknown(name: str, known: list[str]) -> ConfigurationError:
     return ConfigurationError(
         f"unknown database URL parameter {name!r}; known parameters: {', '.join(known)}. If "
-        f"{name} is a PostgreSQL server setting (like statement_timeout), pass it as "
-        f"options=-c {name}=VALUE in the URL or connect_args={{'server_settings': {{...}}}}"
+        f"{name} is a PostgreSQL server setting (such as statement_timeout or work_mem), pass "
+        f"it as options=-c {name}=VALUE in the URL or "
+        "connect_args={'server_settings': {...}}"
     )
 
 
