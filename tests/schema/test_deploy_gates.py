@@ -179,6 +179,7 @@ def test_upgrade_sql_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         ("agentledger_0005:agentledger_0004", "runs backwards"),
         ("head:head", "is empty"),
         ("agentledger_0003:agentledger_0003", "is empty"),
+        ("head:base", "ends at base"),
     ],
 )
 def test_upgrade_sql_refuses_ranges_that_would_print_nothing_or_crash(

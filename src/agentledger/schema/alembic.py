@@ -225,12 +225,17 @@ def _check_range(script: ScriptDirectory, revision: str) -> None:
             "to print everything from an empty database, pass just the revision to reach"
         )
     try:
-        first = script.get_revision(start)
-        last = script.get_revision(end)
+        first = None if start == "base" else script.get_revision(start)
+        last = None if end == "base" else script.get_revision(end)
     except (CommandError, RevisionError) as error:
         raise LedgerError(f"cannot print the SQL for {revision!r}: {error}") from error
-    if first is None or last is None:
-        raise InvalidInputError(f"the range {revision!r} names no revision at one end")
+    if last is None:
+        raise InvalidInputError(
+            f"the range {revision!r} ends at base (an empty database), which an upgrade never "
+            "reaches; name the revision to reach as TO"
+        )
+    if first is None:
+        return  # base:TO, from an empty database
     if first.revision == last.revision:
         raise InvalidInputError(
             f"the range {revision!r} is empty: FROM and TO are the same revision; name the "
