@@ -168,26 +168,10 @@ class Ledger:
         engine_kwargs: dict[str, Any],
         telemetry: bool | Telemetry | None = None,
     ) -> Ledger:
-        def engine_for(url: URL) -> AsyncEngine:
+        def engine_for(url: URL, kwargs: dict[str, Any]) -> AsyncEngine:
             return create_engine(
                 url,
-                engine_kwargs,
-                defaults=settings.engine_kwargs(url),
-                sqlite_busy_timeout=settings.sqlite_busy_timeout,
-                pgbouncer=settings.pgbouncer,
-            )
-
-        def read_engine_for(url: URL) -> AsyncEngine:
-            # A replica that hangs (rather than refusing) would hold a read for asyncpg's
-            # default connect timeout (60 s) before it falls back to the primary.
-            connect_args = dict(engine_kwargs.get("connect_args") or {})
-            if url.get_backend_name() == "postgresql" and not (
-                {"timeout", "connect_timeout"} & (set(url.query) | set(connect_args))
-            ):
-                connect_args["timeout"] = READ_CONNECT_TIMEOUT
-            return create_engine(
-                url,
-                {**engine_kwargs, "connect_args": connect_args},
+                kwargs,
                 defaults=settings.engine_kwargs(url),
                 sqlite_busy_timeout=settings.sqlite_busy_timeout,
                 pgbouncer=settings.pgbouncer,
@@ -195,10 +179,14 @@ class Ledger:
 
         read_url = settings.read_engine_url
         return cls(
-            engine_for(settings.url),
+            engine_for(settings.url, engine_kwargs),
             settings=settings,
             owns_engine=True,
-            read_engine=None if read_url is None else read_engine_for(read_url),
+            read_engine=(
+                None
+                if read_url is None
+                else engine_for(read_url, _bounded_connect(read_url, engine_kwargs))
+            ),
             telemetry=telemetry,
         )
 
@@ -424,6 +412,20 @@ class Ledger:
 #: Seconds a read waits to connect to the read replica before it falls back to the primary
 #: (unless read_url's ``connect_timeout`` or ``connect_args`` say otherwise).
 READ_CONNECT_TIMEOUT = 5.0
+
+
+def _bounded_connect(url: URL, engine_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``engine_kwargs`` for the read engine: a replica that hangs (rather than refusing)
+    would hold a read for asyncpg's default connect timeout (60 s) before it falls back to
+    the primary, so connecting gives up after :data:`READ_CONNECT_TIMEOUT` unless the URL or
+    ``connect_args`` say otherwise."""
+    connect_args = dict(engine_kwargs.get("connect_args") or {})
+    if url.get_backend_name() != "postgresql" or (
+        {"timeout", "connect_timeout"} & (set(url.query) | set(connect_args))
+    ):
+        return engine_kwargs
+    return {**engine_kwargs, "connect_args": {**connect_args, "timeout": READ_CONNECT_TIMEOUT}}
+
 
 _MIGRATE_DIRECTLY = (
     "run them on the database's direct URL (PostgreSQL's own host and port), e.g. "

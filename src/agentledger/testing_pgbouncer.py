@@ -97,7 +97,7 @@ def _config(
     server_port: int,
     users: Sequence[str],
     pool_size: int,
-    pool_mode: str = "transaction",
+    pool_mode: str,
 ) -> Path:
     (folder / "pgbouncer.log").unlink(missing_ok=True)
     user_list = folder / "userlist.txt"

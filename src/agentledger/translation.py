@@ -319,18 +319,8 @@ def _pooler_refusal(error: BaseException, code: str | None) -> LedgerError | Non
 
 
 def _chain_text(error: BaseException) -> str:
-    """The messages of ``error``, the driver's error it wraps and their causes, lowercased."""
-    texts = []
-    seen: set[int] = set()
-    pending: list[BaseException | None] = [error]
-    while pending:
-        current = pending.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        texts.append(str(current))
-        pending.extend((getattr(current, "orig", None), current.__cause__, current.__context__))
-    return " ".join(texts).lower()
+    """The messages of ``error`` and of what it wraps (:func:`_causes`), lowercased."""
+    return " ".join(str(cause) for cause in _causes(error)).lower()
 
 
 def _storage_limit(error: BaseException, code: str | None) -> LedgerError | None:

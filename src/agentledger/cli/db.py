@@ -12,6 +12,7 @@ from agentledger.config import LedgerSettings, safe_url
 from agentledger.errors import InvalidInputError
 from agentledger.ledger import Ledger
 from agentledger.schema.alembic import head_revision, offline_upgrade_sql
+from agentledger.schema.state import NOTHING
 
 
 class _Offline(argparse.Action):
@@ -126,31 +127,23 @@ async def db_current(ledger: Ledger, args: argparse.Namespace, out: Output) -> i
                 "current": [],
                 "head": head_revision(),
                 "at_head": False,
-                "source": "none",
+                "source": NOTHING,
                 "advice": "run `agentledger db upgrade` to create the database file",
             },
         )
         return EXIT_FAILED if args.check else EXIT_OK
     state = await ledger.schema_state()
-    # Exactly head: a version table recording head beside an older revision is damaged.
-    at_head = tuple(state.current) == (state.head,)
-    described = state.describe()
-    if state.at_head and not at_head:
-        described = (
-            f"{', '.join(state.current)}: the version table records several revisions, "
-            f"head ({state.head}) among them; keep only the head's row"
-        )
     out.result(
-        described,
+        state.describe(),
         {
             "current": list(state.current),
             "head": state.head,
-            "at_head": at_head,
+            "at_head": state.only_head,
             "source": state.source,
             "advice": state.advice(),
         },
     )
-    return EXIT_OK if at_head or not args.check else EXIT_FAILED
+    return EXIT_OK if state.only_head or not args.check else EXIT_FAILED
 
 
 def _exists(database: str) -> bool:

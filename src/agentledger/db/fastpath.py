@@ -237,15 +237,8 @@ class _Compiled:
     defaults: Mapping[str, Any]
     row_type: Any
     result_processors: tuple[Callable[[Any], Any] | None, ...]
-
-    @property
-    def processed(self) -> list[tuple[int, Callable[[Any], Any]]]:
-        """``(column index, processor)`` of the columns that have one."""
-        return [
-            (index, process)
-            for index, process in enumerate(self.result_processors)
-            if process is not None
-        ]
+    #: ``(column index, processor)`` of the columns that have one (found once, at compile).
+    processed: tuple[tuple[int, Callable[[Any], Any]], ...]
 
 
 #: Compiled statements kept per engine (the reused ones number a few dozen).
@@ -304,7 +297,10 @@ class DriverStatements:
         keys = [column.keyname for column in columns]
         processors = tuple(_result_processor(column.type, dialect) for column in columns)
         row_type = namedtuple("Row", keys, rename=True) if keys else None
-        return _Compiled(result.string, names, binds, defaults, row_type, processors)
+        processed = tuple(
+            (index, process) for index, process in enumerate(processors) if process is not None
+        )
+        return _Compiled(result.string, names, binds, defaults, row_type, processors, processed)
 
     def _arguments(self, compiled: _Compiled, params: Mapping[str, Any]) -> list[Any]:
         arguments = []

@@ -151,7 +151,7 @@ class ReadRouter:
         server may have resumed from an older replay position than the one the read was
         trusted with, so the read is run again, once the replica was asked where it is."""
         if error is not None:
-            return self.replica_failed(error) or self._named(error)
+            return self._instead(error)
         self._reachable()
         if self._connections != ticket:
             return ReadReplicaUnavailableError(
@@ -196,11 +196,7 @@ class ReadRouter:
         try:
             replayed = await self._replay_position()
         except Exception as error:
-            if self.replica_failed(error) is None:
-                named = self._named(error)
-                if named is None:
-                    raise
-                raise named from error
+            self._reraise_unless_unreachable(error)
             return False
         if replayed is None:
             self._standby = False
@@ -244,11 +240,7 @@ class ReadRouter:
                 and await self._replay_position() is not None
             )
         except Exception as error:
-            if self.replica_failed(error) is None:
-                named = self._named(error)
-                if named is None:
-                    raise
-                raise named from error
+            self._reraise_unless_unreachable(error)
             return False
         if replaying:
             return False
@@ -291,6 +283,22 @@ class ReadRouter:
                 "agentledger: the read replica at %s is reachable again; reads go there",
                 safe_url(self._replica.url),
             )
+
+    def _instead(self, error: BaseException) -> BaseException | None:
+        """What a failure on the replica raises: the rerun on the primary when the replica
+        is out of reach, the error naming read_url when it is the read database's
+        configuration, else ``None`` (the error itself)."""
+        return self.replica_failed(error) or self._named(error)
+
+    def _reraise_unless_unreachable(self, error: Exception) -> None:
+        """After a check on the replica failed: return when the replica is out of reach (the
+        read goes to the primary); raise anything else, as :meth:`_instead` says."""
+        instead = self._instead(error)
+        if isinstance(instead, ReadReplicaUnavailableError):
+            return
+        if instead is None:
+            raise error
+        raise instead from error
 
     def _named(self, error: BaseException) -> BaseException | None:
         """A configuration error of the read database (credentials, database name) names

@@ -36,18 +36,17 @@ T = TypeVar("T")
 
 
 class SchemaAdmin:
-    """The schema of one Ledger's database (and of its read replica, which must follow it)."""
+    """The schema of one Ledger's database (its read replica's is checked by the read router,
+    :mod:`agentledger.db.replica`, at its first use)."""
 
     def __init__(
         self,
         engine: AsyncEngine,
         *,
-        read_engine: AsyncEngine | None = None,
         host_alembic_ini: str | None = None,
         migrate_on_start: bool = False,
     ) -> None:
         self._engine = engine
-        self._read_engine = read_engine
         self._host_alembic_ini = host_alembic_ini
         self._migrate_on_start = migrate_on_start
         self._ready = False
@@ -186,24 +185,9 @@ class SchemaAdmin:
                 f"the database at {safe_url(self._engine.url)} is not at agentledger's "
                 f"schema revision {state.head} (found: {found}); {state.advice()}"
             )
-        if self._read_engine is not None:
-            await self._check_read_engine(state.head)
         if self._engine.dialect.name == "sqlite":
             await self._check_sqlite_foreign_keys()
         self._ready = True
-
-    async def _check_read_engine(self, head: str) -> None:
-        """The read engine must serve the same schema (a replica of the primary does)."""
-        assert self._read_engine is not None
-        current = (await self.state(self._read_engine)).current
-        if head not in current:
-            found = ", ".join(current) if current else "no agentledger tables"
-            raise SchemaNotReadyError(
-                f"the read database at {safe_url(self._read_engine.url)} is not at "
-                f"agentledger's schema revision {head} (found: {found}); read_url must point "
-                "at a replica of the primary database (which follows its migrations), or be "
-                "left unset"
-            )
 
     async def _check_sqlite_foreign_keys(self) -> None:
         """Cascading deletes need SQLite's foreign keys, which are off unless switched on."""

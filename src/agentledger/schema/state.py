@@ -61,15 +61,26 @@ class SchemaState:
         return self.head in self.current
 
     @property
+    def only_head(self) -> bool:
+        """At head and nothing else recorded (what a deploy gate wants): a version table that
+        holds head beside another revision is damaged."""
+        return self.current == (self.head,)
+
+    @property
     def unknown(self) -> tuple[str, ...]:
         """Applied revisions this version of agentledger does not ship (a newer one's)."""
         known = known_revisions()
         return tuple(revision for revision in self.current if revision not in known)
 
     def advice(self) -> str | None:
-        """What to run to reach head (``None`` at head)."""
-        if self.at_head:
+        """What to run to reach head (``None`` at head, with nothing else recorded)."""
+        if self.only_head:
             return None
+        if self.at_head:
+            return (
+                "the version table records several revisions, head among them; keep only "
+                f"the row of {self.head}"
+            )
         if self.unknown:
             return (
                 f"revision {', '.join(self.unknown)} is not one of agentledger {__version__}'s: "
@@ -102,7 +113,7 @@ class SchemaState:
         found = ", ".join(self.current) or "base"
         if self.source == TABLES and self.current:
             found += " (inferred from the tables: no version table records it)"
-        if self.at_head:
+        if self.only_head:
             return f"{found} (head)"
         return f"{found} (head is {self.head}; {self.advice()})"
 
