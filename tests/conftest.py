@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import pytest
 
 from agentledger import Ledger
+from agentledger.db.fastpath import DriverStatements
 from agentledger.testing import create_pg_database, drop_pg_database, pg_url
 
 __all__ = ["create_pg_database", "drop_pg_database", "pg_url", "run_sync"]
@@ -119,3 +120,17 @@ async def pg_database_url(pg_template: str) -> AsyncIterator[str]:
         yield pg_url(name)
     finally:
         await drop_pg_database(name)
+
+
+@pytest.fixture
+def counted_driver(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Statements that went through the asyncpg fast path, one ``"driver"`` each."""
+    sent: list[str] = []
+    real = DriverStatements._run_once
+
+    async def counting(self: DriverStatements, operation: Any) -> Any:
+        sent.append("driver")
+        return await real(self, operation)
+
+    monkeypatch.setattr(DriverStatements, "_run_once", counting)
+    return sent

@@ -92,18 +92,11 @@ def test_fast_path_steps_aside_while_statements_are_observed(
 
 
 async def test_the_hot_paths_take_the_fast_path(
-    pg_ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+    pg_ledger: Ledger, counted_driver: list[str]
 ) -> None:
     """Appends and tail reads of the agent loop go through the driver (a mutation that turns the
     fast path off fails here), and only they: a transaction never does."""
-    sent: list[str] = []
-    real = DriverStatements._run_once
-
-    async def counting(self: DriverStatements, operation: Any) -> Any:
-        sent.append("driver")
-        return await real(self, operation)
-
-    monkeypatch.setattr(DriverStatements, "_run_once", counting)
+    sent = counted_driver
     session = pg_ledger.agent_session("chat", user_id="u1")
     await session.add_items([{"role": "user", "content": "hi"}])  # the append
     await session.get_items()  # the tail read

@@ -29,11 +29,10 @@ from agentledger.errors import LedgerTimeoutError, UnsupportedBackendError
 from agentledger.schema import MIGRATION_LOCK_TIMEOUT, migration_lock, upgrade
 from agentledger.schema.alembic import MIGRATION_LOCK_KEYS, VERSION_TABLE, head_revision
 from tests.conftest import create_pg_database, drop_pg_database, pg_url, run_sync
+from tests.support.processes import SUBPROCESS_TIMEOUT, finished
 
 HEAD = head_revision()
 SRC = Path(__file__).resolve().parents[2] / "src"
-#: Bound for each CLI subprocess (an import and the migrations take a few seconds).
-SUBPROCESS_TIMEOUT = 120.0
 #: Nothing listens on port 1: anything that tried to connect would fail.
 UNREACHABLE = "postgresql://agentledger@127.0.0.1:1/never_created"
 
@@ -332,17 +331,6 @@ async def start_upgrade(url: str) -> asyncio.subprocess.Process:
     )
 
 
-async def finish(process: asyncio.subprocess.Process) -> tuple[int, str, str]:
-    try:
-        stdout, stderr = await asyncio.wait_for(process.communicate(), SUBPROCESS_TIMEOUT)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise
-    assert process.returncode is not None
-    return process.returncode, stdout.decode(), stderr.decode()
-
-
 def test_the_subprocess_runs_this_checkout() -> None:
     done = subprocess.run(
         [sys.executable, "-c", "import agentledger; print(agentledger.__file__)"],
@@ -360,7 +348,7 @@ async def test_two_deploys_racing_migrate_once(attempt: int) -> None:
     url = pg_url(name)
     try:
         first, second = await start_upgrade(url), await start_upgrade(url)
-        results = await asyncio.gather(finish(first), finish(second))
+        results = await asyncio.gather(finished(first), finished(second))
         for code, out, err in results:
             assert code == 0, err
             assert err == ""

@@ -55,10 +55,9 @@ from agentledger.schema.alembic import (
     head_revision,
     versions_path,
 )
+from tests.support.processes import finished
 
 HEAD = head_revision()
-#: Bound for each subprocess (an import and a few statements take about a second).
-SUBPROCESS_TIMEOUT = 120.0
 WAYS = ("own-version-table", "one-history")
 #: Alembic operations in a revision, with the table each one works on.
 TABLE_OPERATIONS = (
@@ -189,15 +188,9 @@ async def run_ok(*args: str | Path, cwd: Path, env: dict[str, str]) -> str:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    try:
-        stdout, stderr = await asyncio.wait_for(process.communicate(), SUBPROCESS_TIMEOUT)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise
-    out, err = stdout.decode(), stderr.decode()
+    code, out, err = await finished(process)
     command = " ".join(map(str, args))
-    assert process.returncode == 0, f"{command} exited {process.returncode}\n{out}\n{err}"
+    assert code == 0, f"{command} exited {code}\n{out}\n{err}"
     return out + err
 
 

@@ -53,11 +53,10 @@ from agentledger.schema.alembic import (
     include_object,
     migrations_path,
 )
+from tests.support.processes import finished
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HEAD = head_revision()
-#: Bound for each Alembic subprocess (an import and a few statements take about a second).
-SUBPROCESS_TIMEOUT = 120.0
 #: Statements that change a database; a no-op upgrade must not run any of them.
 WRITES = ("CREATE", "ALTER", "DROP", "INSERT", "UPDATE", "DELETE")
 
@@ -160,14 +159,7 @@ async def alembic_cli(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    try:
-        stdout, stderr = await asyncio.wait_for(process.communicate(), SUBPROCESS_TIMEOUT)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise
-    assert process.returncode is not None
-    return process.returncode, stdout.decode(), stderr.decode()
+    return await finished(process)
 
 
 async def alembic_ok(*args: str, env: dict[str, str]) -> str:

@@ -32,7 +32,6 @@ from opentelemetry.trace import SpanKind, StatusCode
 from sqlalchemy import event
 
 from agentledger import Ledger, StaleSessionError
-from agentledger.db.fastpath import DriverStatements
 from agentledger.services.telemetry import Telemetry
 
 SECRET = "my card number is 4111 1111 1111 1111"
@@ -183,20 +182,6 @@ async def test_telemetry_covers_the_sdk_session_and_services_made_from_the_servi
 
 
 # -- the fast path under OpenTelemetry's SQLAlchemy instrumentation -------------------------------
-
-
-@pytest.fixture
-def counted_driver(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Statements that went through the asyncpg fast path."""
-    sent: list[str] = []
-    real = DriverStatements._run_once
-
-    async def counting(self: DriverStatements, operation: Any) -> Any:
-        sent.append("driver")
-        return await real(self, operation)
-
-    monkeypatch.setattr(DriverStatements, "_run_once", counting)
-    return sent
 
 
 @pytest.fixture
