@@ -47,6 +47,7 @@ from agentledger.errors import (
     SessionNotFoundError,
     SessionReferencedError,
     StaleSessionError,
+    SyncCallInEventLoopError,
     UnsupportedBackendError,
 )
 from agentledger.ledger import Ledger
@@ -120,6 +121,7 @@ __all__ = [
     "SessionSummary",
     "SessionTranscript",
     "StaleSessionError",
+    "SyncCallInEventLoopError",
     "Telemetry",
     "TranscriptImport",
     "UnitOfWork",

@@ -110,6 +110,11 @@ class ConfigurationError(LedgerError):
     given. Never retryable: the same call fails the same way until the configuration changes."""
 
 
+class SyncCallInEventLoopError(LedgerError, RuntimeError):
+    """A blocking (sync) method of a framework adapter was called on a thread whose event loop
+    is running, where waiting would stall that loop: await its async twin there instead."""
+
+
 class SessionReferencedError(LedgerDatabaseError):
     """The session cannot be deleted: a row of another table (one of the host application's)
     refers to it, or to one of its messages, through a foreign key without ``ON DELETE``.

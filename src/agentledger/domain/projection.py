@@ -2,8 +2,9 @@
 
 Every row keeps two faces of the same message:
 
-* ``item`` — what the caller stored, exactly (an OpenAI Agents SDK input item, or the chat
-  message dict built by :func:`item_from_chat`);
+* ``item`` — what the caller stored, exactly (an OpenAI Agents SDK input item, the chat
+  message dict built by :func:`item_from_chat`, or a LangChain message in its envelope, see
+  :mod:`agentledger.domain.langchain_messages`);
 * the seed's chat columns ``role``/``content``/``tool_calls``/``tool_call_id``, derived here so
   that ``service.get_session`` shows an SDK conversation as user / assistant-with-tool_calls /
   tool / assistant messages, and SQL users can query it.
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agentledger.domain.encoding import check_text, dump_json
+from agentledger.domain.langchain_messages import LANGCHAIN_ITEM_TYPE, chat_form
 from agentledger.errors import InvalidInputError, InvalidItemTypeError
 
 #: Roles of the chat view. ``developer`` and ``system`` are instructions; ``tool`` is a result.
@@ -99,6 +101,8 @@ def chat_view(item: Any) -> ChatView:
         )
     if item_type == "message":
         return _message_view(item)
+    if item_type == LANGCHAIN_ITEM_TYPE:
+        return _langchain_view(item)
     call_id = _optional_str(item.get("call_id"))
     if item_type.endswith("_output"):
         return ChatView("tool", _text_of(item.get("output")), None, call_id, item_type)
@@ -118,6 +122,18 @@ def _message_view(item: dict[str, Any]) -> ChatView:
     if tool_calls is not None and not isinstance(tool_calls, list):
         raise InvalidInputError("tool_calls must be a list of dicts or None")
     return ChatView(role, content, tool_calls, _optional_str(item.get("tool_call_id")), "message")
+
+
+def _langchain_view(item: dict[str, Any]) -> ChatView:
+    """A stored LangChain message shows as the chat message it is (a human message as a user
+    message, an AI message with its tool calls, a tool message answering its call); a
+    ``ChatMessage`` with a role of its own shows as an assistant message."""
+    form = chat_form(item)
+    role = form["role"] if form["role"] in ROLES else "assistant"
+    content = _text_of(form["content"])
+    return ChatView(
+        role, content, form.get("tool_calls"), form.get("tool_call_id"), LANGCHAIN_ITEM_TYPE
+    )
 
 
 def _text_of(value: Any) -> str:

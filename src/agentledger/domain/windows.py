@@ -20,6 +20,9 @@ Rules, precisely:
   separated; nor are an ``mcp_approval_request`` and the items naming it in
   ``approval_request_id``. With parallel tool calls every pair that straddles a position
   forbids a cut there.
+* A stored LangChain message (:mod:`agentledger.domain.langchain_messages`) is read in its
+  chat form: an AI message's tool calls and the tool messages answering them are a pair, and a
+  human message starts a user turn.
 * A ``reasoning`` item is never separated from the item right after it, unless that item starts
   a new input (a user/system/developer message): the reasoning belongs to the same response.
 * ``max_turns=N`` keeps the last N user turns: the window starts at the N-th user message from
@@ -38,6 +41,9 @@ import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from agentledger.domain.langchain_messages import chat_form, is_langchain_item
+from agentledger.errors import InvalidInputError
 
 #: Estimates the tokens of one item; see :func:`approx_tokens`.
 TokenCounter = Callable[[Any], int]
@@ -103,8 +109,21 @@ def approx_tokens(item: Any) -> int:
     return (len(text) + 3) // 4
 
 
+def _as_read(item: Any) -> Any:
+    """``item`` as these rules read it: a stored LangChain message in its chat form (a human
+    message is a user turn, an AI message's tool calls pair with the tool messages answering
+    them), anything else as it is."""
+    if is_langchain_item(item):
+        try:
+            return chat_form(item)
+        except InvalidInputError:
+            return item
+    return item
+
+
 def is_user_message(item: Any) -> bool:
     """True for a user message (an SDK ``message`` item or an easy ``{"role": "user"}`` dict)."""
+    item = _as_read(item)
     return (
         isinstance(item, dict)
         and item.get("role") == "user"
@@ -113,6 +132,7 @@ def is_user_message(item: Any) -> bool:
 
 
 def _starts_input(item: Any) -> bool:
+    item = _as_read(item)
     return (
         isinstance(item, dict)
         and item.get("role") in _INPUT_ROLES
@@ -126,6 +146,7 @@ def _is_reasoning(item: Any) -> bool:
 
 def _is_output_side(item: dict[str, Any]) -> bool:
     """True for items that answer an earlier item (tool outputs, approval responses)."""
+    item = _as_read(item)
     item_type = item.get("type")
     return (
         (isinstance(item_type, str) and item_type.endswith("_output"))
@@ -139,7 +160,9 @@ def _link_keys(item: Any) -> tuple[tuple[str, str], ...]:
 
     Responses items carry one ``call_id`` (or an approval id); a chat-format assistant message
     (``add_message(..., tool_calls=[...])``) carries one per tool call, and a chat-format tool
-    message names its call by ``tool_call_id``."""
+    message names its call by ``tool_call_id``; so do LangChain messages, through their chat
+    form."""
+    item = _as_read(item)
     if not isinstance(item, dict):
         return ()
     call_id = item.get("call_id")

@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 from agentledger.domain.display import terminal_text
+from agentledger.domain.langchain_messages import LANGCHAIN_ITEM_TYPE
 from agentledger.domain.projection import chat_view
 from agentledger.domain.records import Checkpoint
 from agentledger.domain.transcripts.model import SessionTranscript, TranscriptMessage
@@ -20,6 +21,10 @@ _ROLE_LABELS = {
     "developer": "Developer",
     "tool": "Tool result",
 }
+
+#: Item types rendered as chat messages (who said it, its text, its tool calls): chat-shaped
+#: SDK messages and LangChain messages (whose chat view the projection derives).
+_CHAT_ITEM_TYPES = frozenset({"message", LANGCHAIN_ITEM_TYPE})
 
 
 def render_markdown(transcript: SessionTranscript) -> str:
@@ -99,7 +104,7 @@ def _render_message(message: TranscriptMessage) -> list[str]:
         return [f"## {message.seq} · Tool result{call}", "", *_fenced(view.content)]
     if item_type == "reasoning":
         return [f"## {message.seq} · Reasoning", "", *_fenced(view.content)]
-    if item_type != "message":
+    if item_type not in _CHAT_ITEM_TYPES:
         return [f"## {message.seq} · {_code(item_type)}", "", *_fenced(_pretty(item), "json")]
     label = _ROLE_LABELS.get(view.role) or _code(view.role)
     out = [f"## {message.seq} · {label}"]
