@@ -44,6 +44,10 @@ def part_of(path: Path) -> str:
     return relative.parts[0].removesuffix(".py")
 
 
+#: Agent frameworks installed by an extra: each is imported only inside its own adapter.
+FRAMEWORK_ADAPTERS: dict[str, str] = {"langchain_core": "integrations/langchain"}
+
+
 def imported_modules(path: Path) -> set[str]:
     tree = ast.parse(path.read_text(encoding="utf-8"))
     found: set[str] = set()
@@ -78,6 +82,28 @@ def test_each_module_imports_only_the_layers_below_it(path: Path) -> None:
             assert top not in FORBIDDEN_THIRD_PARTY.get(part, set()), (
                 f"{path.relative_to(PACKAGE)} ({part}) imports {module}"
             )
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda path: str(path.relative_to(PACKAGE)))
+def test_an_extras_framework_is_imported_only_by_its_adapter(path: Path) -> None:
+    where = path.relative_to(PACKAGE).as_posix()
+    for module in imported_modules(path):
+        adapter = FRAMEWORK_ADAPTERS.get(module.split(".")[0])
+        assert adapter is None or where.startswith(adapter + "/"), f"{where} imports {module}"
+
+
+def test_importing_agentledger_loads_no_extras_framework() -> None:
+    frameworks = sorted(FRAMEWORK_ADAPTERS)
+    script = (
+        "import sys, agentledger, agentledger.integrations.openai_agents\n"
+        "from agentledger import Ledger\n"
+        f"loaded = sorted(m for m in sys.modules if m.split('.')[0] in {frameworks})\n"
+        "print(loaded)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]", result.stdout
 
 
 def test_importing_agentledger_and_naming_a_session_leave_the_agents_sdk_unloaded() -> None:

@@ -66,9 +66,7 @@ def every_message() -> list[BaseMessage]:
             artifact={"hits": [1, 2, 3]},
             status="success",
         ),
-        ToolMessage(
-            [{"type": "text", "text": "-3 °C"}], tool_call_id="call-2", status="error"
-        ),
+        ToolMessage([{"type": "text", "text": "-3 °C"}], tool_call_id="call-2", status="error"),
         AIMessage(
             [
                 {"type": "reasoning", "reasoning": "It is cold."},
@@ -77,19 +75,19 @@ def every_message() -> list[BaseMessage]:
             id="ai-2",
             response_metadata={"model_provider": "fake", "output_version": "v1"},
         ),
-        ChatMessage("Looks fine to me.", role="critic", id="chat-1"),
-        ChatMessage("I am the user too.", role="user"),
-        FunctionMessage('{"ok": true}', name="legacy_fn", id="fn-1"),
+        ChatMessage(content="Looks fine to me.", role="critic", id="chat-1"),
+        ChatMessage(content="I am the user too.", role="user"),
+        FunctionMessage(content='{"ok": true}', name="legacy_fn", id="fn-1"),
         AIMessageChunk(
             content="partial",
             id="chunk-1",
             tool_call_chunks=[{"name": "search", "args": '{"q": "do', "id": "call-4", "index": 0}],
         ),
-        HumanMessageChunk("human chunk"),
-        SystemMessageChunk("system chunk"),
-        ToolMessageChunk("tool chunk", tool_call_id="call-4"),
-        ChatMessageChunk("chat chunk", role="moderator"),
-        FunctionMessageChunk("function chunk", name="legacy_fn"),
+        HumanMessageChunk(content="human chunk"),
+        SystemMessageChunk(content="system chunk"),
+        ToolMessageChunk(content="tool chunk", tool_call_id="call-4"),
+        ChatMessageChunk(content="chat chunk", role="moderator"),
+        FunctionMessageChunk(content="function chunk", name="legacy_fn"),
         HumanMessage("Thanks! «ünïcödé» 🐈"),
     ]
 

@@ -56,9 +56,8 @@ async def test_another_users_history_reads_empty_and_refuses_writes(ledger: Ledg
     assert await existing_id(same_name) != sid
 
     assert await alice.aget_messages() == tool_turn(1)
-    assert await LedgerChatMessageHistory.for_user(ledger, sid, user_id="alice").aget_messages() == (
-        tool_turn(1)
-    )
+    by_owner = LedgerChatMessageHistory.for_user(ledger, sid, user_id="alice")
+    assert await by_owner.aget_messages() == tool_turn(1)
 
 
 async def test_a_name_squatted_by_another_user_still_opens_the_owners_session(
@@ -74,7 +73,8 @@ async def test_a_name_squatted_by_another_user_still_opens_the_owners_session(
     assert [m.content for m in await again.aget_messages()] == ["still mine"]
     assert await existing_id(again) == await existing_id(mine)
     bobs = await ledger.service.get_session(derived, user_id="bob")
-    assert bobs is not None and bobs.messages == ()
+    assert bobs is not None
+    assert bobs.messages == ()
 
 
 async def test_a_batch_is_stored_whole_or_not_at_all(ledger: Ledger) -> None:
@@ -95,7 +95,8 @@ async def test_the_chat_view_serves_search_listing_and_the_service(ledger: Ledge
     await history.aadd_messages(every_message())
     sid = await existing_id(history)
     record = await ledger.service.get_session(sid, user_id="u1")
-    assert record is not None and record.agent_name == "helper"
+    assert record is not None
+    assert record.agent_name == "helper"
     rows = [(m.role, m.content, m.tool_call_id, m.item_type) for m in record.messages]
     assert rows[:4] == [
         ("system", "You are terse.", None, "langchain"),
@@ -132,9 +133,7 @@ async def test_exports_round_trip_and_render_tool_calls_with_their_results(
     assert transcript is not None
 
     restored = loads_jsonl(dumps_jsonl(transcript))
-    imported = await ledger.service.import_session(
-        restored, user_id="u2", session_id=uuid.uuid4()
-    )
+    imported = await ledger.service.import_session(restored, user_id="u2", session_id=uuid.uuid4())
     copy = LedgerChatMessageHistory.for_user(ledger, imported.session_id, user_id="u2")
     assert await copy.aget_messages() == every_message()
 
@@ -142,7 +141,7 @@ async def test_exports_round_trip_and_render_tool_calls_with_their_results(
     assert "## 3 · Assistant" in markdown
     assert "Tool call `search` (call id `call-1`):" in markdown
     assert "## 4 · Tool result for `call-1`" in markdown
-    assert "## 2 · User" in markdown and "What is on this picture?" in markdown
+    assert "## 2 · User\n\n```\nWhat is on this picture?\n```" in markdown
     assert '"langchain"' not in markdown  # no message fell back to its raw JSON
 
 

@@ -47,9 +47,7 @@ def ledger_histories(ledger: Ledger, user_id: str = "u1") -> Histories:
     return LedgerChatMessageHistory.factory(ledger, user_id=user_id)
 
 
-async def both(
-    ledger: Ledger, scenario: Callable[[Histories], Awaitable[Any]]
-) -> tuple[Any, Any]:
+async def both(ledger: Ledger, scenario: Callable[[Histories], Awaitable[Any]]) -> tuple[Any, Any]:
     """What ``scenario`` returns on the oracle and on the ledger."""
     return await scenario(oracle_histories()), await scenario(ledger_histories(ledger))
 
@@ -138,7 +136,7 @@ def chain_with_history(histories: Histories, replies: list[str]) -> tuple[Any, l
     )
     chain = prompt | RunnableLambda(record) | model
     runnable = RunnableWithMessageHistory(
-        chain,  # type: ignore[arg-type]
+        chain,
         histories,
         input_messages_key="question",
         history_messages_key="history",

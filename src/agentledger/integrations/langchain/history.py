@@ -23,8 +23,8 @@ from agentledger.domain.langchain_messages import (
     langchain_item,
     stored_message,
 )
-from agentledger.domain.projection import OPAQUE_ITEM_TYPE, chat_view
 from agentledger.domain.naming import resolve_session_uuid, session_name
+from agentledger.domain.projection import OPAQUE_ITEM_TYPE, chat_view
 from agentledger.domain.records import SessionSpec
 from agentledger.domain.validation import check_limit, check_name
 from agentledger.domain.windows import HistoryWindow, read_window
@@ -172,7 +172,9 @@ class LedgerChatMessageHistory(BaseChatMessageHistory):
         return await self._existing()
 
     def __repr__(self) -> str:
-        return f"LedgerChatMessageHistory(session_id={self.session_id!r}, user_id={self._user_id!r})"
+        return (
+            f"LedgerChatMessageHistory(session_id={self.session_id!r}, user_id={self._user_id!r})"
+        )
 
     # -- async API -------------------------------------------------------------------------
 
@@ -237,9 +239,7 @@ class LedgerChatMessageHistory(BaseChatMessageHistory):
         """Sync twin of :meth:`aclear`."""
         self._blocking(self.aclear, "clear", "aclear")
 
-    def _blocking(
-        self, make: Callable[[], Coroutine[Any, Any, T]], method: str, instead: str
-    ) -> T:
+    def _blocking(self, make: Callable[[], Coroutine[Any, Any, T]], method: str, instead: str) -> T:
         """Run ``make()`` to completion on an event loop of its own; refused on a thread whose
         loop is running (waiting there would stall that loop)."""
         try:
@@ -299,7 +299,9 @@ def _messages(items: Sequence[Any]) -> list[BaseMessage]:
             continue
         view = chat_view(item)
         if view.item_type != OPAQUE_ITEM_TYPE:
-            dicts.append(_from_chat_view(view.role, view.content, view.tool_calls, view.tool_call_id))
+            dicts.append(
+                _from_chat_view(view.role, view.content, view.tool_calls, view.tool_call_id)
+            )
     return messages_from_dict(dicts)
 
 
