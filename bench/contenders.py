@@ -195,6 +195,7 @@ ORDER BY seq
 FLOOR_LIST = """
 SELECT s.id, s.user_id, s.agent_name, s.metadata, s.created_at, s.updated_at,
        s.last_seq - s.trimmed_seq AS message_count, s.title, s.archived_at, s.name,
+       s.framework,
        (SELECT substr(m.content, 1, 161) FROM conversation_messages m
         WHERE m.session_id = s.id AND m.role = 'user' ORDER BY m.seq LIMIT 1) AS first_user_text
 FROM agent_sessions s WHERE s.user_id = $1 AND s.archived_at IS NULL

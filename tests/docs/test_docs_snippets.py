@@ -48,6 +48,7 @@ PAGES = [
     "README.md",
     "docs/index.md",
     "docs/agents-sdk.md",
+    "docs/frameworks.md",
     "docs/migrations.md",
     "docs/scaling.md",
     "docs/performance.md",

@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 
@@ -29,7 +30,12 @@ from agentledger.cli import main
 from agentledger.db.models import OWNED_TABLES
 from agentledger.domain.records import BlockedSession
 from agentledger.errors import SchemaNotReadyError, SessionReferencedError
-from agentledger.schema.alembic import HOST_VERSION_TABLE, VERSION_TABLE, head_revision
+from agentledger.schema.alembic import (
+    HOST_VERSION_TABLE,
+    VERSION_TABLE,
+    alembic_config,
+    head_revision,
+)
 from tests.conftest import run_sync
 from tests.schema.test_host_alembic import alembic as run_alembic
 from tests.schema.test_host_alembic import (
@@ -44,7 +50,10 @@ from tests.support.results import returned
 
 HEAD = head_revision()
 #: An earlier revision of agentledger's (the one before ``agent_sessions.name``).
-EARLIER = "agentledger_0004"
+_SCRIPT = ScriptDirectory.from_config(alembic_config())
+#: The revision before head, and how many revisions the history holds.
+EARLIER = str(_SCRIPT.get_revision(HEAD).down_revision)
+DEPTH = len(list(_SCRIPT.walk_revisions()))
 HOST_INI_ENV = "AGENTLEDGER_HOST_ALEMBIC_INI"
 TABLE = "tickets"
 CONSTRAINT = "fk_tickets_session"
@@ -673,7 +682,7 @@ def test_db_downgrade_refused_while_a_host_table_refers_to_ours(
     assert run_sync(revisions_of(database_url)) == (HEAD,)
     assert OWNED_TABLES | {TABLE} <= run_sync(tables_of(database_url))
     # A relative step as deep as the history is refused too; one that keeps the tables is not.
-    code, _, err = cli(capsys, database_url, "db", "downgrade", "-5")
+    code, _, err = cli(capsys, database_url, "db", "downgrade", f"-{DEPTH}")
     assert code == 1, err
     assert "drop those keys" in err
     code, _, err = cli(capsys, database_url, "db", "downgrade", "-1")

@@ -30,6 +30,9 @@ def register(session_commands: Any) -> None:
     listing.add_argument("--cursor", help="next_cursor printed by the previous page")
     listing.add_argument("--agent", help="only this agent's sessions")
     listing.add_argument(
+        "--framework", help="only this agent framework's sessions (openai-agents, adk, ...)"
+    )
+    listing.add_argument(
         "--meta",
         action="append",
         type=parse_meta_pair,
@@ -99,6 +102,7 @@ async def list_sessions(ledger: Ledger, args: argparse.Namespace, out: Output) -
         agent_name=args.agent,
         metadata=dict(args.meta) or None,
         include_archived=args.archived,
+        framework=args.framework,
     )
     if out.json_mode:
         out.json(
@@ -114,7 +118,7 @@ async def list_sessions(ledger: Ledger, args: argparse.Namespace, out: Output) -
         title = f"  {summary.title}" if summary.title else ""
         out.line(
             f"{summary.id}  {summary.updated_at:%Y-%m-%d %H:%M:%S}Z  "
-            f"{summary.message_count:>6} msgs  {summary.agent_name}{title}"
+            f"{summary.message_count:>6} msgs  {summary.framework}  {summary.agent_name}{title}"
         )
     if page.next_cursor:
         out.line(f"more: --cursor {page.next_cursor}")
@@ -130,7 +134,10 @@ async def show_session(ledger: Ledger, args: argparse.Namespace, out: Output) ->
     if out.json_mode:
         out.json(record_json(record))
         return EXIT_OK
-    out.line(f"session {record.id}  user {record.user_id}  agent {record.agent_name}")
+    out.line(
+        f"session {record.id}  user {record.user_id}  agent {record.agent_name}  "
+        f"framework {record.framework}"
+    )
     out.line(f"created {record.created_at.isoformat()}  updated {record.updated_at.isoformat()}")
     if record.title is not None:
         out.line(f"title {record.title}")
@@ -222,6 +229,7 @@ def summary_json(summary: SessionSummary) -> dict[str, Any]:
         "id": str(summary.id),
         "user_id": summary.user_id,
         "agent_name": summary.agent_name,
+        "framework": summary.framework,
         "metadata": summary.metadata,
         "created_at": summary.created_at.isoformat(),
         "updated_at": summary.updated_at.isoformat(),
@@ -237,6 +245,7 @@ def session_fields(record: SessionRecord) -> dict[str, Any]:
         "id": str(record.id),
         "user_id": record.user_id,
         "agent_name": record.agent_name,
+        "framework": record.framework,
         "title": record.title,
         "metadata": record.metadata,
         "created_at": record.created_at.isoformat(),

@@ -145,12 +145,19 @@ class Dialect:
 
     @cache  # noqa: B019 - one strategy object per dialect, kept for the process
     def list_query(
-        self, *, after: bool, agent: bool, meta_keys: int, with_archived: bool
+        self,
+        *,
+        after: bool,
+        agent: bool,
+        meta_keys: int,
+        with_archived: bool,
+        framework: bool = False,
     ) -> Select[Any]:
         """The listing statement of this shape (built once)."""
         return list_query(
             after=after,
             agent=agent,
+            framework=framework,
             with_archived=with_archived,
             metadata_conditions=self.metadata_filter(meta_keys) if meta_keys else (),
         )
@@ -205,7 +212,12 @@ class PostgreSQL(Dialect):
             "items": [row.item_json for row in rows],
         }
         if create is not None:
-            params.update(uid=create.user_id, agent_name=create.agent_name, name=create.name)
+            params.update(
+                uid=create.user_id,
+                agent_name=create.agent_name,
+                name=create.name,
+                framework=create.framework,
+            )
         elif user_id is not None:
             params["uid"] = user_id
         statement = pg_append_statement(create=create is not None, owned=user_id is not None)
@@ -275,6 +287,7 @@ class SQLite(Dialect):
                     user_id=create.user_id,
                     agent_name=create.agent_name,
                     name=create.name,
+                    framework=create.framework,
                     metadata={},
                     created_at=now,
                     updated_at=now,

@@ -117,6 +117,9 @@ class AgentSession(LedgerBase):
     #: until when unless renewed (see ``SessionService.claim_turn``).
     turn_holder: Mapped[str | None] = mapped_column(String(64), nullable=True)
     turn_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: The agent framework whose conversation this is (``openai-agents``, ``adk``,
+    #: ``langchain``, ...; see ``validation.check_framework``): one ledger for all of them.
+    framework: Mapped[str] = mapped_column(String(32), server_default=text("'openai-agents'"))
 
     messages: Mapped[list[ConversationMessage]] = relationship(
         back_populates="session",

@@ -58,9 +58,9 @@ _PG_ALLOCATE = """
 
 _PG_ALLOCATE_OR_CREATE = """
     INSERT INTO agent_sessions
-        (id, user_id, agent_name, name, metadata, created_at, updated_at, last_seq)
-    VALUES (CAST(:sid AS uuid), :uid, :agent_name, :name, '{}', CAST(:now AS timestamptz),
-            CAST(:now AS timestamptz), CAST(:n AS bigint))
+        (id, user_id, agent_name, name, framework, metadata, created_at, updated_at, last_seq)
+    VALUES (CAST(:sid AS uuid), :uid, :agent_name, :name, :framework, '{}',
+            CAST(:now AS timestamptz), CAST(:now AS timestamptz), CAST(:n AS bigint))
     ON CONFLICT (id) DO UPDATE
         SET last_seq = agent_sessions.last_seq + CAST(:n AS bigint),
             updated_at = CAST(:now AS timestamptz)
@@ -207,6 +207,7 @@ LISTING_COLUMNS = (
     _FIRST_USER_TEXT,
     _sessions.c.archived_at,
     _sessions.c.name,
+    _sessions.c.framework,
 )
 
 
@@ -216,9 +217,11 @@ def list_query(
     agent: bool,
     with_archived: bool,
     metadata_conditions: tuple[ColumnElement[bool], ...] = (),
+    framework: bool = False,
 ) -> Select[Any]:
     """A page of ``:user_id``'s sessions with their picker titles, most recently updated first,
-    in one statement. ``agent``: only ``:agent_name``'s; ``metadata_conditions``: the
+    in one statement. ``agent``: only ``:agent_name``'s; ``framework``: only sessions of
+    ``:framework``; ``metadata_conditions``: the
     dialect's metadata filter (see :mod:`agentledger.db.dialect`)."""
     query = (
         select(*LISTING_COLUMNS)
@@ -228,6 +231,8 @@ def list_query(
     )
     if agent:
         query = query.where(_sessions.c.agent_name == bindparam("agent_name"))
+    if framework:
+        query = query.where(_sessions.c.framework == bindparam("framework"))
     if not with_archived:
         query = query.where(_sessions.c.archived_at.is_(None))
     if metadata_conditions:

@@ -49,6 +49,9 @@ class SessionRecord:
     title: str | None = None
     #: The name the session was opened by (``ledger.agent_session(name, ...)``), if any.
     name: str | None = None
+    #: The agent framework whose conversation this is (``openai-agents``, ``adk``,
+    #: ``langchain``, ...): every framework's sessions live in the same ledger.
+    framework: str = "openai-agents"
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +72,8 @@ class SessionSummary:
     archived_at: datetime | None = None
     #: The name the session was opened by (``ledger.agent_session(name, ...)``), if any.
     name: str | None = None
+    #: The agent framework whose conversation this is (see :attr:`SessionRecord.framework`).
+    framework: str = "openai-agents"
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,6 +260,8 @@ class SessionSpec:
     user_id: str
     agent_name: str
     name: str | None = None
+    #: The framework the adapter creating it serves (see :attr:`SessionRecord.framework`).
+    framework: str = "openai-agents"
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,6 +279,7 @@ class SessionState:
     trimmed_seq: int
     last_seq: int
     name: str | None = None
+    framework: str = "openai-agents"
 
     @property
     def message_count(self) -> int:

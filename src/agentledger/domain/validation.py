@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -63,6 +64,28 @@ def check_name(value: object, what: str) -> str:
             f"{what} must be 1 to {MAX_NAME_LENGTH} characters without NUL, got {len(text)}"
         )
     return text
+
+
+#: The framework a session's conversation comes from, when the caller names none.
+DEFAULT_FRAMEWORK = "openai-agents"
+#: Longest framework identifier (the column is varchar(32)).
+MAX_FRAMEWORK_LENGTH = 32
+_FRAMEWORK = re.compile(r"[a-z][a-z0-9]*(?:[._-][a-z0-9]+)*")
+
+
+def check_framework(value: object) -> str:
+    """A framework identifier as sessions record it: lower-case letters and digits in words
+    joined by ``-``, ``_`` or ``.`` (``openai-agents``, ``adk``, ``langchain``), at most 32
+    characters, so listings and filters compare one spelling."""
+    if not isinstance(value, str):
+        raise TypeError(f"framework must be a str, not {type(value).__name__}")
+    if len(value) > MAX_FRAMEWORK_LENGTH or _FRAMEWORK.fullmatch(value) is None:
+        raise InvalidInputError(
+            f"framework must be a lower-case identifier such as 'openai-agents', 'adk' or "
+            f"'langchain' (letters, digits and single -, _ or . between them, at most "
+            f"{MAX_FRAMEWORK_LENGTH} characters), got {value[:40]!r}"
+        )
+    return value
 
 
 def check_owner(value: object) -> str | None:

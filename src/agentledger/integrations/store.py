@@ -74,6 +74,8 @@ class HistoryStore(Protocol):
         metadata: Mapping[str, Any] | None = None,
         *,
         session_id: SessionRef | None = None,
+        framework: str = ...,
+        name: str | None = None,
     ) -> Awaitable[SessionRecord]: ...
 
     def record_usage(

@@ -12,7 +12,9 @@ from agentledger.domain import cursors
 from agentledger.domain.naming import resolve_session_uuid
 from agentledger.domain.records import SessionPage, SessionRecord, SessionSpec, SessionState
 from agentledger.domain.validation import (
+    DEFAULT_FRAMEWORK,
     MAX_PAGE_SIZE,
+    check_framework,
     check_in_history,
     check_limit,
     check_metadata,
@@ -44,6 +46,7 @@ async def read_record(uow: UnitOfWork, state: SessionState) -> SessionRecord:
         messages=tuple(messages),
         title=state.title,
         name=state.name,
+        framework=state.framework,
     )
 
 
@@ -58,19 +61,34 @@ class Sessions(ServiceBase):
         metadata: Mapping[str, Any] | None = None,
         *,
         session_id: SessionId | None = None,
+        framework: str = DEFAULT_FRAMEWORK,
+        name: str | None = None,
     ) -> SessionRecord:
-        """Create an empty session owned by ``user_id``."""
+        """Create an empty session owned by ``user_id``; ``framework`` names the agent
+        framework whose conversation it holds (``openai-agents``, ``adk``, ``langchain``, ...),
+        ``name`` the user's name for it (unique per user; see :meth:`resolve_name`).
+        :class:`AlreadyExistsError` when ``session_id`` (or the user's ``name``) is taken."""
         user_id = check_name(user_id, "user_id")
         agent_name = check_name(agent_name, "agent_name")
         meta = check_metadata(metadata)
+        kind = check_framework(framework)
+        label = None if name is None else check_name(name, "session name")
         new_id = uuid.uuid4() if session_id is None else parse_session_id(session_id)
         now = self._now()
         async with self._uow(autocommit=True) as uow:
             await uow.sessions.create(
-                session_id=new_id, user_id=user_id, agent_name=agent_name, metadata=meta, now=now
+                session_id=new_id,
+                user_id=user_id,
+                agent_name=agent_name,
+                metadata=meta,
+                now=now,
+                framework=kind,
+                name=label,
             )
             await uow.commit()
-        return SessionRecord(new_id, user_id, agent_name, meta, now, now, ())
+        return SessionRecord(
+            new_id, user_id, agent_name, meta, now, now, (), name=label, framework=kind
+        )
 
     @operation()
     async def resolve_name(
@@ -95,7 +113,12 @@ class Sessions(ServiceBase):
         if create_as is None:
             async with self._uow(autocommit=True) as uow:
                 return await uow.sessions.find_named(user, name, preferred)
-        spec = SessionSpec(user, check_name(create_as.agent_name, "agent_name"), name)
+        spec = SessionSpec(
+            user,
+            check_name(create_as.agent_name, "agent_name"),
+            name,
+            check_framework(create_as.framework),
+        )
         now = self._now()
         async with self._uow() as uow:
             # Insert first: on SQLite a transaction that reads before it writes may fail at
@@ -135,6 +158,7 @@ class Sessions(ServiceBase):
         agent_name: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         include_archived: bool = False,
+        framework: str | None = None,
     ) -> SessionPage:
         """A page of ``user_id``'s sessions, most recently updated first, in one query.
 
@@ -142,7 +166,8 @@ class Sessions(ServiceBase):
         has each given top-level key with a value equal to the given string, number or
         boolean. Each summary carries a ``title`` for session pickers. Pass the same filters
         with each page's ``cursor``. Sessions archived by retention are left out unless
-        ``include_archived``.
+        ``include_archived``. ``framework`` keeps the sessions of one agent framework
+        (``openai-agents``, ``adk``, ``langchain``, ...).
         """
         user_id = check_name(user_id, "user_id")
         checked = check_limit(limit)
@@ -151,6 +176,7 @@ class Sessions(ServiceBase):
         after = None if cursor is None else cursors.decode_listing(cursor)
         agent = None if agent_name is None else check_name(agent_name, "agent_name")
         meta_filter = check_metadata_filter(metadata)
+        kind = None if framework is None else check_framework(framework)
         async with self._read_uow(autocommit=True) as uow:
             rows = await uow.sessions.list_for_user(
                 user_id,
@@ -159,6 +185,7 @@ class Sessions(ServiceBase):
                 agent_name=agent,
                 metadata=meta_filter or None,
                 include_archived=bool(include_archived),
+                framework=kind,
             )
         page, more = rows[:checked], len(rows) > checked
         next_cursor = cursors.encode_listing(page[-1].updated_at, page[-1].id) if more else None

@@ -20,6 +20,7 @@ from agentledger.domain.transcripts import (
 )
 from agentledger.domain.validation import (
     check_count,
+    check_framework,
     check_metadata,
     check_name,
     check_owner,
@@ -80,6 +81,7 @@ class Transfer(History):
             damaged_seqs=tuple(damaged),
             name=state.name,
             checkpoints=tuple(checkpoints),
+            framework=state.framework,
         )
 
     @operation()
@@ -179,6 +181,7 @@ class Transfer(History):
             agent=check_name(transcript.agent_name, "agent_name"),
             title=None if transcript.title is None else check_title(transcript.title),
             name=None if transcript.name is None else check_name(transcript.name, "name"),
+            framework=check_framework(transcript.framework),
             metadata=check_metadata(transcript.metadata),
             rows={m.seq: prepare_item(m.item, m.seq) for m in transcript.messages},
             stamps={
@@ -206,6 +209,7 @@ class Transfer(History):
             archived_at=None if archived is None else not_after(archived, plan.now),
             start_seq=plan.start,
             name=name,
+            framework=plan.framework,
         )
 
     async def _check_import_target(
@@ -286,6 +290,7 @@ class _ImportPlan:
     agent: str
     title: str | None
     name: str | None
+    framework: str
     metadata: dict[str, Any]
     rows: Mapping[int, NewRow]
     stamps: Mapping[int, datetime]

@@ -14,6 +14,7 @@ from agentledger.db.rows import intact_metadata
 from agentledger.db.statements import OWNER_QUERY, session_query
 from agentledger.domain.display import picker_title
 from agentledger.domain.records import SessionSpec, SessionState, SessionSummary
+from agentledger.domain.validation import DEFAULT_FRAMEWORK
 
 _sessions = sessions_table
 
@@ -29,6 +30,7 @@ _STATE_COLUMNS = (
     _sessions.c.trimmed_seq,
     _sessions.c.last_seq,
     _sessions.c.name,
+    _sessions.c.framework,
 )
 
 
@@ -46,6 +48,7 @@ def state_of(row: Any) -> SessionState:
         trimmed_seq=int(row.trimmed_seq),
         last_seq=int(row.last_seq),
         name=row.name,
+        framework=row.framework,
     )
 
 
@@ -67,6 +70,7 @@ class SessionRepository(Repository):
         last_seq: int | None = None,
         if_missing: bool = False,
         name: str | None = None,
+        framework: str = DEFAULT_FRAMEWORK,
     ) -> bool:
         """Insert a session row. An imported session keeps its ``created_at``/``archived_at``
         and starts after ``start_seq`` (its first messages were trimmed at the source); a copy
@@ -86,6 +90,7 @@ class SessionRepository(Repository):
             "last_seq": start_seq if last_seq is None else last_seq,
             "trimmed_seq": start_seq,
             "name": name,
+            "framework": framework,
         }
         if not if_missing:
             await self._db.execute(insert(_sessions).values(values))
@@ -105,6 +110,7 @@ class SessionRepository(Repository):
             now=now,
             if_missing=True,
             name=spec.name,
+            framework=spec.framework,
         )
 
     async def create_copy(
@@ -126,6 +132,7 @@ class SessionRepository(Repository):
             now=now,
             title=title,
             last_seq=last_seq,
+            framework=source.framework,
         )
 
     async def find_named(
@@ -239,15 +246,19 @@ class SessionRepository(Repository):
         agent_name: str | None = None,
         metadata: dict[str, Any] | None = None,
         include_archived: bool = False,
+        framework: str | None = None,
     ) -> list[SessionSummary]:
         """One keyset-paginated query, most recently updated first (ties broken by id),
         optionally only ``agent_name``'s sessions and those whose metadata has the top-level
-        values of ``metadata`` (JSON scalars, compared for equality)."""
+        values of ``metadata`` (JSON scalars, compared for equality), optionally only
+        ``framework``'s."""
         params: dict[str, Any] = {"user_id": user_id, "limit": limit}
         if after is not None:
             params["after_updated_at"], params["after_id"] = after
         if agent_name is not None:
             params["agent_name"] = agent_name
+        if framework is not None:
+            params["framework"] = framework
         if metadata:
             params.update(self._dialect.metadata_params(metadata))
         query = self._dialect.list_query(
@@ -255,6 +266,7 @@ class SessionRepository(Repository):
             agent=agent_name is not None,
             meta_keys=len(metadata or ()),
             with_archived=include_archived,
+            framework=framework is not None,
         )
         return list(await self._statements.rows(query, params, into=_summary))
 
@@ -301,6 +313,7 @@ def _summary(
     first_user_text: str | None,
     archived_at: datetime | None,
     name: str | None,
+    framework: str,
 ) -> SessionSummary:
     """A listing row (``LISTING_COLUMNS``, in order) as a summary."""
     return SessionSummary(
@@ -314,4 +327,5 @@ def _summary(
         picker_title(title, first_user_text),
         archived_at,
         name,
+        framework,
     )

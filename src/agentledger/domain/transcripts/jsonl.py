@@ -20,7 +20,14 @@ from agentledger.domain.transcripts.model import (
     SessionTranscript,
     TranscriptMessage,
 )
-from agentledger.domain.validation import check_metadata, check_name, check_title, prepare_item
+from agentledger.domain.validation import (
+    DEFAULT_FRAMEWORK,
+    check_framework,
+    check_metadata,
+    check_name,
+    check_title,
+    prepare_item,
+)
 from agentledger.errors import InvalidInputError, LedgerDatabaseError
 
 
@@ -60,6 +67,7 @@ def jsonl_lines(transcript: SessionTranscript) -> Iterator[str]:
             "archived_at": _stamp(transcript.archived_at),
             "trimmed_seq": transcript.trimmed_seq,
             "name": transcript.name,
+            "framework": transcript.framework,
         },
         "message_count": len(transcript.messages),
     }
@@ -178,6 +186,7 @@ def read_jsonl(lines: Iterable[str], *, source: str = "transcript") -> SessionTr
         trimmed_seq=header["trimmed_seq"],
         name=header["name"],
         checkpoints=tuple(checkpoints),
+        framework=header["framework"],
     )
 
 
@@ -231,6 +240,10 @@ def _check_header(value: Any, source: str, number: int) -> dict[str, Any]:
     name = session.get("name")
     if name is not None and not isinstance(name, str):
         raise _problem(source, number, 'session "name" must be a string or null')
+    # Transcripts written before sessions recorded their framework are the Agents SDK's.
+    framework = session.get("framework", DEFAULT_FRAMEWORK)
+    if not isinstance(framework, str):
+        raise _problem(source, number, 'session "framework" must be a string')
     metadata = session.get("metadata", {})
     if not isinstance(metadata, dict):
         raise _problem(source, number, 'session "metadata" must be an object')
@@ -251,6 +264,7 @@ def _check_header(value: Any, source: str, number: int) -> dict[str, Any]:
             check_title(title)
         if name is not None:
             check_name(name, "session name")
+        check_framework(framework)
         check_metadata(metadata)
     except InvalidInputError as error:
         raise _problem(source, number, str(error)) from None
@@ -269,6 +283,7 @@ def _check_header(value: Any, source: str, number: int) -> dict[str, Any]:
         "message_count": count,
         "checkpoint_count": checkpoint_count,
         "name": name,
+        "framework": framework,
     }
 
 

@@ -43,6 +43,7 @@ def render_markdown(transcript: SessionTranscript) -> str:
         f"- session: {_code(str(transcript.id))}",
         f"- user: {_code(transcript.user_id)}",
         f"- agent: {_code(transcript.agent_name)}",
+        f"- framework: {_code(transcript.framework)}",
         f"- created: {transcript.created_at.isoformat()}",
         f"- updated: {transcript.updated_at.isoformat()}",
     ]

@@ -56,6 +56,8 @@ class SessionTranscript:
     #: Compaction checkpoints: each one's summary stands for the messages up to its
     #: ``upto_seq`` in what a model receives (the messages themselves are all here).
     checkpoints: tuple[Checkpoint, ...] = ()
+    #: The agent framework whose conversation this is (``openai-agents``, ``adk``, ...).
+    framework: str = "openai-agents"
 
     @property
     def items(self) -> list[Any]:
@@ -79,6 +81,8 @@ def check_transcript(transcript: SessionTranscript) -> None:
     for name in ("user_id", "agent_name"):
         if not isinstance(getattr(transcript, name), str):
             raise InvalidInputError(f"the transcript's {name} must be a string")
+    if not isinstance(transcript.framework, str):
+        raise InvalidInputError("the transcript's framework must be a string")
     for optional in ("title", "name"):
         if getattr(transcript, optional) is not None and not isinstance(
             getattr(transcript, optional), str
