@@ -72,6 +72,9 @@ async def test_a_name_squatted_by_another_user_still_opens_the_owners_session(
     again = LedgerChatMessageHistory.for_user(ledger, "taken", user_id="alice")
     assert [m.content for m in await again.aget_messages()] == ["still mine"]
     assert await existing_id(again) == await existing_id(mine)
+    record = await ledger.service.get_session(await existing_id(mine), user_id="alice")
+    assert record is not None
+    assert (record.framework, record.name) == ("langchain", "taken")
     bobs = await ledger.service.get_session(derived, user_id="bob")
     assert bobs is not None
     assert bobs.messages == ()
@@ -117,10 +120,16 @@ async def test_the_chat_view_serves_search_listing_and_the_service(ledger: Ledge
 
     hits = await ledger.service.search("u1", "Oslo")
     assert {(hit.session_id, hit.item_type) for hit in hits} == {(sid, "langchain")}
+    assert record.framework == "langchain"
+    sdk = ledger.agent_session("sdk-chat", user_id="u1")
+    await sdk.add_items([{"role": "user", "content": "an Agents SDK question"}])
     page = await ledger.service.list_user_sessions("u1")
-    assert [(s.id, s.message_count, s.title) for s in page] == [
-        (sid, len(every_message()), "What is on this picture?")
+    assert sorted((s.framework, s.message_count, s.title) for s in page) == [
+        ("langchain", len(every_message()), "What is on this picture?"),
+        ("openai-agents", 1, "an Agents SDK question"),
     ]
+    only = await ledger.service.list_user_sessions("u1", framework="langchain")
+    assert [s.id for s in only] == [sid]
     assert (await ledger.service.search("someone-else", "Oslo")).items == ()
 
 
@@ -132,10 +141,15 @@ async def test_exports_round_trip_and_render_tool_calls_with_their_results(
     transcript = await ledger.service.export_session(await existing_id(history), user_id="u1")
     assert transcript is not None
 
+    assert transcript.framework == "langchain"
     restored = loads_jsonl(dumps_jsonl(transcript))
     imported = await ledger.service.import_session(restored, user_id="u2", session_id=uuid.uuid4())
     copy = LedgerChatMessageHistory.for_user(ledger, imported.session_id, user_id="u2")
     assert await copy.aget_messages() == every_message()
+
+    imported_record = await ledger.service.get_session(imported.session_id, user_id="u2")
+    assert imported_record is not None
+    assert imported_record.framework == "langchain"
 
     markdown = render_markdown(transcript)
     assert "## 3 · Assistant" in markdown

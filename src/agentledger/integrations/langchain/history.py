@@ -195,8 +195,7 @@ class LedgerChatMessageHistory(BaseChatMessageHistory):
         items = [_item(message, index) for index, message in enumerate(messages)]
         if not items:
             return
-        spec = SessionSpec(self._user_id, self._agent_name, self._name)
-        # TODO(framework): SessionSpec(..., framework=FRAMEWORK) once the column exists.
+        spec = SessionSpec(self._user_id, self._agent_name, self._name, framework=FRAMEWORK)
         if self._target is None:
             assert self._name is not None
             try:  # a name's session normally lives at the id derived from it
