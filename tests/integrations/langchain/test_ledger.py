@@ -4,6 +4,7 @@ retention and erasure treat like any other session's, and paging through windows
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -16,9 +17,11 @@ from agentledger import (
     Ledger,
     SessionNotFoundError,
 )
+from agentledger.cli import main
 from agentledger.domain.naming import resolve_session_uuid
 from agentledger.integrations.langchain import LedgerChatMessageHistory
 from agentledger.transcripts import dumps_jsonl, loads_jsonl, render_markdown
+from tests.conftest import run_sync
 from tests.integrations.langchain.corpus import every_message
 
 
@@ -213,3 +216,38 @@ async def test_messages_other_writers_add_read_as_langchain_messages(ledger: Led
         ("ToolMessage", "done", None),
         ("SystemMessage", "be kind", None),
     ]
+
+
+async def test_one_factory_serves_many_users(ledger: Ledger) -> None:
+    get_session_history = LedgerChatMessageHistory.factory(ledger, agent_name="support")
+    await get_session_history("shared-name", user_id="dave").aadd_messages([HumanMessage("d")])
+    await get_session_history("shared-name", user_id="erin").aadd_messages([HumanMessage("e")])
+    dave = await get_session_history(session_id="shared-name", user_id="dave").aget_messages()
+    assert [m.content for m in dave] == ["d"]
+    with pytest.raises(TypeError, match="pass user_id"):
+        get_session_history("shared-name")  # no user, and the ledger has no default user
+
+
+def test_the_cli_shows_a_langchain_session_readably(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def seed() -> uuid.UUID:
+        async with Ledger.from_url(database_url) as ledger:
+            history = LedgerChatMessageHistory.for_user(
+                ledger, "cli", user_id="alice", agent_name="desk"
+            )
+            await history.aadd_messages(tool_turn(7))
+            return await existing_id(history)
+
+    session_id = run_sync(seed())
+    code = main(["--database-url", database_url, "sessions", "show", str(session_id)])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "lookup(call-7)" in out
+    assert "[result of call-7] result 7" in out
+    assert "framework langchain" in out
+    assert out.index("question 7") < out.index("answer 7")
+    code = main(["--database-url", database_url, "sessions", "list", "--user", "alice", "--json"])
+    listed = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert [s["framework"] for s in listed["sessions"]] == ["langchain"]
