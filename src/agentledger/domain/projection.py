@@ -99,10 +99,10 @@ def chat_view(item: Any) -> ChatView:
             f"a history item's 'type' must be 1 to {MAX_ITEM_TYPE_LENGTH} characters without "
             f"U+0000 (the chat view indexes it), got {item_type[:80]!r}"
         )
-    if item_type == "message":
-        return _message_view(item)
     if item_type == LANGCHAIN_ITEM_TYPE:
         return _langchain_view(item)
+    if item_type == "message":
+        return _message_view(item)
     call_id = _optional_str(item.get("call_id"))
     if item_type.endswith("_output"):
         return ChatView("tool", _text_of(item.get("output")), None, call_id, item_type)
@@ -124,18 +124,6 @@ def _message_view(item: dict[str, Any]) -> ChatView:
     return ChatView(role, content, tool_calls, _optional_str(item.get("tool_call_id")), "message")
 
 
-def _langchain_view(item: dict[str, Any]) -> ChatView:
-    """A stored LangChain message shows as the chat message it is (a human message as a user
-    message, an AI message with its tool calls, a tool message answering its call); a
-    ``ChatMessage`` with a role of its own shows as an assistant message."""
-    form = chat_form(item)
-    role = form["role"] if form["role"] in ROLES else "assistant"
-    content = _text_of(form["content"])
-    return ChatView(
-        role, content, form.get("tool_calls"), form.get("tool_call_id"), LANGCHAIN_ITEM_TYPE
-    )
-
-
 def _text_of(value: Any) -> str:
     """The readable text of a content value: a string, or the text parts of a part list."""
     if value is None:
@@ -155,3 +143,15 @@ def _text_of(value: Any) -> str:
 
 def _optional_str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def _langchain_view(item: dict[str, Any]) -> ChatView:
+    """A stored LangChain message shows as the chat message it is (a human message as a user
+    message, an AI message with its tool calls, a tool message answering its call); a
+    ``ChatMessage`` with a role of its own shows as an assistant message."""
+    form = chat_form(item)
+    role = form["role"] if form["role"] in ROLES else "assistant"
+    content = _text_of(form["content"])
+    return ChatView(
+        role, content, form.get("tool_calls"), form.get("tool_call_id"), LANGCHAIN_ITEM_TYPE
+    )

@@ -22,10 +22,6 @@ _ROLE_LABELS = {
     "tool": "Tool result",
 }
 
-#: Item types rendered as chat messages (who said it, its text, its tool calls): chat-shaped
-#: SDK messages and LangChain messages (whose chat view the projection derives).
-_CHAT_ITEM_TYPES = frozenset({"message", LANGCHAIN_ITEM_TYPE})
-
 
 def render_markdown(transcript: SessionTranscript) -> str:
     """A readable transcript: who said what, tool calls with their arguments, tool results.
@@ -95,7 +91,8 @@ def _render_message(message: TranscriptMessage) -> list[str]:
         view = chat_view(item)
     except InvalidInputError:
         return [f"## {message.seq} · item", "", *_fenced(_pretty(item), "json")]
-    item_type = view.item_type
+    # A LangChain message renders as the chat message its view shows (role, text, tool calls).
+    item_type = "message" if view.item_type == LANGCHAIN_ITEM_TYPE else view.item_type
     if item_type == "function_call" and isinstance(item, dict):
         heading = f"## {message.seq} · Tool call {_code(str(item.get('name')))}"
         body = [f"call id: {_code(str(item.get('call_id')))}", ""]
@@ -105,7 +102,7 @@ def _render_message(message: TranscriptMessage) -> list[str]:
         return [f"## {message.seq} · Tool result{call}", "", *_fenced(view.content)]
     if item_type == "reasoning":
         return [f"## {message.seq} · Reasoning", "", *_fenced(view.content)]
-    if item_type not in _CHAT_ITEM_TYPES:
+    if item_type != "message":
         return [f"## {message.seq} · {_code(item_type)}", "", *_fenced(_pretty(item), "json")]
     label = _ROLE_LABELS.get(view.role) or _code(view.role)
     out = [f"## {message.seq} · {label}"]
