@@ -51,12 +51,13 @@ class LedgerChatMessageHistory(BaseChatMessageHistory):
     :meth:`factory`). ``session_id`` is a session's UUID (that session: another user's reads
     empty, and writes to it raise :class:`~agentledger.SessionNotFoundError`) or any other
     string, a *name*, which is the user's own: the same name opens the same session for that
-    user, a separate one for another (as for the Agents SDK session). The session is created,
-    named after ``agent_name``, by the first write.
+    user, a separate one for another (as for the Agents SDK session). The first write creates
+    the session, with ``agent_name`` as its agent and ``framework="langchain"``.
 
     The async methods (``aget_messages``, ``aadd_messages``, ``aclear``) are native; the sync
-    ones (``messages``, ``add_messages``, ``clear``) run them on an event loop of their own, so
-    they work where no event loop runs, and raise
+    ones (``messages``, ``add_messages`` and the ``add_message`` helpers built on it,
+    ``clear``) run them on an event loop of their own, so they work where no event loop runs,
+    and raise
     :class:`~agentledger.errors.SyncCallInEventLoopError` inside a running loop (where they
     would stall it) instead of blocking.
 
