@@ -258,13 +258,22 @@ def has_unanchored_outputs(items: Sequence[Any]) -> bool:
     the tail cut a call off from its output; callers reading a tail use this to know they must
     read further back.
     """
+    return unanchored_end(items) > 0
+
+
+def unanchored_end(items: Sequence[Any]) -> int:
+    """The index just after the last output item of ``items`` whose call is not among the
+    items before it (0 when every output has its call): a history that loses everything before
+    ``items`` must lose ``items[:unanchored_end(items)]`` too, or it starts with an answer to
+    a call it no longer has."""
     seen: set[tuple[str, str]] = set()
-    for item in items:
+    end = 0
+    for index, item in enumerate(items):
         keys = _link_keys(item)
         if _is_output_side(item) and any(key not in seen for key in keys):
-            return True
+            end = index + 1
         seen.update(keys)
-    return False
+    return end
 
 
 #: Items read by the first tail read of :func:`read_window`; later reads double it.
