@@ -45,6 +45,11 @@ TokenCounter = Callable[[Any], int]
 #: Message roles that start new model input (a reasoning item before them is not needed).
 _INPUT_ROLES = frozenset({"user", "system", "developer"})
 
+#: The fields of an item that the rules binding items together read (:func:`cut_points`,
+#: :func:`unanchored_end`): an item cut down to these is judged exactly as the whole item is,
+#: so a caller that only needs a cut can read these and not the content.
+LINK_FIELDS = ("type", "role", "call_id", "tool_call_id", "tool_calls", "id", "approval_request_id")
+
 
 @dataclass(frozen=True, slots=True)
 class HistoryWindow:

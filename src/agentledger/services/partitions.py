@@ -31,9 +31,9 @@ from agentledger.domain.validation import check_name
 from agentledger.errors import LedgerTimeoutError
 from agentledger.services.base import ServiceBase, operation
 
-#: Items read after a history's newest dropped row to find where its cut may fall; doubled for
-#: a history whose cut lies further on.
-CUT_WINDOW = 64
+#: Items read after a history's newest dropped row to find where its cut may fall (most cuts
+#: fall right after it); doubled for a history whose cut lies further on.
+CUT_WINDOW = 4
 #: How often the exclusive lock is tried before giving up (each try waits ``lock_timeout``).
 LOCK_ATTEMPTS = 5
 
@@ -75,9 +75,10 @@ class Partitions(ServiceBase):
                     await uow.partitions.check(name)  # still there, under the lock
                     final = await _Plan.make(uow, name, reuse=plan)
                     await uow.partitions.drop(name)
-                    beyond = await uow.partitions.cut(sorted(final.cuts.items()))
+                    await uow.partitions.cut(sorted(final.cuts.items()), final.strays())
                     await uow.commit()
-                return final.report(beyond=beyond)
+                # Exact: nothing changed the histories while the table was held.
+                return final.report(beyond=final.beyond())
             except LedgerTimeoutError:
                 if attempt == LOCK_ATTEMPTS:
                     raise
@@ -118,12 +119,18 @@ class _Plan:
         cuts.update(await _cuts(uow, again, guards))
         return cls(partition, touched, guards, cuts)
 
+    def _outside(self, sid: uuid.UUID) -> int:
+        """Rows of the history up to its cut that are not in the partition."""
+        return self.cuts[sid] - self.guards[sid].trimmed_seq - self.touched[sid].rows
+
     def beyond(self) -> int:
         """Rows outside the partition that the cuts take (exact while nothing changes)."""
-        return sum(
-            cut - self.guards[sid].trimmed_seq - self.touched[sid].rows
-            for sid, cut in self.cuts.items()
-        )
+        return sum(self._outside(sid) for sid in self.cuts)
+
+    def strays(self) -> list[tuple[uuid.UUID, int]]:
+        """The cuts of the histories with rows outside the partition up to their cut (only
+        these need a DELETE: the others' rows up to the cut all go with the partition)."""
+        return sorted((sid, cut) for sid, cut in self.cuts.items() if self._outside(sid) > 0)
 
     def report(self, *, beyond: int, dry_run: bool = False) -> PartitionRetirement:
         rows = sum(t.rows for t in self.touched.values())

@@ -16,14 +16,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, Uuid, column, func, select, table, text
+from sqlalchemy import JSON, BigInteger, Uuid, column, func, select, table, text
 
-from agentledger.db.models import messages_table, sessions_table
+from agentledger.db.models import sessions_table
 from agentledger.db.repositories.base import Repository
+from agentledger.domain.windows import LINK_FIELDS
 from agentledger.errors import InvalidInputError, UnsupportedBackendError
 
 _sessions = sessions_table
-_messages = messages_table
 
 _PARTITIONS = text(
     """
@@ -39,19 +39,26 @@ _PARTITIONED = text(
     "SELECT relkind::text = 'p' FROM pg_class WHERE oid = to_regclass('conversation_messages')"
 )
 
-# The stretch of each history from its newest dropped row on (``lo .. hi``), for the cut.
+# The stretch of each history from its newest dropped row on (``lo .. hi``), for the cut:
+# each item cut down to the fields the pairing rules read (never the content). LATERAL with a
+# LIMIT keeps it to index lookups per history (a plain join, or a LATERAL the planner may
+# flatten into one, lets it hash the whole table).
 _WINDOWS = text(
     """
-    SELECT w.session_id, m.seq, m.item
+    SELECT w.session_id, m.seq,
+           (SELECT json_object_agg(field.key, field.value)
+            FROM json_each(CASE WHEN json_typeof(m.item) = 'object' THEN m.item END) AS field
+            WHERE field.key = ANY(CAST(:fields AS text[]))) AS item
     FROM unnest(CAST(:ids AS uuid[]), CAST(:los AS bigint[]), CAST(:his AS bigint[]))
          AS w(session_id, lo, hi)
-    JOIN conversation_messages AS m
-      ON m.session_id = w.session_id AND m.seq BETWEEN w.lo AND w.hi
+    CROSS JOIN LATERAL (
+        SELECT seq, item FROM conversation_messages
+        WHERE session_id = w.session_id AND seq BETWEEN w.lo AND w.hi
+        ORDER BY seq LIMIT w.hi - w.lo + 1
+    ) AS m
     ORDER BY w.session_id, m.seq
     """
-).columns(
-    column("session_id", Uuid()), column("seq", BigInteger()), column("item", _messages.c.item.type)
-)
+).columns(column("session_id", Uuid()), column("seq", BigInteger()), column("item", JSON()))
 
 # One array parameter, however many histories (a list of bound ids would outgrow the driver's
 # 32,767 parameters).
@@ -76,13 +83,9 @@ _MOVE_STARTS = text(
     """
 )
 
-_DELETE_CUT = text(
-    """
-    DELETE FROM conversation_messages AS m
-    USING unnest(CAST(:ids AS uuid[]), CAST(:cuts AS bigint[])) AS c(id, cut)
-    WHERE m.session_id = c.id AND m.seq <= c.cut
-    """
-)
+# Run once per history that has rows outside the partition up to its cut (a few: outputs whose
+# calls went, rows dated out of order), so each is an index lookup.
+_DELETE_CUT = text("DELETE FROM conversation_messages WHERE session_id = :id AND seq <= :cut")
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +158,9 @@ class PartitionRepository(Repository):
     async def windows(
         self, spans: Sequence[tuple[uuid.UUID, int, int]]
     ) -> dict[uuid.UUID, list[Any]]:
-        """The items ``lo .. hi`` of each ``(session_id, lo, hi)``, in order."""
+        """The items ``lo .. hi`` of each ``(session_id, lo, hi)``, in order, cut down to
+        :data:`~agentledger.domain.windows.LINK_FIELDS` (``{}`` or ``None`` for an item with
+        none of them)."""
         found: dict[uuid.UUID, list[Any]] = {sid: [] for sid, _lo, _hi in spans}
         result = await self._db.execute(
             _WINDOWS,
@@ -163,6 +168,7 @@ class PartitionRepository(Repository):
                 "ids": [sid for sid, _lo, _hi in spans],
                 "los": [lo for _sid, lo, _hi in spans],
                 "his": [hi for _sid, _lo, hi in spans],
+                "fields": list(LINK_FIELDS),
             },
         )
         for sid, _seq, item in result:
@@ -184,10 +190,13 @@ class PartitionRepository(Repository):
         preparer = (await self._db.connection()).dialect.identifier_preparer
         await self._db.execute(text(f"DROP TABLE {preparer.quote_identifier(name)}"))
 
-    async def cut(self, cuts: Sequence[tuple[uuid.UUID, int]]) -> int:
-        """Start each history after its cut and delete what the cut leaves elsewhere; how many
-        rows that deleted."""
-        params = {"ids": [sid for sid, _ in cuts], "cuts": [cut for _, cut in cuts]}
-        await self._db.execute(_MOVE_STARTS, params)
-        deleted = await self._db.execute(_DELETE_CUT, params)
-        return int(getattr(deleted, "rowcount", 0) or 0)
+    async def cut(
+        self, cuts: Sequence[tuple[uuid.UUID, int]], strays: Sequence[tuple[uuid.UUID, int]]
+    ) -> None:
+        """Start each history of ``cuts`` after its cut, and delete the rows up to the cut of
+        the histories of ``strays`` (those with rows outside the partition up to it)."""
+        await self._db.execute(
+            _MOVE_STARTS, {"ids": [sid for sid, _ in cuts], "cuts": [cut for _, cut in cuts]}
+        )
+        if strays:
+            await self._db.execute(_DELETE_CUT, [{"id": sid, "cut": cut} for sid, cut in strays])
