@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck check docs package postgres pgbouncer venv bench bench-quick soak clean
+.PHONY: demo test lint typecheck check docs package postgres pgbouncer venv bench bench-quick bench-partitions soak clean
 
 # The bench extra (matplotlib, pyinstrument) too: the suite runs the benchmark's documented
 # commands in smoke mode (tests/docs/test_docs_snippets.py, docs/performance.md).
@@ -61,6 +61,12 @@ bench: venv postgres pgbouncer
 ## The same in a couple of minutes (smaller sizes); writes bench/results/quick.json.
 bench-quick: venv postgres pgbouncer
 	$(BIN)/python -m bench --quick
+
+## Retiring a month of history on tables of 1 and 10 million messages partitioned by month
+## (docs/scaling.md), against deleting the same rows; minutes (it builds the tables). Not part
+## of `make bench` or `make test`; writes bench/results/partitions.json.
+bench-partitions: venv postgres
+	$(BIN)/python -m bench.partitions
 
 ## Soak (not part of `make test`): 64 agents on 16 shared sessions for SOAK_SECONDS (default
 ## 60, at most 300) on a throwaway PostgreSQL database, then the invariants of

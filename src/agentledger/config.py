@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_serializer, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import URL
 
@@ -133,6 +133,12 @@ class LedgerSettings(BaseSettings):
         if value is not None:
             normalize_url(value)
         return value
+
+    @field_serializer("database_url", "read_url")
+    def _shown(self, value: str | None) -> str | None:
+        # model_dump() and model_dump_json() are how settings get printed and logged: the
+        # password is masked there as in repr(); read the attribute for the real URL.
+        return None if value is None else safe_url(value)
 
     @field_validator("retention", mode="before")
     @classmethod

@@ -115,6 +115,13 @@ async def test_password_is_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:
     for shown in (repr(settings), str(settings), settings.safe_database_url):
         assert PASSWORD not in shown  # ...but never shown
     assert "db.example" in repr(settings)
+    # Nor where settings get printed or logged as data (regression: model_dump showed it).
+    with_replica = LedgerSettings(database_url=url, read_url=url.replace("db.example", "r.example"))
+    for dumped in (str(with_replica.model_dump()), with_replica.model_dump_json()):
+        assert PASSWORD not in dumped
+        assert "r.example" in dumped
+    assert with_replica.read_url is not None
+    assert PASSWORD in with_replica.read_url  # the attribute is the real URL
 
     monkeypatch.setenv("DATABASE_URL", url)
     assert PASSWORD not in repr(LedgerSettings())

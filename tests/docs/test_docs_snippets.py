@@ -36,6 +36,7 @@ from agentledger import Ledger
 from agentledger.cli.demo import OfflineModel
 from tests.conftest import BACKENDS
 from tests.support.docs import (
+    OWN_TEST,
     REPO_ROOT,
     SYNTAX_ONLY,
     blocks,
@@ -144,6 +145,8 @@ def test_page_runs(
         shell: list[subprocess.CompletedProcess[str]] = []
         ran = 0
         for index, (kind, body, mark) in enumerate(blocks(page)):
+            if mark == OWN_TEST:
+                continue  # run by the test that prepares its database (tests/support/docs.py)
             if kind == "python":
                 code = compile(
                     body, f"{page}:block{index}", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT

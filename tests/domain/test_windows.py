@@ -360,3 +360,26 @@ def test_a_window_never_separates_a_chat_tool_call_from_its_outputs(answer: Any)
         window = history_window(items, max_turns=turns)
         assert not has_unanchored_outputs(window), (turns, window)
     assert cut_points(items) == [True, True, False, False, False, True, True]
+
+
+# -- cutting a history's front where an earlier part is gone (time partitions) -----------------
+
+
+def test_a_front_cut_after_a_gone_part_drops_outputs_whose_calls_went() -> None:
+    from agentledger.domain.retention import front_cut
+
+    call = {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"}
+    out = {"type": "function_call_output", "call_id": "c1", "output": "x"}
+    later_call = {"type": "function_call", "call_id": "c2", "name": "f", "arguments": "{}"}
+    later_out = {"type": "function_call_output", "call_id": "c2", "output": "y"}
+    said = {"role": "assistant", "content": "done"}
+    asked = {"role": "user", "content": "next"}
+    # items[0] is the newest item that goes; its call's output must go with it ...
+    assert front_cut([call, out, said, asked], 1, history_starts=False) == 2
+    # ... and so must an output whose call went before the items start, with what precedes it
+    # (the call c2 between them would lose its output's partner otherwise: the cut moves on).
+    assert front_cut([said, later_call, out, later_out, asked], 1, history_starts=False) == 4
+    # A whole history knows every call: the same items keep the pair c2 whole from index 1.
+    assert front_cut([said, later_call, later_out, asked], 1) == 1
+    # Nothing can stay: everything goes.
+    assert front_cut([call, said, out], 1, history_starts=False) == 3

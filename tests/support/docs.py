@@ -3,6 +3,9 @@
 A block is a fenced block. The line right before its fence may mark it for the tests:
 ``<!-- docs-test: syntax-only -->`` is SQL that cannot run here (it needs Citus, say), so only
 the syntax of each of its statements is checked, by PostgreSQL's own parser; nothing runs.
+``<!-- docs-test: own-test -->`` is a block that needs a database prepared for it (the time
+partitions of the scaling page): the page's runner leaves it to the test that prepares one
+(``tests/schema/test_time_partitions.py``), which runs it as written.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ BLOCK = re.compile(
     r"^(?:<!-- docs-test: ([\w-]+) -->\n)?```(\w*)\n(.*?)^```$", re.DOTALL | re.MULTILINE
 )
 SYNTAX_ONLY = "syntax-only"
-MARKS = ("", SYNTAX_ONLY)
+OWN_TEST = "own-test"
+MARKS = ("", SYNTAX_ONLY, OWN_TEST)
 #: The page whose SQL hash-partitions conversation_messages
 #: (tests/schema/test_partitioning.py runs it).
 PARTITIONING_PAGE = "docs/scaling.md"
@@ -51,6 +55,26 @@ def partitioning_sql() -> str:
         if block.kind == "sql" and block.mark == "" and "PARTITION BY HASH" in block.body
     ]
     return sql
+
+
+def time_partitioning_sql() -> str:
+    """The SQL block of the scaling page that partitions the messages by month, as written."""
+    (sql,) = [
+        block.body
+        for block in blocks(PARTITIONING_PAGE)
+        if block.kind == "sql" and block.mark == OWN_TEST and "PARTITION BY RANGE" in block.body
+    ]
+    return sql
+
+
+def time_partitioning_python() -> str:
+    """The scaling page's Python block that retires a month."""
+    (code,) = [
+        block.body
+        for block in blocks(PARTITIONING_PAGE)
+        if block.kind == "python" and block.mark == OWN_TEST
+    ]
+    return code
 
 
 async def run_sql_script(url: str, sql: str) -> None:

@@ -1,4 +1,5 @@
-"""``agentledger cleanup`` and ``agentledger erase-user``: deleting at scale."""
+"""``agentledger cleanup``, ``agentledger erase-user`` and ``agentledger retire-partition``:
+deleting at scale."""
 
 from __future__ import annotations
 
@@ -55,6 +56,24 @@ def register(commands: Any) -> None:
     )
     add_json_flag(erase)
     erase.set_defaults(handler=erase_user)
+
+    retire = commands.add_parser(
+        "retire-partition",
+        help="drop a time partition of the messages (PostgreSQL), cutting each history it held",
+    )
+    retire.add_argument("partition", metavar="PARTITION", help="e.g. conversation_messages_2025_01")
+    retire.add_argument("--dry-run", action="store_true", help="only count")
+    add_json_flag(retire)
+    retire.set_defaults(handler=retire_partition)
+
+
+# -- retire-partition ---------------------------------------------------------------------------
+
+
+async def retire_partition(ledger: Ledger, args: argparse.Namespace, out: Output) -> int:
+    report = await ledger.service.retire_message_partition(args.partition, dry_run=args.dry_run)
+    out.result(report.describe(), dataclasses.asdict(report))
+    return EXIT_OK
 
 
 # -- cleanup ------------------------------------------------------------------------------------

@@ -79,6 +79,8 @@ class Dialect:
     #: Makes deferrable constraints of the transaction checked per statement (``None``: they
     #: are already), so a delete another table's foreign key refuses fails where it is made.
     immediate_constraints: TextClause | None = None
+    #: The messages table can be partitioned by time and a partition retired by dropping it.
+    time_partitions: bool = False
 
     def with_deferred_constraints_kept(self) -> Dialect:
         """This strategy without ``immediate_constraints``, for a transaction that is not
@@ -168,6 +170,7 @@ class PostgreSQL(Dialect):
     autocommit_statements = True
     tenant_scope = text(f"SELECT set_config('{TENANT_SETTING}', :tenant, true)")
     immediate_constraints = text("SET CONSTRAINTS ALL IMMEDIATE")
+    time_partitions = True
 
     def lease_clock(
         self, now: datetime, lease: timedelta

@@ -214,6 +214,32 @@ class ErasureReport:
 
 
 @dataclass(frozen=True, slots=True)
+class PartitionRetirement:
+    """What :meth:`SessionService.retire_message_partition` did (with ``dry_run``: would do).
+
+    ``sessions`` had messages in the partition; each history now starts after the newest of
+    them. ``messages``: the rows the partition held (dropped with it). ``beyond``: rows outside
+    it that went with the cut: outputs (and what lies before them) whose calls were in the
+    partition, and rows numbered below a dropped one but dated later (clocks of several
+    writers disagree).
+    """
+
+    partition: str
+    sessions: int
+    messages: int
+    beyond: int
+    dry_run: bool = False
+
+    def describe(self) -> str:
+        """One line for the command line."""
+        verb = "would drop" if self.dry_run else "dropped"
+        extra = f"; the cuts took {self.beyond} more" if self.beyond else ""
+        return (
+            f"{self.partition}: {verb} {self.messages} messages of {self.sessions} sessions{extra}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class SearchHit:
     """One message matching a search; ``snippet`` is the text around the first match."""
 

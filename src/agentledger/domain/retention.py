@@ -32,7 +32,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from agentledger.domain.records import BlockedSession
-from agentledger.domain.windows import cut_points
+from agentledger.domain.windows import cut_points, unanchored_end
 from agentledger.errors import InvalidInputError
 
 #: The policy key that applies to every agent without a policy of its own.
@@ -141,8 +141,26 @@ def trim_cut(items: Sequence[Any], max_messages: int) -> int:
     excess = len(items) - max_messages
     if excess <= 0:
         return 0
+    return front_cut(items, excess)
+
+
+def front_cut(items: Sequence[Any], at_least: int, *, history_starts: bool = True) -> int:
+    """How many of the oldest ``items`` to cut so that at least ``at_least`` go and no call is
+    separated from its output (nor a reasoning item from what follows it): the cut only ever
+    moves later. ``len(items)`` (everything) when no earlier cut keeps the pairs whole.
+
+    ``history_starts=False``: ``items`` are a stretch from the middle of a history whose earlier
+    part goes as well, so an output among them whose call lies before them goes too (with
+    everything before it). The one rule for cutting a history's front: retention's
+    ``max_messages`` and retiring a time partition
+    (:meth:`agentledger.SessionService.retire_message_partition`) both use it.
+    """
+    if not 0 <= at_least <= len(items):
+        raise ValueError(f"at_least must be between 0 and {len(items)}, got {at_least}")
     allowed = cut_points(items)  # allowed[len(items)] is always True
-    cut = excess
+    cut = at_least
+    if not history_starts:
+        cut += unanchored_end(items[at_least:])
     while not allowed[cut]:
         cut += 1
     return cut

@@ -51,6 +51,11 @@ TokenCounter = Callable[[Any], int]
 #: Message roles that start new model input (a reasoning item before them is not needed).
 _INPUT_ROLES = frozenset({"user", "system", "developer"})
 
+#: The fields of an item that the rules binding items together read (:func:`cut_points`,
+#: :func:`unanchored_end`): an item cut down to these is judged exactly as the whole item is,
+#: so a caller that only needs a cut can read these and not the content.
+LINK_FIELDS = ("type", "role", "call_id", "tool_call_id", "tool_calls", "id", "approval_request_id")
+
 
 @dataclass(frozen=True, slots=True)
 class HistoryWindow:
@@ -281,13 +286,22 @@ def has_unanchored_outputs(items: Sequence[Any]) -> bool:
     the tail cut a call off from its output; callers reading a tail use this to know they must
     read further back.
     """
+    return unanchored_end(items) > 0
+
+
+def unanchored_end(items: Sequence[Any]) -> int:
+    """The index just after the last output item of ``items`` whose call is not among the
+    items before it (0 when every output has its call): a history that loses everything before
+    ``items`` must lose ``items[:unanchored_end(items)]`` too, or it starts with an answer to
+    a call it no longer has."""
     seen: set[tuple[str, str]] = set()
-    for item in items:
+    end = 0
+    for index, item in enumerate(items):
         keys = _link_keys(item)
         if _is_output_side(item) and any(key not in seen for key in keys):
-            return True
+            end = index + 1
         seen.update(keys)
-    return False
+    return end
 
 
 #: Items read by the first tail read of :func:`read_window`; later reads double it.
