@@ -10,7 +10,7 @@ import pytest
 from agentledger.domain.langchain_messages import chat_form, langchain_item
 from agentledger.domain.projection import ChatView, chat_view
 from agentledger.domain.validation import prepare_item
-from agentledger.domain.windows import cut_points, history_window
+from agentledger.domain.windows import LINK_FIELDS, cut_points, history_window, unanchored_end
 from agentledger.errors import InvalidInputError
 
 
@@ -121,3 +121,18 @@ def test_windows_and_cuts_keep_tool_calls_with_their_tool_messages() -> None:
     assert history_window(items, max_turns=1) == items[5:]
     assert history_window(items, max_turns=2) == items
     assert chat_form(items[1])["tool_calls"][1]["id"] == "b"
+
+
+def test_langchain_items_cut_down_to_the_link_fields_are_judged_as_whole_ones() -> None:
+    """What a partition retirement reads of a window (only :data:`LINK_FIELDS`) pairs a
+    LangChain AI message's tool calls with its tool messages as the whole items do."""
+    items = [
+        lc("human", content="q1 " * 50),
+        lc("ai", content="", tool_calls=[call("a"), call("b")]),
+        lc("tool", content="ra", tool_call_id="a"),
+        lc("tool", content="rb", tool_call_id="b"),
+        lc("ai", content="answer"),
+    ]
+    cut_down = [{key: item[key] for key in LINK_FIELDS if key in item} for item in items]
+    assert cut_points(cut_down) == cut_points(items) == [True, True, False, False, True, True]
+    assert unanchored_end(cut_down[3:]) == unanchored_end(items[3:]) == 1

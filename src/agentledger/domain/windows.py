@@ -53,8 +53,18 @@ _INPUT_ROLES = frozenset({"user", "system", "developer"})
 
 #: The fields of an item that the rules binding items together read (:func:`cut_points`,
 #: :func:`unanchored_end`): an item cut down to these is judged exactly as the whole item is,
-#: so a caller that only needs a cut can read these and not the content.
-LINK_FIELDS = ("type", "role", "call_id", "tool_call_id", "tool_calls", "id", "approval_request_id")
+#: so a caller that only needs a cut can read these and not the content. A stored LangChain
+#: message keeps its role, tool calls and tool call id inside ``message`` (read whole).
+LINK_FIELDS = (
+    "type",
+    "role",
+    "call_id",
+    "tool_call_id",
+    "tool_calls",
+    "id",
+    "approval_request_id",
+    "message",
+)
 
 
 @dataclass(frozen=True, slots=True)
