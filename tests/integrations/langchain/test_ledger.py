@@ -4,6 +4,7 @@ retention and erasure treat like any other session's, and paging through windows
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from typing import Any
@@ -251,3 +252,25 @@ def test_the_cli_shows_a_langchain_session_readably(
     listed = json.loads(capsys.readouterr().out)
     assert code == 0
     assert [s["framework"] for s in listed["sessions"]] == ["langchain"]
+
+
+async def test_concurrent_batches_never_interleave(ledger: Ledger) -> None:
+    """Each ``aadd_messages`` is one append: batches written at once by several writers land
+    whole, one after another, in seq order."""
+    first = LedgerChatMessageHistory.for_user(ledger, "busy", user_id="u1")
+    await first.aadd_messages([HumanMessage("start")])
+
+    async def writer(name: str) -> None:
+        history = LedgerChatMessageHistory.for_user(ledger, "busy", user_id="u1")
+        for n in range(5):
+            await history.aadd_messages([HumanMessage(f"{name}{n}.{part}") for part in range(3)])
+
+    await asyncio.gather(*(writer(name) for name in "abc"))
+    contents = [str(m.content) for m in await first.aget_messages()][1:]
+    batches = [contents[index : index + 3] for index in range(0, len(contents), 3)]
+    assert sorted(batch[0].split(".")[0] for batch in batches) == sorted(
+        f"{name}{n}" for name in "abc" for n in range(5)
+    )
+    for batch in batches:
+        label = batch[0].split(".")[0]
+        assert batch == [f"{label}.{part}" for part in range(3)]
