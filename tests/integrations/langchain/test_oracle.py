@@ -165,6 +165,19 @@ async def test_runnable_with_message_history_keeps_the_conversation(ledger: Ledg
     ]
 
 
+async def test_runnable_with_message_history_streams_into_the_history(ledger: Ledger) -> None:
+    async def scenario(histories: Histories) -> Any:
+        runnable, _ = chain_with_history(histories, ["Streamed in four parts.", "Again."])
+        config: Any = {"configurable": {"session_id": "streamed"}}
+        parts = [chunk.content async for chunk in runnable.astream({"question": "q"}, config)]
+        stored = await histories("streamed").aget_messages()
+        return parts, dumps(stored)
+
+    expected, got = await both(ledger, scenario)
+    assert got == expected
+    assert len(got[0]) > 1  # it did stream
+
+
 def test_runnable_with_message_history_sync_invoke(ledger: Ledger) -> None:
     def scenario(histories: Histories) -> Any:
         runnable, _ = chain_with_history(histories, ["One.", "Two."])
