@@ -383,3 +383,26 @@ def test_a_front_cut_after_a_gone_part_drops_outputs_whose_calls_went() -> None:
     assert front_cut([said, later_call, later_out, asked], 1) == 1
     # Nothing can stay: everything goes.
     assert front_cut([call, said, out], 1, history_starts=False) == 3
+
+
+def test_a_call_id_reused_after_the_cut_keeps_the_later_turn() -> None:
+    """Providers that number calls per turn (call_0 every time): a complete pair that goes
+    must not take a later, complete pair with the same id (regression: whole turns went)."""
+    from agentledger.domain.retention import front_cut
+
+    def call(cid: str) -> dict[str, str]:
+        return {"type": "function_call", "call_id": cid, "name": "f", "arguments": "{}"}
+
+    def out(cid: str) -> dict[str, str]:
+        return {"type": "function_call_output", "call_id": cid, "output": "x"}
+
+    asked = {"role": "user", "content": "x"}
+    said = {"role": "assistant", "content": "y"}
+    # The newest gone item is the output of a complete pair; the next turn reuses its id.
+    assert front_cut([out("c1"), asked, call("c1"), out("c1"), said], 1, history_starts=False) == 1
+    # An output whose call went goes (with what precedes it); the later pair with its id stays.
+    items = [call("c1"), out("c1"), asked, call("c1"), out("c1"), said]
+    assert front_cut(items, 1, history_starts=False) == 2
+    # Going past an output can leave another output without its call: that goes as well.
+    items = [call("a"), call("b"), out("a"), asked, out("b"), said]
+    assert front_cut(items, 1, history_starts=False) == 5

@@ -246,6 +246,38 @@ async def test_writers_keep_going_while_a_month_is_retired(months: tuple[Ledger,
         assert [item["content"] for item in items] == appended[sid]
 
 
+async def test_pops_and_rewinds_meanwhile_do_not_deadlock_it(months: tuple[Ledger, str]) -> None:
+    """Pop and rewind lock a session's row and then its messages; retiring takes the tables
+    in that order too (regression: the other order deadlocked, every time)."""
+    ledger, _url = months
+    january = SessionService(ledger.unit_of_work, clock=Clock(JANUARY))
+    sids = [(await january.create_session(user_id="u1", agent_name="bot")).id for _ in range(4)]
+    for sid in sids:
+        await january.add_items(sid, [user(f"old {n}") for n in range(3)])
+    svc = ledger.service
+    stop = asyncio.Event()
+
+    async def churn(sid: uuid.UUID) -> None:
+        while not stop.is_set():
+            await svc.add_items(sid, [user("a"), assistant("b")])
+            await svc.pop_item(sid)
+            state = await svc.get_session(sid)
+            assert state is not None
+            await svc.rewind_session(sid, state.messages[-1].seq - 1 if state.messages else 0)
+
+    tasks = [asyncio.create_task(churn(sid)) for sid in sids]
+    try:
+        await asyncio.sleep(0.2)
+        for month in ("01", "02", "03"):
+            report = await svc.retire_message_partition(f"conversation_messages_2025_{month}")
+            assert report.partition.endswith(month)
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+    for sid in sids:
+        assert [item["content"] for item in await svc.get_items(sid)] in ([], ["a"])
+
+
 async def test_mistakes_are_refused_and_drop_nothing(months: tuple[Ledger, str]) -> None:
     ledger, _url = months
     svc = ledger.service
@@ -256,23 +288,111 @@ async def test_mistakes_are_refused_and_drop_nothing(months: tuple[Ledger, str])
         await svc.retire_message_partition('x"; DROP TABLE agent_sessions; --')
     with pytest.raises(PermissionDeniedError, match="for_user"):
         await svc.for_user("u1").retire_message_partition(JAN)
-    with pytest.raises(TypeError, match="lock_timeout"):
+    with pytest.raises(InvalidInputError, match="lock_timeout must be positive"):
         await svc.retire_message_partition(JAN, lock_timeout=timedelta(0))
+    with pytest.raises(InvalidInputError, match="default partition"):
+        await svc.retire_message_partition("conversation_messages_default")
+    async with ledger.engine.connect() as connection:
+        await svc.using(connection).get_session(uuid.uuid4())  # a borrowed transaction works
+        with pytest.raises(InvalidInputError, match=r"not inside service\.using"):
+            await svc.using(connection).retire_message_partition(JAN)
+        await connection.rollback()
     assert await partitions(ledger) == before
 
 
-async def test_a_long_transaction_makes_it_fail_rather_than_stall(
+async def test_a_long_transaction_makes_it_wait_and_try_again_then_fail(
     months: tuple[Ledger, str],
 ) -> None:
     ledger, _url = months
+    wait = timedelta(milliseconds=50)
     async with ledger.engine.connect() as holder:
         await holder.execute(text("SELECT count(*) FROM conversation_messages"))  # holds a lock
         with pytest.raises(LedgerTimeoutError):
-            await ledger.service.retire_message_partition(
-                JAN, lock_timeout=timedelta(milliseconds=20)
-            )
+            await ledger.service.retire_message_partition(JAN, lock_timeout=wait)
+        assert JAN in await partitions(ledger)
+        # Released while it waits between tries: the next try gets the lock.
+        retiring = asyncio.create_task(
+            ledger.service.retire_message_partition(JAN, lock_timeout=wait)
+        )
+        await asyncio.sleep(0.12)
+        assert not retiring.done()
         await holder.rollback()
-    assert JAN in await partitions(ledger)
+    assert (await retiring).partition == JAN
+    assert JAN not in await partitions(ledger)
+
+
+async def test_a_history_changed_while_it_waited_is_planned_again(
+    months: tuple[Ledger, str],
+) -> None:
+    """Rewound and refilled to the same length at the same time, after the plan and before
+    the lock (regression: the stale plan's cut took the refill's first message)."""
+    ledger, _url = months
+    clock = Clock(JANUARY)
+    svc = SessionService(ledger.unit_of_work, clock=clock)
+    held = (await svc.create_session(user_id="u1", agent_name="bot")).id
+    sid = (await svc.create_session(user_id="u1", agent_name="bot")).id
+    await svc.add_items(sid, [user("q"), call("c1")])
+    clock.at = FEBRUARY
+    await svc.add_items(sid, [output("c1"), assistant("a")])  # planned cut: through the output
+    async with ledger.engine.connect() as holder:
+        host = SessionService(ledger.unit_of_work, clock=clock).using(holder)
+        await host.add_items(held, [user("holds the lock")])
+        retiring = asyncio.create_task(ledger.service.retire_message_partition(JAN))
+        await asyncio.sleep(1.0)  # planned, now waiting for the tables
+        assert not retiring.done()
+        await host.rewind_session(sid, 2)
+        await host.add_items(sid, [user("new"), assistant("new2")])  # same length, same time
+        await holder.commit()
+    await retiring
+    assert await ledger.service.get_items(sid) == [user("new"), assistant("new2")]
+
+
+async def test_outputs_far_from_their_dropped_calls_go_with_them(
+    months: tuple[Ledger, str],
+) -> None:
+    ledger, _url = months
+    clock = Clock(JANUARY)
+    svc = SessionService(ledger.unit_of_work, clock=clock)
+    sid = (await svc.create_session(user_id="u1", agent_name="bot")).id
+    chatter = [user(f"while waiting {n}") for n in range(10)]
+    await svc.add_items(sid, [user("go"), call("slow"), *chatter])
+    clock.at = FEBRUARY
+    await svc.add_items(sid, [*chatter, output("slow"), assistant("done"), user("next")])
+    await ledger.service.retire_message_partition(JAN)
+    assert await svc.get_items(sid) == [assistant("done"), user("next")]
+
+
+async def test_a_partition_in_another_schema_is_the_one_dropped(
+    months: tuple[Ledger, str],
+) -> None:
+    """A plain table of the same name elsewhere (a backup, say) is neither read nor dropped
+    (regression: it was both)."""
+    ledger, url = months
+    await run_sql_script(
+        url,
+        "CREATE SCHEMA archive; "
+        "CREATE TABLE archive.conversation_messages_2025_07 PARTITION OF conversation_messages "
+        "FOR VALUES FROM ('2025-07-01 00:00:00+00') TO ('2025-08-01 00:00:00+00'); "
+        "CREATE TABLE public.conversation_messages_2025_08_copy (LIKE conversation_messages);",
+    )
+    clock = Clock(datetime(2025, 7, 10, tzinfo=UTC))
+    svc = SessionService(ledger.unit_of_work, clock=clock)
+    sid = (await svc.create_session(user_id="u1", agent_name="bot")).id
+    await svc.add_items(sid, [user("july")])
+    await run_sql_script(
+        url,
+        "ALTER TABLE public.conversation_messages_2025_08_copy "
+        "RENAME TO conversation_messages_2025_07",
+    )
+    report = await ledger.service.retire_message_partition("conversation_messages_2025_07")
+    assert (report.sessions, report.messages) == (1, 1)
+    assert "conversation_messages_2025_07" not in await partitions(ledger)
+    async with ledger.engine.connect() as connection:
+        kept = await connection.scalar(
+            text("SELECT to_regclass('public.conversation_messages_2025_07') IS NOT NULL")
+        )
+    assert kept
+    assert await svc.get_items(sid) == []
 
 
 async def test_the_command_line_retires_a_month(months: tuple[Ledger, str]) -> None:

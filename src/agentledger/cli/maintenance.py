@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from datetime import timedelta
 from typing import Any
 
 from agentledger.cli.arguments import add_json_flag, count_from, format_duration, parse_duration
@@ -63,6 +64,12 @@ def register(commands: Any) -> None:
     )
     retire.add_argument("partition", metavar="PARTITION", help="e.g. conversation_messages_2025_01")
     retire.add_argument("--dry-run", action="store_true", help="only count")
+    retire.add_argument(
+        "--lock-timeout",
+        type=parse_duration,
+        default=timedelta(seconds=2),
+        help="how long to wait for the tables' lock before trying again, e.g. 5s (default 2s)",
+    )
     add_json_flag(retire)
     retire.set_defaults(handler=retire_partition)
 
@@ -71,7 +78,9 @@ def register(commands: Any) -> None:
 
 
 async def retire_partition(ledger: Ledger, args: argparse.Namespace, out: Output) -> int:
-    report = await ledger.service.retire_message_partition(args.partition, dry_run=args.dry_run)
+    report = await ledger.service.retire_message_partition(
+        args.partition, dry_run=args.dry_run, lock_timeout=args.lock_timeout
+    )
     out.result(report.describe(), dataclasses.asdict(report))
     return EXIT_OK
 

@@ -325,6 +325,11 @@ class UnitOfWork:
         return dialect_for(self._transaction.dialect_name())
 
     @property
+    def borrowed(self) -> bool:
+        """Whether this unit runs inside the caller's transaction (``service.using(...)``)."""
+        return isinstance(self._transaction, (_BorrowedSession, _BorrowedConnection))
+
+    @property
     def atomic(self) -> bool:
         """Whether this unit's statements share one transaction."""
         return self._transaction.atomic
@@ -373,7 +378,7 @@ class UnitOfWork:
         """Repositories are made on first use (a hot path needs one of the six)."""
         self._repositories: dict[type[Repository], Repository] = {}
         dialect = self.dialect
-        if isinstance(self._transaction, (_BorrowedSession, _BorrowedConnection)):
+        if self.borrowed:
             # The caller's transaction keeps its own constraint timing: SET CONSTRAINTS would
             # outlive our SAVEPOINT and check the caller's deferred rows early.
             dialect = dialect.with_deferred_constraints_kept()

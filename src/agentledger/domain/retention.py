@@ -32,7 +32,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from agentledger.domain.records import BlockedSession
-from agentledger.domain.windows import cut_points, unanchored_end
+from agentledger.domain.windows import cut_points, unanchored_end, unlinked
 from agentledger.errors import InvalidInputError
 
 #: The policy key that applies to every agent without a policy of its own.
@@ -157,13 +157,32 @@ def front_cut(items: Sequence[Any], at_least: int, *, history_starts: bool = Tru
     """
     if not 0 <= at_least <= len(items):
         raise ValueError(f"at_least must be between 0 and {len(items)}, got {at_least}")
-    allowed = cut_points(items)  # allowed[len(items)] is always True
     cut = at_least
     if not history_starts:
-        cut += unanchored_end(items[at_least:])
+        return _cut_after_gone(items, cut)
+    allowed = cut_points(items)  # allowed[len(items)] is always True
     while not allowed[cut]:
         cut += 1
     return cut
+
+
+def _cut_after_gone(items: Sequence[Any], cut: int) -> int:
+    """:func:`front_cut` when what lies before ``items`` has gone: whatever goes binds nothing
+    that stays (a call id reused by a later, complete pair must not tie it to an output that
+    goes), except that an output staying without its call goes too, and with it everything
+    before it, which may leave other outputs without their calls: repeated until it holds."""
+    while True:
+        orphaned = unanchored_end(items[cut:])
+        if orphaned:
+            cut += orphaned
+            continue
+        allowed = cut_points([unlinked(item) for item in items[:cut]] + list(items[cut:]))
+        moved = cut
+        while not allowed[moved]:
+            moved += 1
+        if moved == cut:
+            return cut
+        cut = moved
 
 
 # -- reports -------------------------------------------------------------------------------------

@@ -159,9 +159,11 @@ def _is_reasoning(item: Any) -> bool:
     return isinstance(item, dict) and item.get("type") == "reasoning"
 
 
-def _is_output_side(item: dict[str, Any]) -> bool:
+def _is_output_side(item: Any) -> bool:
     """True for items that answer an earlier item (tool outputs, approval responses)."""
     item = _as_read(item)
+    if not isinstance(item, dict):
+        return False
     item_type = item.get("type")
     return (
         (isinstance(item_type, str) and item_type.endswith("_output"))
@@ -297,6 +299,33 @@ def has_unanchored_outputs(items: Sequence[Any]) -> bool:
     read further back.
     """
     return unanchored_end(items) > 0
+
+
+def unanswered(items: Sequence[Any]) -> set[tuple[str, str]]:
+    """The link keys of the calls among ``items`` that no later item of ``items`` answers."""
+    waiting: set[tuple[str, str]] = set()
+    for item in items:
+        keys = _link_keys(item)
+        if not keys:
+            continue
+        if _is_output_side(item):
+            waiting.difference_update(keys)
+        else:
+            waiting.update(keys)
+    return waiting
+
+
+def answered(items: Sequence[Any]) -> set[tuple[str, str]]:
+    """The link keys that output items among ``items`` answer."""
+    return {key for item in items if _is_output_side(item) for key in _link_keys(item)}
+
+
+def unlinked(item: Any) -> Any:
+    """A stand-in for ``item`` that binds to no other item but is judged as ``item`` is by the
+    rule that keeps a reasoning item with what follows it: for an item that has gone already,
+    whose links to what stays :func:`unanchored_end` judges (a call id it shares with a later,
+    complete pair must not tie that pair to it)."""
+    return {"type": "reasoning"} if _is_reasoning(item) else {}
 
 
 def unanchored_end(items: Sequence[Any]) -> int:

@@ -23,17 +23,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
-from agentledger.db.repositories.partitions import Guard, Touched
+from agentledger.db.repositories.partitions import Guard, Partition, Touched
 from agentledger.db.uow import UnitOfWork
 from agentledger.domain.records import PartitionRetirement
 from agentledger.domain.retention import front_cut
 from agentledger.domain.validation import check_name
-from agentledger.errors import LedgerTimeoutError
+from agentledger.domain.windows import answered, unanswered
+from agentledger.errors import ConflictError, InvalidInputError, LedgerTimeoutError
 from agentledger.services.base import ServiceBase, operation
+from agentledger.translation import translated
 
 #: Items read after a history's newest dropped row to find where its cut may fall (most cuts
 #: fall right after it); doubled for a history whose cut lies further on.
 CUT_WINDOW = 4
+#: Items read up to a history's newest dropped row: a call among them whose output is still to
+#: come is followed until that output (a call further back is not looked for).
+CUT_LOOKBACK = 16
 #: How often the exclusive lock is tried before giving up (each try waits ``lock_timeout``).
 LOCK_ATTEMPTS = 5
 
@@ -55,31 +60,41 @@ class Partitions(ServiceBase):
         Under the exclusive lock the partition's ``(session_id, seq)`` index is read once more
         and the touched histories are updated in two statements, so readers and writers wait
         about as long as those take. ``lock_timeout`` bounds the wait for the lock itself
-        (tried :data:`LOCK_ATTEMPTS` times), so a long transaction elsewhere makes this fail
-        with :class:`~agentledger.errors.LedgerTimeoutError` rather than stall every reader
-        queued behind it. With ``dry_run`` nothing is changed.
+        (tried :data:`LOCK_ATTEMPTS` times, as is a deadlock), so a long transaction elsewhere
+        makes this fail with :class:`~agentledger.errors.LedgerTimeoutError` rather than stall
+        every reader queued behind it. With ``dry_run`` nothing is changed. It runs its own
+        transactions: inside :meth:`SessionService.using` it is refused.
         """
         name = check_name(partition, "partition")
-        if not isinstance(lock_timeout, timedelta) or lock_timeout <= timedelta(0):
-            raise TypeError("lock_timeout must be a positive datetime.timedelta")
+        if not isinstance(lock_timeout, timedelta):
+            raise TypeError("lock_timeout must be a datetime.timedelta")
+        if lock_timeout <= timedelta(0):
+            raise InvalidInputError(f"lock_timeout must be positive, got {lock_timeout}")
         await self._require_every_tenant("retiring a partition")
         async with self._uow() as uow:
-            await uow.partitions.check(name)
-            plan = await _Plan.make(uow, name)
+            if uow.borrowed:
+                raise InvalidInputError(
+                    "retiring a partition runs short transactions of its own and holds the "
+                    "tables exclusively in one of them; call it on ledger.service, not inside "
+                    "service.using(...)"
+                )
+            month = await uow.partitions.check(name)
+            plan = await _Plan.make(uow, month)
         if dry_run:
             return plan.report(beyond=plan.beyond(), dry_run=True)
         for attempt in range(1, LOCK_ATTEMPTS + 1):
             try:
-                async with self._uow() as uow:
-                    await uow.partitions.lock_messages(lock_timeout)
-                    await uow.partitions.check(name)  # still there, under the lock
-                    final = await _Plan.make(uow, name, reuse=plan)
-                    await uow.partitions.drop(name)
-                    await uow.partitions.cut(sorted(final.cuts.items()), final.strays())
-                    await uow.commit()
-                # Exact: nothing changed the histories while the table was held.
+                with translated():
+                    async with self._uow() as uow:
+                        await uow.partitions.lock_tables(lock_timeout)
+                        month = await uow.partitions.check(name)  # still there, under the lock
+                        final = await _Plan.make(uow, month, reuse=plan)
+                        await uow.partitions.drop(month)
+                        await uow.partitions.cut(sorted(final.cuts.items()), final.strays())
+                        await uow.commit()
+                # Exact: nothing changed the histories while the tables were held.
                 return final.report(beyond=final.beyond())
-            except LedgerTimeoutError:
+            except (LedgerTimeoutError, ConflictError):
                 if attempt == LOCK_ATTEMPTS:
                     raise
                 await asyncio.sleep(lock_timeout.total_seconds() * attempt)
@@ -90,13 +105,15 @@ class Partitions(ServiceBase):
 class _Plan:
     """The histories a partition holds rows of, as they were, and where each will start."""
 
-    partition: str
+    partition: Partition
     touched: dict[uuid.UUID, Touched]
     guards: dict[uuid.UUID, Guard]
     cuts: dict[uuid.UUID, int]
 
     @classmethod
-    async def make(cls, uow: UnitOfWork, partition: str, *, reuse: _Plan | None = None) -> _Plan:
+    async def make(
+        cls, uow: UnitOfWork, partition: Partition, *, reuse: _Plan | None = None
+    ) -> _Plan:
         """Read what the partition holds and plan each cut; a history that looks exactly as
         it did in ``reuse`` (same rows in the partition, same bounds, same last change) keeps
         the cut planned there."""
@@ -134,7 +151,7 @@ class _Plan:
 
     def report(self, *, beyond: int, dry_run: bool = False) -> PartitionRetirement:
         rows = sum(t.rows for t in self.touched.values())
-        return PartitionRetirement(self.partition, len(self.touched), rows, beyond, dry_run)
+        return PartitionRetirement(self.partition.name, len(self.touched), rows, beyond, dry_run)
 
 
 async def _cuts(
@@ -142,22 +159,34 @@ async def _cuts(
 ) -> dict[uuid.UUID, int]:
     """The seq each touched history will start after.
 
-    Each history's items from its newest dropped row on are read ``CUT_WINDOW`` at a time
-    (doubling) until :func:`front_cut` finds a cut inside them or they reach the history's end.
+    Each history is read around its newest dropped row: ``CUT_LOOKBACK`` rows up to it (the
+    calls there still waiting for their outputs) and ``CUT_WINDOW`` after it, doubling the
+    latter until :func:`front_cut` finds a cut inside what was read and every call waiting at
+    the dropped row has had its output, or the history ends.
     """
     pending = {t.session_id: t.through for t in touched}
     cuts: dict[uuid.UUID, int] = {}
     window = CUT_WINDOW
     while pending:
         spans = [
-            (sid, through, min(guards[sid].last_seq, through + window))
+            (
+                sid,
+                max(guards[sid].trimmed_seq + 1, through - CUT_LOOKBACK + 1),
+                min(guards[sid].last_seq, through + window),
+            )
             for sid, through in pending.items()
         ]
         found = await uow.partitions.windows(spans)
-        for sid, through, hi in spans:
-            cut = front_cut(found[sid], 1, history_starts=False) if found[sid] else 1
-            if cut < len(found[sid]) or hi >= guards[sid].last_seq:
-                cuts[sid] = through - 1 + cut
+        for sid, lo, hi in spans:
+            items = found[sid]
+            gone = pending[sid] - lo + 1
+            if len(items) < gone:  # the rows went meanwhile: nothing left to keep whole
+                cuts[sid] = pending.pop(sid)
+                continue
+            cut = front_cut(items, gone, history_starts=False)
+            waiting = unanswered(items[:gone]) - answered(items[gone:])
+            if (cut < len(items) and not waiting) or hi >= guards[sid].last_seq:
+                cuts[sid] = lo - 1 + cut
                 del pending[sid]
         window *= 2
     return cuts

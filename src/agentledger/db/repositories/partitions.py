@@ -13,23 +13,22 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Uuid, column, func, select, table, text
+from sqlalchemy import JSON, BigInteger, Text, Uuid, column, func, select, table, text
 
-from agentledger.db.models import sessions_table
 from agentledger.db.repositories.base import Repository
 from agentledger.domain.windows import LINK_FIELDS
 from agentledger.errors import InvalidInputError, UnsupportedBackendError
 
-_sessions = sessions_table
-
 _PARTITIONS = text(
     """
-    SELECT child.relname, pg_get_expr(child.relpartbound, child.oid), child.relkind::text
+    SELECT child.relname, space.nspname, pg_get_expr(child.relpartbound, child.oid),
+           child.relkind::text
     FROM pg_inherits AS link
     JOIN pg_class AS child ON child.oid = link.inhrelid
+    JOIN pg_namespace AS space ON space.oid = child.relnamespace
     WHERE link.inhparent = to_regclass('conversation_messages')
     ORDER BY child.relname
     """
@@ -64,14 +63,14 @@ _WINDOWS = text(
 # 32,767 parameters).
 _GUARDS = text(
     """
-    SELECT id, trimmed_seq, last_seq, updated_at FROM agent_sessions
+    SELECT id, trimmed_seq, last_seq, xmin::text FROM agent_sessions
     WHERE id = ANY(CAST(:ids AS uuid[]))
     """
 ).columns(
     column("id", Uuid()),
     column("trimmed_seq", BigInteger()),
     column("last_seq", BigInteger()),
-    column("updated_at", _sessions.c.updated_at.type),
+    column("xmin", Text()),
 )
 
 _MOVE_STARTS = text(
@@ -100,11 +99,21 @@ class Touched:
 @dataclass(frozen=True, slots=True)
 class Guard:
     """What a history looked like when its cut was planned; a cut is applied only to a
-    history that still looks so (else it is planned again under the lock)."""
+    history that still looks so (else it is planned again under the lock). ``version`` is
+    the session row's ``xmin``: every write to a history updates its session's row, so a
+    rewind and a refill to the same length change it too."""
 
     trimmed_seq: int
     last_seq: int
-    updated_at: datetime
+    version: str
+
+
+@dataclass(frozen=True, slots=True)
+class Partition:
+    """A month partition of ``conversation_messages`` and the schema it lives in."""
+
+    name: str
+    schema: str
 
 
 class PartitionRepository(Repository):
@@ -117,9 +126,9 @@ class PartitionRepository(Repository):
                 "retention policies (apply_retention, `agentledger cleanup`)"
             )
 
-    async def check(self, name: str) -> None:
-        """Refuse (with the partitions there are) unless ``name`` is a plain partition of
-        ``conversation_messages``."""
+    async def check(self, name: str) -> Partition:
+        """The month partition of ``conversation_messages`` named ``name`` (in whichever
+        schema it lives); refused, with the partitions there are, unless it is one."""
         self._require_postgresql()
         partitioned = (await self._db.execute(_PARTITIONED)).scalar_one_or_none()
         if not partitioned:
@@ -128,21 +137,39 @@ class PartitionRepository(Repository):
                 "first (docs/scaling.md, time partitions)"
             )
         rows = (await self._db.execute(_PARTITIONS)).all()
-        found = {relname: (bound, kind) for relname, bound, kind in rows}
-        if name not in found:
-            listed = ", ".join(f"{relname} ({bound})" for relname, bound, _ in rows[:20])
+        found = [row for row in rows if row[0] == name]
+        if not found:
+            listed = ", ".join(f"{relname} ({bound})" for relname, _, bound, _ in rows[:20])
             raise InvalidInputError(
                 f"{name!r} is not a partition of conversation_messages; its partitions are: "
                 f"{listed or 'none'}"
             )
-        if found[name][1] != "r":
+        if len(found) > 1:
             raise InvalidInputError(
-                f"{name!r} is itself partitioned; retire its partitions one by one"
+                f"partitions named {name!r} live in several schemas; rename all but one"
             )
+        _, schema, bound, kind = found[0]
+        if bound == "DEFAULT":
+            raise InvalidInputError(
+                f"{name!r} is the default partition: it holds rows dated outside every month "
+                "and takes every such row written later, so it is not retired like a month; "
+                "move its rows into months (create them) or delete them"
+            )
+        if kind != "r":
+            raise InvalidInputError(
+                f"{name!r} is itself partitioned; retiring a month with sub-partitions is not "
+                "supported (partition by month only)"
+            )
+        return Partition(name, schema)
 
-    async def touched(self, name: str) -> list[Touched]:
+    async def touched(self, partition: Partition) -> list[Touched]:
         """Every history with rows in the partition, the newest of them and how many."""
-        part = table(name, column("session_id", Uuid()), column("seq", BigInteger()))
+        part = table(
+            partition.name,
+            column("session_id", Uuid()),
+            column("seq", BigInteger()),
+            schema=partition.schema,
+        )
         result = await self._db.execute(
             select(part.c.session_id, func.max(part.c.seq), func.count())
             .group_by(part.c.session_id)
@@ -153,7 +180,7 @@ class PartitionRepository(Repository):
     async def guards(self, session_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Guard]:
         """Where each history starts and ends now, and when it last changed."""
         result = await self._db.execute(_GUARDS, {"ids": list(session_ids)})
-        return {sid: Guard(trimmed, last, when) for sid, trimmed, last, when in result}
+        return {sid: Guard(trimmed, last, version) for sid, trimmed, last, version in result}
 
     async def windows(
         self, spans: Sequence[tuple[uuid.UUID, int, int]]
@@ -175,20 +202,26 @@ class PartitionRepository(Repository):
             found[sid].append(item)
         return found
 
-    async def lock_messages(self, wait: timedelta) -> None:
-        """Hold ``conversation_messages`` exclusively until the commit, waiting at most
+    async def lock_tables(self, wait: timedelta) -> None:
+        """Hold the sessions and their messages exclusively until the commit, waiting at most
         ``wait`` (a long transaction elsewhere makes this fail rather than stall every
         reader queued behind the lock)."""
         milliseconds = max(1, int(wait.total_seconds() * 1000))
         await self._db.execute(
             text("SELECT set_config('lock_timeout', :value, true)"), {"value": f"{milliseconds}ms"}
         )
-        await self._db.execute(text("LOCK TABLE conversation_messages IN ACCESS EXCLUSIVE MODE"))
+        # The sessions first, as the library's own transactions take them (a session's row,
+        # then its messages): the other order deadlocks with pop and rewind.
+        await self._db.execute(
+            text("LOCK TABLE agent_sessions, conversation_messages IN ACCESS EXCLUSIVE MODE")
+        )
 
-    async def drop(self, name: str) -> None:
+    async def drop(self, partition: Partition) -> None:
         """Drop the partition (checked by :meth:`check` in this transaction)."""
-        preparer = (await self._db.connection()).dialect.identifier_preparer
-        await self._db.execute(text(f"DROP TABLE {preparer.quote_identifier(name)}"))
+        quote = (await self._db.connection()).dialect.identifier_preparer.quote_identifier
+        await self._db.execute(
+            text(f"DROP TABLE {quote(partition.schema)}.{quote(partition.name)}")
+        )
 
     async def cut(
         self, cuts: Sequence[tuple[uuid.UUID, int]], strays: Sequence[tuple[uuid.UUID, int]]
