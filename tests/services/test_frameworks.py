@@ -143,3 +143,20 @@ def test_cli_lists_filters_and_shows_the_framework(
     assert json.loads(capsys.readouterr().out)["framework"] == "adk"
     assert main([*base, "show", str(adk)]) == 0
     assert "framework adk" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["", "a\x00b", "x" * 300])
+async def test_a_write_that_creates_a_session_checks_its_name_first(
+    ledger: Ledger, name: str
+) -> None:
+    """create_as is checked as create_session's arguments are (regression: PostgreSQL raised
+    a raw database error, SQLite stored the name)."""
+    sid = uuid.uuid4()
+    spec = SessionSpec("u1", "bot", name, framework="langchain")
+    with pytest.raises(InvalidInputError, match="session name"):
+        await ledger.service.add_items(sid, [{"role": "user", "content": "hi"}], create_as=spec)
+    assert await ledger.service.get_session(sid) is None
+    with pytest.raises(InvalidInputError, match="framework"):
+        await ledger.service.add_items(
+            sid, [{"role": "user", "content": "hi"}], create_as=SessionSpec("u1", "bot", None, "X!")
+        )

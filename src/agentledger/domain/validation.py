@@ -26,7 +26,7 @@ from agentledger.domain.encoding import (
     utf8_size,
 )
 from agentledger.domain.projection import ChatView, chat_view, check_role, item_from_chat
-from agentledger.domain.records import NewRow, SessionState, Usage
+from agentledger.domain.records import NewRow, SessionSpec, SessionState, Usage
 from agentledger.errors import (
     InvalidInputError,
 )
@@ -86,6 +86,19 @@ def check_framework(value: object) -> str:
             f"{MAX_FRAMEWORK_LENGTH} characters), got {value[:40]!r}"
         )
     return value
+
+
+def check_spec(spec: object) -> SessionSpec:
+    """What a write creates a missing session with (``create_as``), checked as
+    ``create_session`` checks its arguments: owner, agent, name and framework."""
+    if not isinstance(spec, SessionSpec):
+        raise TypeError(f"create_as must be a SessionSpec, not {type(spec).__name__}")
+    return SessionSpec(
+        check_name(spec.user_id, "user_id"),
+        check_name(spec.agent_name, "agent_name"),
+        None if spec.name is None else check_name(spec.name, "session name"),
+        check_framework(spec.framework),
+    )
 
 
 def check_owner(value: object) -> str | None:

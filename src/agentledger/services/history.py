@@ -24,6 +24,7 @@ from agentledger.domain.validation import (
     check_name,
     check_owner,
     check_seq,
+    check_spec,
     fits_one_statement,
     parse_session_id,
     prepare_chat_message,
@@ -121,6 +122,8 @@ class History(ServiceBase):
         """
         if isinstance(items, (str, bytes, Mapping)):
             raise TypeError("items must be a list of items, not a single item")
+        if create_as is not None:
+            create_as = check_spec(create_as)
         if create_as is not None and user_id is not None and create_as.user_id != user_id:
             raise InvalidInputError(
                 f"create_as.user_id {create_as.user_id!r} differs from user_id {user_id!r}: a "

@@ -23,6 +23,7 @@ from agentledger.domain.validation import (
     check_name,
     check_owner,
     check_seq,
+    check_spec,
     check_title,
     parse_session_id,
 )
@@ -113,12 +114,8 @@ class Sessions(ServiceBase):
         if create_as is None:
             async with self._uow(autocommit=True) as uow:
                 return await uow.sessions.find_named(user, name, preferred)
-        spec = SessionSpec(
-            user,
-            check_name(create_as.agent_name, "agent_name"),
-            name,
-            check_framework(create_as.framework),
-        )
+        checked = check_spec(create_as)
+        spec = SessionSpec(user, checked.agent_name, name, checked.framework)
         now = self._now()
         async with self._uow() as uow:
             # Insert first: on SQLite a transaction that reads before it writes may fail at
