@@ -35,15 +35,19 @@ async def append(
 
 async def test_create_append_read_and_page(client: httpx.AsyncClient) -> None:
     created = await new_session(client, metadata={"project": "x"}, title="Trip")
-    assert created["user_id"] == "alice" and created["title"] == "Trip"
-    assert created["last_seq"] == 0 and created["message_count"] == 0
+    assert created["user_id"] == "alice"
+    assert created["title"] == "Trip"
+    assert created["last_seq"] == 0
+    assert created["message_count"] == 0
     sid = created["id"]
     stored = await append(client, sid, *(f"m{n}" for n in range(1, 8)))
     assert stored.status_code == 201
-    assert stored.json()["first_seq"] == 1 and stored.json()["last_seq"] == 7
+    assert stored.json()["first_seq"] == 1
+    assert stored.json()["last_seq"] == 7
 
     record = (await client.get(f"/sessions/{sid}", headers=ALICE)).json()
-    assert record["last_seq"] == 7 and record["message_count"] == 7
+    assert record["last_seq"] == 7
+    assert record["message_count"] == 7
 
     seen: list[str] = []
     after = None
@@ -70,7 +74,8 @@ async def test_idempotency_key_stores_a_batch_once(client: httpx.AsyncClient) ->
     first = await append(client, sid, "a", "b", headers={"Idempotency-Key": "batch-1"})
     again = await append(client, sid, "a", "b", headers={"Idempotency-Key": "batch-1"})
     assert first.status_code == again.status_code == 201
-    assert first.json()["created"] is True and again.json()["created"] is False
+    assert first.json()["created"] is True
+    assert again.json()["created"] is False
     assert again.json()["first_seq"] == first.json()["first_seq"] == 1
     record = (await client.get(f"/sessions/{sid}", headers=ALICE)).json()
     assert record["last_seq"] == 2
@@ -82,7 +87,8 @@ async def test_if_match_appends_only_onto_the_last_seq_read(client: httpx.AsyncC
     stale = await append(client, sid, "late", headers={"If-Match": '"0"'})
     assert stale.status_code == 409
     assert stale.headers["content-type"] == "application/problem+json"
-    assert stale.json()["error"] == "StaleSessionError" and stale.json()["last_seq"] == 1
+    assert stale.json()["error"] == "StaleSessionError"
+    assert stale.json()["last_seq"] == 1
     assert "retry-after" not in stale.headers  # the same call would fail the same way
     assert (await append(client, sid, "next", headers={"If-Match": "1"})).status_code == 201
     page = (await client.get(f"/sessions/{sid}/messages", headers=ALICE)).json()
@@ -134,7 +140,8 @@ async def test_patch_fork_rewind_delete(client: httpx.AsyncClient) -> None:
     assert cleared.json()["title"] is None
 
     fork = await client.post(f"/sessions/{sid}/fork", json={"at_seq": 2}, headers=ALICE)
-    assert fork.status_code == 201 and fork.json()["last_seq"] == 2
+    assert fork.status_code == 201
+    assert fork.json()["last_seq"] == 2
     assert fork.json()["id"] != sid
 
     rewound = await client.post(f"/sessions/{sid}/rewind", json={"to_seq": 1}, headers=ALICE)

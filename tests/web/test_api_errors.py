@@ -36,7 +36,9 @@ def problem(response: httpx.Response, status: int) -> dict[str, Any]:
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/problem+json"
     body: dict[str, Any] = response.json()
-    assert body["status"] == status and body["detail"] and body["type"].startswith("urn:")
+    assert body["status"] == status
+    assert body["detail"]
+    assert body["type"].startswith("urn:")
     return body
 
 
@@ -207,7 +209,8 @@ async def test_a_taken_session_referenced_elsewhere_is_409(
     finally:
         ledger.service_for = original  # type: ignore[method-assign]
     body = problem(response, 409)
-    assert body["retryable"] is True and response.headers["retry-after"] == "1"
+    assert body["retryable"] is True
+    assert response.headers["retry-after"] == "1"
 
 
 @pytest.mark.parametrize(
