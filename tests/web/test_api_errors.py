@@ -263,5 +263,5 @@ def test_every_ledger_error_class_has_one_status() -> None:
 
 def _instance(kind: type[errors.LedgerError]) -> errors.LedgerError:
     if kind is errors.StaleSessionError:
-        return kind("x", last_seq=0, expected_last_seq=1)  # type: ignore[call-arg]
+        return kind("x", last_seq=0, expected_last_seq=1)
     return kind("x")
