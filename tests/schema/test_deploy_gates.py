@@ -30,6 +30,7 @@ from agentledger.schema import MIGRATION_LOCK_TIMEOUT, migration_lock, upgrade
 from agentledger.schema.alembic import MIGRATION_LOCK_KEYS, VERSION_TABLE, head_revision
 from tests.conftest import create_pg_database, drop_pg_database, pg_url, run_sync
 from tests.support.processes import SUBPROCESS_TIMEOUT, finished
+from tests.support.revisions import before_head
 
 HEAD = head_revision()
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -122,13 +123,13 @@ def test_upgrade_sql_prints_postgresql_sql_without_connecting(
     assert sql.rstrip().endswith("COMMIT;")
     assert f"CREATE TABLE {VERSION_TABLE} (" in sql
     assert "CREATE TABLE agent_sessions (" in sql
-    assert f"-- Running upgrade agentledger_0004 -> {HEAD}" in sql
+    assert f"-- Running upgrade {before_head()} -> {HEAD}" in sql
 
     code, sql, err = cli(
-        capsys, "--database-url", UNREACHABLE, "db", "upgrade", "--sql", f"agentledger_0004:{HEAD}"
+        capsys, "--database-url", UNREACHABLE, "db", "upgrade", "--sql", f"{before_head()}:{HEAD}"
     )
     assert code == 0, err
-    assert re.findall(r"-- Running upgrade (\S+) -> (\S+)", sql) == [("agentledger_0004", HEAD)]
+    assert re.findall(r"-- Running upgrade (\S+) -> (\S+)", sql) == [(before_head(), HEAD)]
     assert f"CREATE TABLE {VERSION_TABLE}" not in sql
     assert f"UPDATE {VERSION_TABLE} SET version_num='{HEAD}'" in sql
 

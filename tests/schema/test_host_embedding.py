@@ -29,7 +29,12 @@ from agentledger.cli import main
 from agentledger.db.models import OWNED_TABLES
 from agentledger.domain.records import BlockedSession
 from agentledger.errors import SchemaNotReadyError, SessionReferencedError
-from agentledger.schema.alembic import HOST_VERSION_TABLE, VERSION_TABLE, head_revision
+from agentledger.schema.alembic import (
+    HOST_VERSION_TABLE,
+    VERSION_TABLE,
+    head_revision,
+    known_revisions,
+)
 from tests.conftest import run_sync
 from tests.schema.test_host_alembic import alembic as run_alembic
 from tests.schema.test_host_alembic import (
@@ -41,6 +46,7 @@ from tests.schema.test_host_alembic import (
 )
 from tests.support.lifecycle import _sid, count_rows
 from tests.support.results import returned
+from tests.support.revisions import before_head
 
 HEAD = head_revision()
 #: An earlier revision of agentledger's (the one before ``agent_sessions.name``).
@@ -673,12 +679,12 @@ def test_db_downgrade_refused_while_a_host_table_refers_to_ours(
     assert run_sync(revisions_of(database_url)) == (HEAD,)
     assert OWNED_TABLES | {TABLE} <= run_sync(tables_of(database_url))
     # A relative step as deep as the history is refused too; one that keeps the tables is not.
-    code, _, err = cli(capsys, database_url, "db", "downgrade", "-5")
+    code, _, err = cli(capsys, database_url, "db", "downgrade", f"-{len(known_revisions())}")
     assert code == 1, err
     assert "drop those keys" in err
     code, _, err = cli(capsys, database_url, "db", "downgrade", "-1")
     assert code == 0, err
-    assert run_sync(revisions_of(database_url)) == (EARLIER,)
+    assert run_sync(revisions_of(database_url)) == (before_head(),)
     assert cli(capsys, database_url, "db", "upgrade")[0] == 0
 
 
