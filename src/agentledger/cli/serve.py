@@ -20,6 +20,9 @@ from agentledger.cli.tokens import prepare_embedded
 from agentledger.errors import ConfigurationError
 from agentledger.ledger import Ledger
 
+#: Seconds open requests (event streams) get to finish when the server is stopped.
+SHUTDOWN_GRACE = 3
+
 
 def register(commands: Any) -> None:
     serve = commands.add_parser("serve", help="run the HTTP API server (the web extra)")
@@ -80,6 +83,8 @@ async def serve_api(ledger: Ledger, args: argparse.Namespace, out: Output) -> in
         access_log=True,
         server_header=False,
         lifespan="on",
+        # Event streams never end by themselves: on Ctrl-C or SIGTERM they get this long.
+        timeout_graceful_shutdown=SHUTDOWN_GRACE,
     )
     await uvicorn.Server(config).serve()
     return EXIT_OK
