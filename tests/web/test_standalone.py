@@ -143,9 +143,13 @@ async def test_the_openapi_document_describes_every_route(app_client: httpx.Asyn
         for method in operations:
             operation = paths[path][method]
             assert operation["security"] == [{"HTTPBearer": []}], (path, method)
-            for status in ("400", "404", "409", "413", "503"):
-                if path.startswith("/api/v1/admin"):
-                    continue
+            admin = path.startswith("/api/v1/admin")
+            statuses = (
+                ("400", "401", "403", "503")
+                if admin
+                else ("400", "401", "404", "409", "413", "503")
+            )
+            for status in statuses:
                 problem = operation["responses"][status]["content"]["application/problem+json"]
                 assert problem["schema"]["title"] == "ProblemOut"
                 assert {"type", "title", "status", "detail"} <= set(problem["schema"]["required"])

@@ -27,7 +27,9 @@ from agentledger.web.problems import (
     problem,
     validation_problem,
 )
-from agentledger.web.router import DEFAULT_MAX_BODY_BYTES, create_router
+from agentledger.web.router import DEFAULT_MAX_BODY_BYTES, create_router, problem_responses
+
+_UNAUTHORIZED = {401: "no token, or an unknown or revoked one"}
 
 API_PREFIX = "/api/v1"
 UI_PREFIX = "/ui"
@@ -58,10 +60,14 @@ def create_app(
             sse_poll_interval=sse_poll_interval,
         ),
         prefix=API_PREFIX,
+        responses=problem_responses(_UNAUTHORIZED),
     )
     app.include_router(
         create_admin_router(ledger, current_admin=bearer_admin(ledger)),
         prefix=f"{API_PREFIX}/admin",
+        responses=problem_responses(
+            {**_UNAUTHORIZED, 403: "not an admin token", 400: "bad input", 503: "unavailable"}
+        ),
     )
     ui_router = _ui_router(ledger) if ui else None
     if ui_router is not None:

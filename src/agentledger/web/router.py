@@ -52,21 +52,29 @@ MAX_ITEMS = 10_000
 
 CurrentUser = Callable[..., Any]
 
-#: The error responses every route documents: a problem document, its schema inline (a
-#: ``model`` would also be listed as application/json, which these responses never are).
-_PROBLEMS: dict[int | str, dict[str, Any]] = {
-    code: {
-        "description": description,
-        "content": {"application/problem+json": {"schema": ProblemOut.model_json_schema()}},
+
+def problem_responses(codes: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for error responses: a problem document, its schema inline (a
+    ``model`` would also be listed as application/json, which these responses never are)."""
+    return {
+        code: {
+            "description": description,
+            "content": {"application/problem+json": {"schema": ProblemOut.model_json_schema()}},
+        }
+        for code, description in codes.items()
     }
-    for code, description in (
-        (400, "bad input (nothing was written)"),
-        (404, "no such session for the caller (missing, or another user's)"),
-        (409, "stale (If-Match) or conflicting write"),
-        (413, "request body too large"),
-        (503, "database unavailable; Retry-After when retrying may succeed"),
-    )
-}
+
+
+#: The error responses every route documents.
+_PROBLEMS = problem_responses(
+    {
+        400: "bad input (nothing was written)",
+        404: "no such session for the caller (missing, or another user's)",
+        409: "stale (If-Match) or conflicting write",
+        413: "request body too large",
+        503: "database unavailable; Retry-After when retrying may succeed",
+    }
+)
 
 
 def _missing(session_id: uuid.UUID) -> SessionNotFoundError:
@@ -346,4 +354,4 @@ def _resume_point(last_event_id: str | None, after_seq: int | None, state: Sessi
     return state.last_seq if after_seq is None else after_seq
 
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "create_router"]
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "create_router", "problem_responses"]
