@@ -212,7 +212,7 @@ ADMIN_WIDE = {
 
 #: Commands that read or write no session at all: their ``--user`` names whom an API token acts
 #: for (the token's owner), not a tenant whose sessions they could reach.
-NO_SESSIONS = {("tokens", "create"), ("tokens", "list"), ("tokens", "revoke")}
+NO_SESSIONS: set[tuple[str, ...]] = {("tokens", "create"), ("tokens", "list"), ("tokens", "revoke")}
 
 
 # -- the command tree ------------------------------------------------------------------------
