@@ -115,7 +115,9 @@ class PostgresListener:
         if not waiters:  # every stream of it went away without unsubscribing
             del self._waiters[session_id]
 
-    def _lost(self, _connection: Any) -> None:
+    def _lost(self, connection: Any) -> None:
+        if connection is not self._connection:
+            return  # closed on purpose (close()), or an older connection
         log.warning("the LISTEN connection for message events was lost; reopening it")
         self._connection = None
         for waiters in list(self._waiters.values()):
