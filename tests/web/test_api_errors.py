@@ -12,6 +12,7 @@ import pytest
 
 from agentledger import Ledger, errors
 from agentledger.web.problems import STATUSES, status_of
+from agentledger.web.schemas import ProblemOut
 from tests.web.conftest import as_user, host_app
 
 ALICE, BOB = as_user("alice"), as_user("bob")
@@ -39,6 +40,7 @@ def problem(response: httpx.Response, status: int) -> dict[str, Any]:
     assert body["status"] == status
     assert body["detail"]
     assert body["type"].startswith("urn:")
+    assert set(body) <= set(ProblemOut.model_fields), "a field the OpenAPI schema does not list"
     return body
 
 

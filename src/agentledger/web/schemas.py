@@ -283,3 +283,7 @@ class ProblemOut(BaseModel):
     error: str = Field(description="the agentledger error class")
     retryable: bool | None = None
     last_seq: int | None = Field(default=None, description="409 stale: where the session ends")
+    expected_last_seq: int | None = Field(default=None, description="409 stale: what If-Match said")
+    errors: list[dict[str, Any]] | None = Field(
+        default=None, description="400 on a request that does not match its schema: loc and msg"
+    )
