@@ -20,7 +20,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
@@ -31,15 +30,14 @@ from agentledger.schema import MIGRATION_LOCK_TIMEOUT, migration_lock, upgrade
 from agentledger.schema.alembic import (
     MIGRATION_LOCK_KEYS,
     VERSION_TABLE,
-    alembic_config,
     head_revision,
 )
 from tests.conftest import create_pg_database, drop_pg_database, pg_url, run_sync
 from tests.support.processes import SUBPROCESS_TIMEOUT, finished
+from tests.support.revisions import before_head
 
 HEAD = head_revision()
 #: The revision before head (the last step of an upgrade).
-PREVIOUS = str(ScriptDirectory.from_config(alembic_config()).get_revision(HEAD).down_revision)
 SRC = Path(__file__).resolve().parents[2] / "src"
 #: Nothing listens on port 1: anything that tried to connect would fail.
 UNREACHABLE = "postgresql://agentledger@127.0.0.1:1/never_created"
@@ -130,13 +128,13 @@ def test_upgrade_sql_prints_postgresql_sql_without_connecting(
     assert sql.rstrip().endswith("COMMIT;")
     assert f"CREATE TABLE {VERSION_TABLE} (" in sql
     assert "CREATE TABLE agent_sessions (" in sql
-    assert f"-- Running upgrade {PREVIOUS} -> {HEAD}" in sql
+    assert f"-- Running upgrade {before_head()} -> {HEAD}" in sql
 
     code, sql, err = cli(
-        capsys, "--database-url", UNREACHABLE, "db", "upgrade", "--sql", f"{PREVIOUS}:{HEAD}"
+        capsys, "--database-url", UNREACHABLE, "db", "upgrade", "--sql", f"{before_head()}:{HEAD}"
     )
     assert code == 0, err
-    assert re.findall(r"-- Running upgrade (\S+) -> (\S+)", sql) == [(PREVIOUS, HEAD)]
+    assert re.findall(r"-- Running upgrade (\S+) -> (\S+)", sql) == [(before_head(), HEAD)]
     assert f"CREATE TABLE {VERSION_TABLE}" not in sql
     assert f"UPDATE {VERSION_TABLE} SET version_num='{HEAD}'" in sql
 

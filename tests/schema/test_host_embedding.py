@@ -21,7 +21,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 
@@ -33,8 +32,8 @@ from agentledger.errors import SchemaNotReadyError, SessionReferencedError
 from agentledger.schema.alembic import (
     HOST_VERSION_TABLE,
     VERSION_TABLE,
-    alembic_config,
     head_revision,
+    known_revisions,
 )
 from tests.conftest import run_sync
 from tests.schema.test_host_alembic import alembic as run_alembic
@@ -47,13 +46,11 @@ from tests.schema.test_host_alembic import (
 )
 from tests.support.lifecycle import _sid, count_rows
 from tests.support.results import returned
+from tests.support.revisions import before_head
 
 HEAD = head_revision()
-#: An earlier revision of agentledger's (the one before ``agent_sessions.name``).
-_SCRIPT = ScriptDirectory.from_config(alembic_config())
-#: The revision before head, and how many revisions the history holds.
-EARLIER = str(_SCRIPT.get_revision(HEAD).down_revision)
-DEPTH = len(list(_SCRIPT.walk_revisions()))
+#: The revision before head.
+EARLIER = before_head()
 HOST_INI_ENV = "AGENTLEDGER_HOST_ALEMBIC_INI"
 TABLE = "tickets"
 CONSTRAINT = "fk_tickets_session"
@@ -682,12 +679,12 @@ def test_db_downgrade_refused_while_a_host_table_refers_to_ours(
     assert run_sync(revisions_of(database_url)) == (HEAD,)
     assert OWNED_TABLES | {TABLE} <= run_sync(tables_of(database_url))
     # A relative step as deep as the history is refused too; one that keeps the tables is not.
-    code, _, err = cli(capsys, database_url, "db", "downgrade", f"-{DEPTH}")
+    code, _, err = cli(capsys, database_url, "db", "downgrade", f"-{len(known_revisions())}")
     assert code == 1, err
     assert "drop those keys" in err
     code, _, err = cli(capsys, database_url, "db", "downgrade", "-1")
     assert code == 0, err
-    assert run_sync(revisions_of(database_url)) == (EARLIER,)
+    assert run_sync(revisions_of(database_url)) == (before_head(),)
     assert cli(capsys, database_url, "db", "upgrade")[0] == 0
 
 

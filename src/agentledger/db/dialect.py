@@ -154,6 +154,7 @@ class Dialect:
         meta_keys: int,
         with_archived: bool,
         framework: bool = False,
+        title: bool = False,
     ) -> Select[Any]:
         """The listing statement of this shape (built once)."""
         return list_query(
@@ -162,6 +163,7 @@ class Dialect:
             framework=framework,
             with_archived=with_archived,
             metadata_conditions=self.metadata_filter(meta_keys) if meta_keys else (),
+            title=title,
         )
 
 

@@ -52,6 +52,7 @@ from agentledger.db.repositories.messages import MessageRepository
 from agentledger.db.repositories.partitions import PartitionRepository
 from agentledger.db.repositories.search import SearchRepository
 from agentledger.db.repositories.sessions import SessionRepository
+from agentledger.db.repositories.tokens import TokenRepository
 from agentledger.db.repositories.usage import UsageRepository
 from agentledger.errors import LedgerDatabaseError
 from agentledger.translation import (
@@ -428,6 +429,10 @@ class UnitOfWork:
     @property
     def partitions(self) -> PartitionRepository:
         return self._repository(PartitionRepository)
+
+    @property
+    def tokens(self) -> TokenRepository:
+        return self._repository(TokenRepository)
 
     async def __aexit__(
         self,

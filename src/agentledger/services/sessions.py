@@ -26,6 +26,7 @@ from agentledger.domain.validation import (
     check_spec,
     check_title,
     parse_session_id,
+    title_pattern,
 )
 from agentledger.errors import InvalidInputError, SessionNotFoundError, SessionReferencedError
 from agentledger.services.base import ServiceBase, SessionId, operation
@@ -146,6 +147,18 @@ class Sessions(ServiceBase):
             return None if state is None else await read_record(uow, state)
 
     @operation()
+    async def describe_session(
+        self, session_id: SessionId, *, user_id: str | None = None
+    ) -> SessionState | None:
+        """The session's row without its history (one indexed read, whatever its size): its
+        ``last_seq``, ``trimmed_seq`` and ``message_count`` say where it ends; ``None`` when
+        missing or not ``user_id``'s."""
+        sid = parse_session_id(session_id)
+        user = check_owner(user_id)
+        async with self._read_uow(autocommit=True) as uow:
+            return await uow.sessions.read(sid, user)
+
+    @operation()
     async def list_user_sessions(
         self,
         user_id: str,
@@ -156,12 +169,14 @@ class Sessions(ServiceBase):
         metadata: Mapping[str, Any] | None = None,
         include_archived: bool = False,
         framework: str | None = None,
+        title: str | None = None,
     ) -> SessionPage:
         """A page of ``user_id``'s sessions, most recently updated first, in one query.
 
         ``agent_name`` keeps that agent's sessions; ``metadata`` keeps sessions whose metadata
         has each given top-level key with a value equal to the given string, number or
-        boolean. Each summary carries a ``title`` for session pickers. Pass the same filters
+        boolean; ``title`` keeps sessions whose title contains that text (ignoring case).
+        Each summary carries a ``title`` for session pickers. Pass the same filters
         with each page's ``cursor``. Sessions archived by retention are left out unless
         ``include_archived``. ``framework`` keeps the sessions of one agent framework
         (``openai-agents``, ``adk``, ``langchain``, ...).
@@ -174,6 +189,7 @@ class Sessions(ServiceBase):
         agent = None if agent_name is None else check_name(agent_name, "agent_name")
         meta_filter = check_metadata_filter(metadata)
         kind = None if framework is None else check_framework(framework)
+        pattern = None if title is None else title_pattern(title)
         async with self._read_uow(autocommit=True) as uow:
             rows = await uow.sessions.list_for_user(
                 user_id,
@@ -183,6 +199,7 @@ class Sessions(ServiceBase):
                 metadata=meta_filter or None,
                 include_archived=bool(include_archived),
                 framework=kind,
+                title_pattern=pattern,
             )
         page, more = rows[:checked], len(rows) > checked
         next_cursor = cursors.encode_listing(page[-1].updated_at, page[-1].id) if more else None

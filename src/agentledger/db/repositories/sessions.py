@@ -247,6 +247,7 @@ class SessionRepository(Repository):
         metadata: dict[str, Any] | None = None,
         include_archived: bool = False,
         framework: str | None = None,
+        title_pattern: str | None = None,
     ) -> list[SessionSummary]:
         """One keyset-paginated query, most recently updated first (ties broken by id),
         optionally only ``agent_name``'s sessions and those whose metadata has the top-level
@@ -261,12 +262,15 @@ class SessionRepository(Repository):
             params["framework"] = framework
         if metadata:
             params.update(self._dialect.metadata_params(metadata))
+        if title_pattern is not None:
+            params["title_pattern"] = title_pattern
         query = self._dialect.list_query(
             after=after is not None,
             agent=agent_name is not None,
             meta_keys=len(metadata or ()),
             with_archived=include_archived,
             framework=framework is not None,
+            title=title_pattern is not None,
         )
         return list(await self._statements.rows(query, params, into=_summary))
 
