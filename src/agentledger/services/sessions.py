@@ -10,7 +10,13 @@ from typing import Any
 from agentledger.db.uow import UnitOfWork
 from agentledger.domain import cursors
 from agentledger.domain.naming import resolve_session_uuid
-from agentledger.domain.records import SessionPage, SessionRecord, SessionSpec, SessionState
+from agentledger.domain.records import (
+    SessionPage,
+    SessionRecord,
+    SessionSpec,
+    SessionState,
+    SessionSummary,
+)
 from agentledger.domain.validation import (
     MAX_PAGE_SIZE,
     check_in_history,
@@ -124,6 +130,32 @@ class Sessions(ServiceBase):
         async with self._read_uow(autocommit=True) as uow:
             state = await uow.sessions.read(sid, user_id)
             return None if state is None else await read_record(uow, state)
+
+    @operation()
+    async def get_summary(
+        self, session_id: SessionId, user_id: str | None = None
+    ) -> SessionSummary | None:
+        """The session as a listing shows it (message count, no messages; ``title`` is the
+        explicit title only), or ``None`` when missing or not ``user_id``'s: one row read,
+        whatever the history's size."""
+        sid = parse_session_id(session_id)
+        user_id = check_owner(user_id)
+        async with self._read_uow(autocommit=True) as uow:
+            state = await uow.sessions.read(sid, user_id)
+        if state is None:
+            return None
+        return SessionSummary(
+            id=state.id,
+            user_id=state.user_id,
+            agent_name=state.agent_name,
+            metadata=state.metadata,
+            created_at=state.created_at,
+            updated_at=state.updated_at,
+            message_count=state.message_count,
+            title=state.title,
+            archived_at=state.archived_at,
+            name=state.name,
+        )
 
     @operation()
     async def list_user_sessions(
