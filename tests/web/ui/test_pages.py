@@ -107,12 +107,14 @@ async def test_the_list_pages_by_cursor_and_filters_by_agent_and_metadata(ledger
     async with browser(ledger) as client:
         first = (await client.get("/ui/")).text
         assert first.count('data-label="Title"') == 50
-        assert "task number 54" in first and "task number 4<" not in first
+        assert "task number 54" in first
+        assert "task number 4<" not in first
         older = re.search(r'<a rel="next" href="([^"]+)">Older sessions</a>', first)
         assert older is not None
         second = (await client.get(older.group(1).replace("&amp;", "&"))).text
         assert second.count('data-label="Title"') == 5
-        assert "task number 0<" in second and 'rel="next"' not in second
+        assert "task number 0<" in second
+        assert 'rel="next"' not in second
         planners = (await client.get("/ui/?agent=Planner")).text
         assert planners.count('data-label="Title"') == 11
         team = (await client.get("/ui/", params={"meta": "team=true"})).text
@@ -141,11 +143,15 @@ async def test_transcript_pages_forward_and_back(ledger: Ledger) -> None:
     await svc.add_messages(session.id, [{"role": "user", "content": f"m{n}"} for n in range(250)])
     async with browser(ledger) as client:
         first = (await client.get(f"/ui/sessions/{session.id}")).text
-        assert 'id="m1"' in first and 'id="m100"' in first and 'id="m101"' not in first
+        assert 'id="m1"' in first
+        assert 'id="m100"' in first
+        assert 'id="m101"' not in first
         assert f"/ui/sessions/{session.id}?after=100" in first
         assert "data-events" not in first  # not the end: no live tail here
         latest = (await client.get(f"/ui/sessions/{session.id}", params={"before": 2**62})).text
-        assert 'id="m151"' in latest and 'id="m250"' in latest and 'id="m150"' not in latest
+        assert 'id="m151"' in latest
+        assert 'id="m250"' in latest
+        assert 'id="m150"' not in latest
         assert f"/ui/sessions/{session.id}/events?after=250" in latest
         assert f"/ui/sessions/{session.id}?before=151" in latest
 
@@ -234,7 +240,8 @@ async def test_the_usage_chart_draws_tokens_per_agent(ledger: Ledger) -> None:
     assert "Coder: 1254 tokens" in page
     assert "Planner &lt;script&gt;alert(&#39;xss&#39;)&lt;/script&gt;: 100 tokens" in page
     assert "9000" not in page.split("<figure")[1]  # bob's usage is not alice's chart
-    assert 'role="img"' in page and "<title id=\"chart-title\">" in page
+    assert 'role="img"' in page
+    assert '<title id="chart-title">' in page
 
 
 async def test_bad_ids_and_parameters_are_plain_errors(ledger: Ledger) -> None:
@@ -243,7 +250,8 @@ async def test_bad_ids_and_parameters_are_plain_errors(ledger: Ledger) -> None:
         garbage = await client.get("/ui/sessions/not-a-uuid")
         bad_seq = await client.get(f"/ui/sessions/{uuid.uuid4()}", params={"after": "x"})
         bad_cursor = await client.get("/ui/", params={"cursor": "<script>"})
-    assert missing.status_code == 404 and garbage.status_code == 404
+    assert missing.status_code == 404
+    assert garbage.status_code == 404
     assert bad_seq.status_code == 400
     assert bad_cursor.status_code == 400
     for response in (missing, garbage, bad_seq, bad_cursor):
