@@ -27,6 +27,15 @@ ENVIRONMENT = Environment(
 )
 
 
+
+def _shown_time(iso: str) -> str:
+    """An ISO 8601 UTC timestamp as people read it: ``2026-03-10 12:00 UTC``."""
+    return f"{iso[:10]} {iso[11:16]} UTC" if len(iso) >= 16 else iso
+
+
+ENVIRONMENT.filters["utc"] = _shown_time
+
+
 def ui_root(request: Request) -> str:
     """The UI's root path where the host mounted it (``/ui`` for the standalone server)."""
     return request.url_for("ui_sessions").path.rstrip("/") or "/"
