@@ -24,6 +24,11 @@ class InvalidInputError(LedgerError, ValueError):
     """Input the database cannot store faithfully; nothing of the call was written."""
 
 
+class PayloadTooLargeError(InvalidInputError):
+    """The input is larger than a limit allows (e.g. an HTTP request body over the server's
+    ``max_body_bytes``); nothing was written. Send it in smaller parts."""
+
+
 class SessionNotFoundError(LedgerError, LookupError):
     """The session does not exist, or is not visible to the given ``user_id``."""
 

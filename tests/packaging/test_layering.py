@@ -27,6 +27,7 @@ ALLOWED: dict[str, set[str]] = {
     "schema": {"errors", "translation", "domain", "db", "schema", "migrations", "_version"},
     "services": {"errors", "translation", "domain", "db", "services", "_version"},
     "integrations": {"errors", "domain", "integrations"},
+    "web": {"errors", "domain", "services", "ledger", "web", "_version"},
 }
 
 #: Third-party packages a part must not import.
@@ -34,8 +35,8 @@ FORBIDDEN_THIRD_PARTY: dict[str, set[str]] = {
     "errors": {"sqlalchemy", "agents"},
     "translation": {"sqlalchemy", "agents"},
     "domain": {"sqlalchemy", "agents", "alembic"},
-    "db": {"agents"},
-    "services": {"agents"},
+    "services": {"agents", "fastapi", "starlette", "uvicorn"},
+    "db": {"agents", "fastapi", "starlette", "uvicorn"},
 }
 
 
@@ -88,6 +89,19 @@ def test_importing_agentledger_and_naming_a_session_leave_the_agents_sdk_unloade
         "from agentledger import Ledger, SessionService, LedgerSettings\n"
         "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('agents', 'openai'))\n"
         "print(loaded)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]", result.stdout
+
+
+def test_the_core_install_does_not_need_the_web_extra() -> None:
+    script = (
+        "import sys, agentledger\n"
+        "from agentledger import Ledger, SessionService\n"
+        "import agentledger.cli.app\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('fastapi', 'uvicorn')))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, check=True

@@ -64,14 +64,3 @@ async def test_daily_usage_sums_per_utc_day_and_agent(ledger: Ledger) -> None:
     ]
     assert await at(ledger, NOW).get_daily_usage("alice", days=1) == []
     assert await at(ledger, NOW).get_daily_usage("carol") == []
-
-
-async def test_a_summary_reads_one_row(ledger: Ledger) -> None:
-    svc = ledger.service
-    session = await svc.create_session("alice", "Coder", metadata={"k": 1})
-    await svc.add_messages(session.id, [{"role": "user", "content": "x"}] * 3)
-    await svc.set_title(session.id, "Hello")
-    summary = await svc.get_summary(session.id, user_id="alice")
-    assert summary is not None
-    assert (summary.title, summary.message_count, summary.metadata) == ("Hello", 3, {"k": 1})
-    assert await svc.get_summary(session.id, user_id="bob") is None

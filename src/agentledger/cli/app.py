@@ -31,7 +31,16 @@ from collections.abc import Sequence
 
 from pydantic import ValidationError
 
-from agentledger.cli import db, interactive, maintenance, search, sessions, transfer
+from agentledger.cli import (
+    db,
+    interactive,
+    maintenance,
+    search,
+    serve,
+    sessions,
+    tokens,
+    transfer,
+)
 from agentledger.cli.output import (
     EXIT_BROKEN_PIPE,
     EXIT_FAILED,
@@ -71,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     maintenance.register(commands)
     transfer.register_sdk_import(commands)
     interactive.register(commands)
+    serve.register(commands)
+    tokens.register(commands)
     return parser
 
 

@@ -151,7 +151,7 @@ class Dialect:
 
     @cache  # noqa: B019 - one strategy object per dialect, kept for the process
     def list_query(
-        self, *, after: bool, agent: bool, meta_keys: int, with_archived: bool
+        self, *, after: bool, agent: bool, meta_keys: int, with_archived: bool, title: bool = False
     ) -> Select[Any]:
         """The listing statement of this shape (built once)."""
         return list_query(
@@ -159,6 +159,7 @@ class Dialect:
             agent=agent,
             with_archived=with_archived,
             metadata_conditions=self.metadata_filter(meta_keys) if meta_keys else (),
+            title=title,
         )
 
 

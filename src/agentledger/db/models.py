@@ -26,6 +26,7 @@ from typing import Any, cast
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     ForeignKey,
     Index,
@@ -224,12 +225,34 @@ class SessionCheckpoint(LedgerBase):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=func.now())
 
 
+class ApiToken(LedgerBase):
+    """A bearer token of the HTTP API's standalone server (``agentledger tokens create``).
+
+    Only the token's sha256 is stored: the token itself is shown once, when it is made. A
+    revoked token keeps its row (``revoked_at``) so ``tokens list`` can still show it. The
+    table is server configuration, not a tenant's data: row-level security leaves it alone
+    (the server reads it before it knows who is calling)."""
+
+    __tablename__ = "agentledger_api_tokens"
+    __table_args__ = (Index("ix_agentledger_api_tokens_user_id", "user_id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    #: sha256 of the whole token, hex: what a request's token is looked up by.
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[str] = mapped_column(String(255))
+    #: May call the maintenance routes (retention, erase-user).
+    admin: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=func.now())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
 #: The tables as typed Core handles, for the repositories' statements.
 sessions_table = cast(Table, AgentSession.__table__)
 messages_table = cast(Table, ConversationMessage.__table__)
 batches_table = cast(Table, MessageBatch.__table__)
 usage_table = cast(Table, SessionUsage.__table__)
 checkpoints_table = cast(Table, SessionCheckpoint.__table__)
+api_tokens_table = cast(Table, ApiToken.__table__)
 
 #: Tables agentledger owns; Alembic filters (``include_object``) use this set.
 OWNED_TABLES: frozenset[str] = frozenset(metadata.tables)

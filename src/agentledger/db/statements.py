@@ -216,6 +216,7 @@ def list_query(
     agent: bool,
     with_archived: bool,
     metadata_conditions: tuple[ColumnElement[bool], ...] = (),
+    title: bool = False,
 ) -> Select[Any]:
     """A page of ``:user_id``'s sessions with their picker titles, most recently updated first,
     in one statement. ``agent``: only ``:agent_name``'s; ``metadata_conditions``: the
@@ -232,6 +233,11 @@ def list_query(
         query = query.where(_sessions.c.archived_at.is_(None))
     if metadata_conditions:
         query = query.where(*metadata_conditions)
+    if title:
+        # :title_pattern is a LIKE pattern made by domain.validation.title_pattern.
+        query = query.where(
+            func.lower(_sessions.c.title).like(bindparam("title_pattern"), escape="\\")
+        )
     if after:
         query = query.where(
             tuple_(_sessions.c.updated_at, _sessions.c.id)

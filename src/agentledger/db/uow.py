@@ -51,6 +51,7 @@ from agentledger.db.repositories.maintenance import MaintenanceRepository
 from agentledger.db.repositories.messages import MessageRepository
 from agentledger.db.repositories.search import SearchRepository
 from agentledger.db.repositories.sessions import SessionRepository
+from agentledger.db.repositories.tokens import TokenRepository
 from agentledger.db.repositories.usage import UsageRepository
 from agentledger.errors import LedgerDatabaseError
 from agentledger.translation import (
@@ -418,6 +419,10 @@ class UnitOfWork:
     @property
     def checkpoints(self) -> CheckpointRepository:
         return self._repository(CheckpointRepository)
+
+    @property
+    def tokens(self) -> TokenRepository:
+        return self._repository(TokenRepository)
 
     async def __aexit__(
         self,

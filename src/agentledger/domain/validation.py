@@ -126,6 +126,17 @@ def check_title(value: object) -> str:
     return text
 
 
+def title_pattern(text: object) -> str:
+    """The LIKE pattern (escape character ``\\``) of a title search: titles containing
+    ``text``, ignoring case (compare it with the lowered title)."""
+    if not isinstance(text, str) or not text or len(text) > MAX_NAME_LENGTH or "\x00" in text:
+        raise InvalidInputError(
+            f"a title search must be 1 to {MAX_NAME_LENGTH} characters without NUL"
+        )
+    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
 def check_metadata_changes(changes: object) -> dict[str, Any]:
     """Metadata changes as strict JSON: a mapping of string keys to JSON values (None: remove)."""
     if not isinstance(changes, Mapping):

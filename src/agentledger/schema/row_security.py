@@ -24,8 +24,12 @@ from agentledger.errors import UnsupportedBackendError
 #: unit of work sends it: ``agentledger.db.dialect.PostgreSQL.tenant_scope``).
 TENANT_SETTING = db_dialect.TENANT_SETTING
 
-#: Every agentledger table carries the policy; the switch covers them all at once.
-PROTECTED_TABLES: tuple[str, ...] = tuple(sorted(OWNED_TABLES))
+#: Tables that hold no tenant's data and carry no policy: the API tokens are looked up before
+#: the server knows who is calling (revision ``agentledger_0007``).
+UNSCOPED_TABLES: frozenset[str] = frozenset({"agentledger_api_tokens"})
+
+#: Every other agentledger table carries the policy; the switch covers them all at once.
+PROTECTED_TABLES: tuple[str, ...] = tuple(sorted(OWNED_TABLES - UNSCOPED_TABLES))
 
 
 @dataclass(frozen=True)

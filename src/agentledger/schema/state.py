@@ -194,6 +194,7 @@ _MARKS: tuple[tuple[str, Callable[[Connection], bool | None]], ...] = (
     ("agentledger_0003", _has_tenant_policy),
     ("agentledger_0004", lambda c: _has_column(c, "agent_sessions", "name")),
     ("agentledger_0005", lambda c: _has_column(c, "agent_sessions", "turn_holder")),
+    ("agentledger_0007", lambda c: inspect(c).has_table("agentledger_api_tokens")),
 )
 
 

@@ -1,7 +1,8 @@
 """SessionService: the facade over agentledger's use cases.
 
 The use cases live one area per module (:mod:`.sessions`, :mod:`.history`, :mod:`.usage`,
-:mod:`.search`, :mod:`.transfer`, :mod:`.maintenance`, :mod:`.turns`, :mod:`.checkpoints`),
+:mod:`.search`, :mod:`.transfer`, :mod:`.maintenance`, :mod:`.turns`, :mod:`.checkpoints`,
+:mod:`.tokens`),
 each a mixin over :class:`~agentledger.services.base.ServiceBase`; this class combines them
 and adds the two ways to run the same service elsewhere: inside a host's transaction
 (:meth:`SessionService.using`) and on behalf of one tenant (:meth:`SessionService.for_user`).
@@ -20,12 +21,15 @@ from agentledger.services.checkpoints import Checkpoints
 from agentledger.services.maintenance import Maintenance
 from agentledger.services.search import Search
 from agentledger.services.sessions import Sessions
+from agentledger.services.tokens import ApiTokens
 from agentledger.services.transfer import Transfer
 from agentledger.services.turns import Turns
 from agentledger.services.usage import Usages
 
 
-class SessionService(Sessions, Transfer, Usages, Search, Maintenance, Turns, Checkpoints):
+class SessionService(
+    Sessions, Transfer, Usages, Search, Maintenance, Turns, Checkpoints, ApiTokens
+):
     """Create, append to, read, list, search, export, delete and clean up agent sessions."""
 
     def using(self, connection: AsyncSession | AsyncConnection) -> SessionService:

@@ -10,13 +10,7 @@ from typing import Any
 from agentledger.db.uow import UnitOfWork
 from agentledger.domain import cursors
 from agentledger.domain.naming import resolve_session_uuid
-from agentledger.domain.records import (
-    SessionPage,
-    SessionRecord,
-    SessionSpec,
-    SessionState,
-    SessionSummary,
-)
+from agentledger.domain.records import SessionPage, SessionRecord, SessionSpec, SessionState
 from agentledger.domain.validation import (
     MAX_PAGE_SIZE,
     check_in_history,
@@ -29,6 +23,7 @@ from agentledger.domain.validation import (
     check_seq,
     check_title,
     parse_session_id,
+    title_pattern,
 )
 from agentledger.errors import InvalidInputError, SessionNotFoundError, SessionReferencedError
 from agentledger.services.base import ServiceBase, SessionId, operation
@@ -132,30 +127,16 @@ class Sessions(ServiceBase):
             return None if state is None else await read_record(uow, state)
 
     @operation()
-    async def get_summary(
-        self, session_id: SessionId, user_id: str | None = None
-    ) -> SessionSummary | None:
-        """The session as a listing shows it (message count, no messages; ``title`` is the
-        explicit title only), or ``None`` when missing or not ``user_id``'s: one row read,
-        whatever the history's size."""
+    async def describe_session(
+        self, session_id: SessionId, *, user_id: str | None = None
+    ) -> SessionState | None:
+        """The session's row without its history (one indexed read, whatever its size): its
+        ``last_seq``, ``trimmed_seq`` and ``message_count`` say where it ends; ``None`` when
+        missing or not ``user_id``'s."""
         sid = parse_session_id(session_id)
-        user_id = check_owner(user_id)
+        user = check_owner(user_id)
         async with self._read_uow(autocommit=True) as uow:
-            state = await uow.sessions.read(sid, user_id)
-        if state is None:
-            return None
-        return SessionSummary(
-            id=state.id,
-            user_id=state.user_id,
-            agent_name=state.agent_name,
-            metadata=state.metadata,
-            created_at=state.created_at,
-            updated_at=state.updated_at,
-            message_count=state.message_count,
-            title=state.title,
-            archived_at=state.archived_at,
-            name=state.name,
-        )
+            return await uow.sessions.read(sid, user)
 
     @operation()
     async def list_user_sessions(
@@ -167,12 +148,14 @@ class Sessions(ServiceBase):
         agent_name: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         include_archived: bool = False,
+        title: str | None = None,
     ) -> SessionPage:
         """A page of ``user_id``'s sessions, most recently updated first, in one query.
 
         ``agent_name`` keeps that agent's sessions; ``metadata`` keeps sessions whose metadata
         has each given top-level key with a value equal to the given string, number or
-        boolean. Each summary carries a ``title`` for session pickers. Pass the same filters
+        boolean; ``title`` keeps sessions whose title contains that text (ignoring case).
+        Each summary carries a ``title`` for session pickers. Pass the same filters
         with each page's ``cursor``. Sessions archived by retention are left out unless
         ``include_archived``.
         """
@@ -183,6 +166,7 @@ class Sessions(ServiceBase):
         after = None if cursor is None else cursors.decode_listing(cursor)
         agent = None if agent_name is None else check_name(agent_name, "agent_name")
         meta_filter = check_metadata_filter(metadata)
+        pattern = None if title is None else title_pattern(title)
         async with self._read_uow(autocommit=True) as uow:
             rows = await uow.sessions.list_for_user(
                 user_id,
@@ -191,6 +175,7 @@ class Sessions(ServiceBase):
                 agent_name=agent,
                 metadata=meta_filter or None,
                 include_archived=bool(include_archived),
+                title_pattern=pattern,
             )
         page, more = rows[:checked], len(rows) > checked
         next_cursor = cursors.encode_listing(page[-1].updated_at, page[-1].id) if more else None

@@ -239,6 +239,7 @@ class SessionRepository(Repository):
         agent_name: str | None = None,
         metadata: dict[str, Any] | None = None,
         include_archived: bool = False,
+        title_pattern: str | None = None,
     ) -> list[SessionSummary]:
         """One keyset-paginated query, most recently updated first (ties broken by id),
         optionally only ``agent_name``'s sessions and those whose metadata has the top-level
@@ -250,11 +251,14 @@ class SessionRepository(Repository):
             params["agent_name"] = agent_name
         if metadata:
             params.update(self._dialect.metadata_params(metadata))
+        if title_pattern is not None:
+            params["title_pattern"] = title_pattern
         query = self._dialect.list_query(
             after=after is not None,
             agent=agent_name is not None,
             meta_keys=len(metadata or ()),
             with_archived=include_archived,
+            title=title_pattern is not None,
         )
         return list(await self._statements.rows(query, params, into=_summary))
 

@@ -46,6 +46,16 @@ def jsonl_lines(transcript: SessionTranscript) -> Iterator[str]:
             "those rows (docs/reliability.md, 'Damaged rows'), or export it as Markdown, "
             "which shows the rest"
         )
+    yield jsonl_header(transcript, len(transcript.messages))
+    for message in transcript.messages:
+        yield jsonl_message(message)
+    for checkpoint in transcript.checkpoints:
+        yield jsonl_checkpoint(checkpoint)
+
+
+def jsonl_header(transcript: SessionTranscript, message_count: int) -> str:
+    """The header line of a transcript holding ``message_count`` messages (its own
+    ``messages`` are not read: a streamed export sends them page by page after it)."""
     header = {
         "format": FORMAT,
         "version": VERSION_WITH_CHECKPOINTS if transcript.checkpoints else VERSION,
@@ -61,37 +71,43 @@ def jsonl_lines(transcript: SessionTranscript) -> Iterator[str]:
             "trimmed_seq": transcript.trimmed_seq,
             "name": transcript.name,
         },
-        "message_count": len(transcript.messages),
+        "message_count": message_count,
     }
     if transcript.checkpoints:
         header["checkpoint_count"] = len(transcript.checkpoints)
-    yield _line(header, "session header", 2)
-    for message in transcript.messages:
-        yield _line(
-            {"seq": message.seq, "created_at": _stamp(message.created_at), "item": message.item},
-            f"message {message.seq}",
-            1,
-        )
-    for checkpoint in transcript.checkpoints:
-        usage = checkpoint.usage
-        yield _line(
-            {
-                "checkpoint": {
-                    "upto_seq": checkpoint.upto_seq,
-                    "items": list(checkpoint.items),
-                    "model": checkpoint.model,
-                    "usage": {
-                        "requests": usage.requests,
-                        "input_tokens": usage.input_tokens,
-                        "output_tokens": usage.output_tokens,
-                        "total_tokens": usage.total_tokens,
-                    },
-                    "created_at": _stamp(checkpoint.created_at),
-                }
-            },
-            f"checkpoint up to seq {checkpoint.upto_seq}",
-            3,
-        )
+    return _line(header, "session header", 2)
+
+
+def jsonl_message(message: TranscriptMessage) -> str:
+    """One message line."""
+    return _line(
+        {"seq": message.seq, "created_at": _stamp(message.created_at), "item": message.item},
+        f"message {message.seq}",
+        1,
+    )
+
+
+def jsonl_checkpoint(checkpoint: Checkpoint) -> str:
+    """One checkpoint line (they follow the messages)."""
+    usage = checkpoint.usage
+    return _line(
+        {
+            "checkpoint": {
+                "upto_seq": checkpoint.upto_seq,
+                "items": list(checkpoint.items),
+                "model": checkpoint.model,
+                "usage": {
+                    "requests": usage.requests,
+                    "input_tokens": usage.input_tokens,
+                    "output_tokens": usage.output_tokens,
+                    "total_tokens": usage.total_tokens,
+                },
+                "created_at": _stamp(checkpoint.created_at),
+            }
+        },
+        f"checkpoint up to seq {checkpoint.upto_seq}",
+        3,
+    )
 
 
 def write_jsonl(transcript: SessionTranscript, stream: TextIO) -> None:

@@ -31,6 +31,27 @@ def render_markdown(transcript: SessionTranscript) -> str:
     a heading nor inject HTML; names in headings are code spans, the title is escaped.
     Control and bidi-formatting characters show as escapes (``\\e``, ``\\0``, ``\\u202e``).
     """
+    damaged = set(transcript.damaged_seqs)
+    last = transcript.last_seq + len(damaged)
+    messages = {message.seq: message for message in transcript.messages}
+    marks = checkpoint_marks(transcript)
+    lines = markdown_head(transcript, marks)
+    for seq in range(transcript.trimmed_seq + 1, last + 1):
+        lines.extend(markdown_seq(seq, messages.get(seq), seq in damaged, marks))
+    return "\n".join(lines) + "\n"
+
+
+def checkpoint_marks(transcript: SessionTranscript) -> dict[int, list[Checkpoint]]:
+    """The checkpoints by the seq after which each is shown."""
+    marks: dict[int, list[Checkpoint]] = {}
+    for checkpoint in transcript.checkpoints:
+        marks.setdefault(max(checkpoint.upto_seq, transcript.trimmed_seq), []).append(checkpoint)
+    return marks
+
+
+def markdown_head(transcript: SessionTranscript, marks: dict[int, list[Checkpoint]]) -> list[str]:
+    """The title, the session's facts, and checkpoints before the first message (its
+    ``messages`` are not read: a streamed export renders them page by page after it)."""
     title = _escaped(transcript.title) if transcript.title else f"Session {transcript.id}"
     lines = [
         f"# {title}",
@@ -47,25 +68,27 @@ def render_markdown(transcript: SessionTranscript) -> str:
         lines.append(f"- metadata: {_code(json.dumps(transcript.metadata, ensure_ascii=False))}")
     if transcript.trimmed_seq:
         lines.append(f"- messages 1 to {transcript.trimmed_seq} were trimmed by retention")
-    damaged = set(transcript.damaged_seqs)
-    last = transcript.last_seq + len(damaged)
-    messages = {message.seq: message for message in transcript.messages}
-    marks: dict[int, list[Checkpoint]] = {}
-    for checkpoint in transcript.checkpoints:
-        marks.setdefault(max(checkpoint.upto_seq, transcript.trimmed_seq), []).append(checkpoint)
     for checkpoint in marks.get(transcript.trimmed_seq, []):
         lines.extend(_render_checkpoint(checkpoint))
-    for seq in range(transcript.trimmed_seq + 1, last + 1):
-        lines.append("")
-        if seq in damaged:
-            lines.extend(
-                [f"## {seq} · (damaged)", "", "The stored JSON of this message is damaged."]
-            )
-        elif seq in messages:
-            lines.extend(_render_message(messages[seq]))
-        for checkpoint in marks.get(seq, []):
-            lines.extend(_render_checkpoint(checkpoint))
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def markdown_seq(
+    seq: int,
+    message: TranscriptMessage | None,
+    damaged: bool,
+    marks: dict[int, list[Checkpoint]],
+) -> list[str]:
+    """The lines of one seq: its message (or the note that it is damaged), then the
+    checkpoints that apply from there."""
+    lines = [""]
+    if damaged:
+        lines.extend([f"## {seq} · (damaged)", "", "The stored JSON of this message is damaged."])
+    elif message is not None:
+        lines.extend(_render_message(message))
+    for checkpoint in marks.get(seq, []):
+        lines.extend(_render_checkpoint(checkpoint))
+    return lines
 
 
 def _render_checkpoint(checkpoint: Checkpoint) -> list[str]:

@@ -158,7 +158,7 @@ class Pages:
         """One page of a session's transcript, its metadata, checkpoints and usage."""
         user, sid = _user(request), _session_id(session_id)
         try:
-            summary = await self._service.get_summary(sid, user_id=user)
+            summary = await self._service.describe_session(sid, user_id=user)
             if summary is None:
                 raise HTTPException(status_code=404, detail="no such session")
             if before is not None and after is None:
@@ -244,7 +244,7 @@ class Pages:
     async def events(self, request: Request, session_id: str, after: int = 0) -> Response:
         """Server-sent events: each new message, rendered, as it is stored."""
         user, sid = _user(request), _session_id(session_id)
-        summary = await self._service.get_summary(sid, user_id=user)
+        summary = await self._service.describe_session(sid, user_id=user)
         if summary is None:
             raise HTTPException(status_code=404, detail="no such session")
         last_id = request.headers.get("last-event-id", "")
