@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -57,7 +58,7 @@ async def seed(url: str) -> uuid.UUID:
         await svc.add_message(support.id, "user", "Where is my parcel?")
         for day in range(14):
             when = now - timedelta(days=13 - day)
-            clocked = SessionService(ledger.unit_of_work, clock=lambda when=when: when)
+            clocked = SessionService(ledger.unit_of_work, clock=fixed(when))
             total = 1200 + day * 120
             await clocked.record_usage(research.id, Usage(2, total - 300, 300, total))
             if day % 2 == 0:
@@ -65,6 +66,10 @@ async def seed(url: str) -> uuid.UUID:
             tokens = 2500 - day * 90 if day % 3 else 800
             await clocked.record_usage(support.id, Usage(1, tokens - 200, 200, tokens))
         return research.id
+
+
+def fixed(when: datetime) -> Callable[[], datetime]:
+    return lambda: when
 
 
 def shoot(driver: WebDriver, name: str) -> None:

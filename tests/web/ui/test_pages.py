@@ -104,16 +104,19 @@ async def test_the_list_pages_by_cursor_and_filters_by_agent_and_metadata(ledger
             "alice", "Coder" if number % 5 else "Planner", metadata={"team": number % 2 == 0}
         )
         await svc.add_message(session.id, "user", f"task number {number}")
+        if number % 10 == 0:
+            await svc.set_title(session.id, f"Weekly <review> {number}")
     async with browser(ledger) as client:
         first = (await client.get("/ui/")).text
         assert first.count('data-label="Title"') == 50
         assert "task number 54" in first
+        assert "Weekly &lt;review&gt; 50" in first
         assert "task number 4<" not in first
         older = re.search(r'<a rel="next" href="([^"]+)">Older sessions</a>', first)
         assert older is not None
         second = (await client.get(older.group(1).replace("&amp;", "&"))).text
         assert second.count('data-label="Title"') == 5
-        assert "task number 0<" in second
+        assert "Weekly &lt;review&gt; 0<" in second
         assert 'rel="next"' not in second
         planners = (await client.get("/ui/?agent=Planner")).text
         assert planners.count('data-label="Title"') == 11
@@ -121,6 +124,9 @@ async def test_the_list_pages_by_cursor_and_filters_by_agent_and_metadata(ledger
         assert team.count('data-label="Title"') == 28
         both = (await client.get("/ui/", params={"agent": "Planner", "meta": "team=true"})).text
         assert both.count('data-label="Title"') == 6
+        titled = (await client.get("/ui/", params={"title": "REVIEW>"})).text
+        assert titled.count('data-label="Title"') == 6
+        assert "Weekly &lt;review&gt; 50" in titled
 
 
 async def test_search_links_to_the_message(ledger: Ledger) -> None:

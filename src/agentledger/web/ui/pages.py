@@ -17,7 +17,7 @@ from fastapi.responses import PlainTextResponse, RedirectResponse, Response
 from agentledger.domain.transcripts import dumps_jsonl, render_markdown
 from agentledger.errors import LedgerError, SessionNotFoundError
 from agentledger.web.ui.chart import usage_chart
-from agentledger.web.ui.live import event_stream
+from agentledger.web.ui.live import LiveTail
 from agentledger.web.ui.rendering import render, url
 from agentledger.web.ui.security import check_csrf
 from agentledger.web.ui.view import (
@@ -60,8 +60,9 @@ def _refused(request: Request, error: LedgerError) -> Response:
 class Pages:
     """The page handlers over one ledger's service."""
 
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, live: LiveTail) -> None:
         self._ledger = ledger
+        self._live = live
 
     @property
     def _service(self) -> SessionService:
@@ -99,12 +100,14 @@ class Pages:
         request: Request,
         q: str = "",
         agent: str = "",
+        title: str = "",
         meta: Annotated[list[str] | None, Query()] = None,
         cursor: str | None = None,
     ) -> Response:
-        """The user's sessions (newest activity first), or the messages matching ``q``."""
+        """The user's sessions (newest activity first; by agent, title text, metadata
+        values), or the messages matching ``q``."""
         user = _user(request)
-        filters = {"q": q, "agent": agent, "meta": meta or []}
+        filters = {"q": q, "agent": agent, "title": title, "meta": meta or []}
         try:
             if q.strip():
                 hits = await self._service.search(
@@ -125,6 +128,7 @@ class Pages:
                 cursor=cursor,
                 agent_name=agent or None,
                 metadata=parse_metadata_filter(meta or []) or None,
+                title=title.strip() or None,
             )
         except LedgerError as error:
             return render(
@@ -249,7 +253,7 @@ class Pages:
             raise HTTPException(status_code=404, detail="no such session")
         last_id = request.headers.get("last-event-id", "")
         start = int(last_id) if last_id.isdigit() else max(after, 0)
-        return event_stream(request, self._service, sid, user, start)
+        return self._live.response(request, self._service, sid, user, start)
 
     async def fork(
         self,

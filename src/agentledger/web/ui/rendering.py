@@ -27,7 +27,6 @@ ENVIRONMENT = Environment(
 )
 
 
-
 def _shown_time(iso: str) -> str:
     """An ISO 8601 UTC timestamp as people read it: ``2026-03-10 12:00 UTC``."""
     return f"{iso[:10]} {iso[11:16]} UTC" if len(iso) >= 16 else iso

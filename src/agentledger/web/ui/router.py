@@ -9,13 +9,15 @@ an API token (see :mod:`agentledger.web.ui.security`).
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 
+from agentledger.web.ui.live import LiveTail
 from agentledger.web.ui.pages import Pages
 from agentledger.web.ui.rendering import STATIC, render, ui_root, url
 from agentledger.web.ui.security import (
@@ -50,7 +52,16 @@ def create_ui_router(
             "pass current_user (your app's dependency returning the user id) or "
             "token_login=True (sign in with an API token), exactly one of them"
         )
-    router = APIRouter(route_class=SecureRoute)
+    live = LiveTail(ledger)
+
+    @asynccontextmanager
+    async def lifespan(_app: Any) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await live.close()
+
+    router = APIRouter(route_class=SecureRoute, lifespan=lifespan)
     _add_static(router)
     if token_login:
         _add_login(router, ledger)
@@ -59,7 +70,7 @@ def create_ui_router(
         assert current_user is not None
         remember = _host_user(current_user)
     pages = APIRouter(route_class=SecureRoute)
-    Pages(ledger).register(pages)
+    Pages(ledger, live).register(pages)
     router.include_router(pages, dependencies=[Depends(remember)])
     return router
 
