@@ -40,8 +40,11 @@ async def seed(url: str) -> uuid.UUID:
             "function": {"name": "get_weather", "arguments": '{"cities": ["Oslo", "Rome"]}'},
         }
         await svc.add_message(research.id, "assistant", "", tool_calls=[call])
-        rows = "\n".join(f"day {d}: Oslo {d + 3}°C, Rome {d + 17}°C" for d in range(1, 8))
-        log = "\x1b[32mfetched\x1b[0m 14 observations\n" + rows + "\n" + "x" * 5000
+        rows = "\n".join(
+            f"station {d:03}  hour {d % 24:02}:00  Oslo {d % 9 + 2:2}°C  Rome {d % 7 + 16:2}°C  ok"
+            for d in range(1, 120)
+        )
+        log = "\x1b[32mfetched\x1b[0m 238 observations\n" + rows
         await svc.add_message(research.id, "tool", log, tool_call_id="call_1")
         await svc.add_message(
             research.id, "assistant", "Rome was about 14 °C warmer every day <b>on average</b>."
@@ -92,9 +95,11 @@ def main() -> None:
             shoot(driver, "web-sessions.png")
             driver.get(f"{base}/ui/sessions/{research}")
             driver.find_element(By.CSS_SELECTOR, "details.tool-call summary").click()
+            driver.set_window_size(1200, 1300)
             heading = driver.find_element(By.ID, "tr-h")
             driver.execute_script("arguments[0].scrollIntoView()", heading)
             shoot(driver, "web-transcript.png")
+            driver.set_window_size(1200, 900)
             driver.get(f"{base}/ui/usage")
             shoot(driver, "web-usage.png")
             driver.set_window_size(400, 860)

@@ -8,7 +8,14 @@ from datetime import UTC, date, datetime
 
 from agentledger.domain.records import DailyUsage, MessageRecord, Usage
 from agentledger.web.ui.chart import HEIGHT, usage_chart
-from agentledger.web.ui.view import PREVIEW_CHARS, paired, parse_metadata_filter, shown_text
+from agentledger.web.ui.view import (
+    PREVIEW_CHARS,
+    ShownCheckpoint,
+    checkpoints_after,
+    paired,
+    parse_metadata_filter,
+    shown_text,
+)
 
 WHEN = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -53,6 +60,22 @@ def test_outputs_go_under_their_calls_and_orphans_stay_alone() -> None:
     calls = messages[1].calls
     assert [(c.name, c.arguments.shown) for c in calls] == [("ls", '{"a":1}'), ("cat", '{"a":1}')]
     assert [c.output.seq if c.output else None for c in calls] == [3, 5]
+
+
+def test_a_checkpoint_follows_the_message_holding_its_last_seq() -> None:
+    messages = paired(
+        [
+            record(1, "assistant", tool_calls=[call("c1")]),
+            record(2, "user", "meanwhile"),
+            record(3, "tool", "out", tool_call_id="c1"),
+            record(4, "user", "after"),
+        ]
+    )
+    summary = ShownCheckpoint(3, "m", "t", shown_text("s"), 0)
+    early = ShownCheckpoint(2, "m", "t", shown_text("s"), 0)
+    elsewhere = ShownCheckpoint(9, "m", "t", shown_text("s"), 0)
+    placed = checkpoints_after([summary, early, elsewhere], messages)
+    assert placed == {1: [summary], 2: [early]}
 
 
 def test_metadata_filters_read_json_scalars_and_text() -> None:

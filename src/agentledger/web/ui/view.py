@@ -151,13 +151,19 @@ def shown_checkpoint(checkpoint: Checkpoint) -> ShownCheckpoint:
 def checkpoints_after(
     checkpoints: Sequence[ShownCheckpoint], messages: Sequence[ShownMessage]
 ) -> dict[int, list[ShownCheckpoint]]:
-    """Which checkpoints to show after which message of the page: after the message each
-    checkpoint covers up to (only those whose ``upto_seq`` is on the page)."""
-    on_page = {message.seq for message in messages}
+    """Which checkpoints to show after which message of the page: after the message that
+    holds the one each checkpoint covers up to (itself, or the call a tool output answers);
+    checkpoints whose ``upto_seq`` is not on the page are left out."""
+    holder: dict[int, int] = {}
+    for message in messages:
+        holder[message.seq] = message.seq
+        for call in message.calls:
+            if call.output is not None:
+                holder[call.output.seq] = message.seq
     placed: dict[int, list[ShownCheckpoint]] = {}
     for checkpoint in checkpoints:
-        if checkpoint.upto_seq in on_page:
-            placed.setdefault(checkpoint.upto_seq, []).append(checkpoint)
+        if checkpoint.upto_seq in holder:
+            placed.setdefault(holder[checkpoint.upto_seq], []).append(checkpoint)
     return placed
 
 
