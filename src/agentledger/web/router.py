@@ -52,9 +52,20 @@ MAX_ITEMS = 10_000
 
 CurrentUser = Callable[..., Any]
 
+#: The error responses every route documents: a problem document, its schema inline (a
+#: ``model`` would also be listed as application/json, which these responses never are).
 _PROBLEMS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ProblemOut, "content": {"application/problem+json": {}}}
-    for code in (400, 404, 409, 413, 503)
+    code: {
+        "description": description,
+        "content": {"application/problem+json": {"schema": ProblemOut.model_json_schema()}},
+    }
+    for code, description in (
+        (400, "bad input (nothing was written)"),
+        (404, "no such session for the caller (missing, or another user's)"),
+        (409, "stale (If-Match) or conflicting write"),
+        (413, "request body too large"),
+        (503, "database unavailable; Retry-After when retrying may succeed"),
+    )
 }
 
 
