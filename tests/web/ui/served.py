@@ -3,8 +3,8 @@ end-to-end tests and the screenshots of docs/web.md. Both are stopped even when 
 
 from __future__ import annotations
 
+import asyncio
 import os
-import queue
 import re
 import shutil
 import subprocess
@@ -17,9 +17,8 @@ from pathlib import Path
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
-#: How long the server may take to start (an import, a schema check).
-START_TIMEOUT = 60.0
-_LISTENING = re.compile(r"running on (http://127\.0\.0\.1:\d+)")
+from tests.support.server import agentledger_serve
+
 _TOKEN = re.compile(r"^(\S+)$", re.MULTILINE)
 
 
@@ -46,46 +45,23 @@ def create_token(database_url: str, user: str) -> str:
 
 @contextmanager
 def serve(database_url: str) -> Iterator[str]:
-    """``agentledger serve --port 0`` on the database; yields its base URL, stops it after."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "agentledger", "serve", "--port", "0", "--log-level", "info"],
-        env={**os.environ, "AGENTLEDGER_DATABASE_URL": database_url},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines: queue.Queue[str | None] = queue.Queue()
-    output: list[str] = []
-
-    def drain() -> None:  # keeps reading, so a chatty server never blocks on a full pipe
-        assert process.stdout is not None
-        for line in process.stdout:
-            lines.put(line)
-        lines.put(None)
-
-    threading.Thread(target=drain, daemon=True).start()
+    """``agentledger serve`` on the database (tests/support/server.py's
+    :func:`agentledger_serve`, held open from synchronous code by an event loop of its own);
+    yields its base URL, stops it after."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    server = agentledger_serve(database_url)
     try:
-        while True:
-            try:
-                line = lines.get(timeout=START_TIMEOUT)
-            except queue.Empty:
-                raise AssertionError(
-                    f"agentledger serve did not start: {''.join(output)}"
-                ) from None
-            if line is None:
-                raise AssertionError(f"agentledger serve exited: {''.join(output)}")
-            output.append(line)
-            listening = _LISTENING.search(line)
-            if listening:
-                break
-        yield listening.group(1)
-    finally:
-        process.terminate()
+        base = asyncio.run_coroutine_threadsafe(server.__aenter__(), loop).result()
         try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            yield base
+        finally:
+            asyncio.run_coroutine_threadsafe(server.__aexit__(None, None, None), loop).result()
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
 
 
 def chromium_missing() -> str | None:
