@@ -52,6 +52,7 @@ PAGES = [
     "docs/scaling.md",
     "docs/performance.md",
     "docs/observability.md",
+    "docs/web.md",
 ]
 #: Pages about PostgreSQL alone (SQL blocks, the benchmark): not run on SQLite.
 POSTGRESQL_ONLY = {"docs/scaling.md", "docs/performance.md"}
