@@ -21,10 +21,17 @@ class PageShape(HTMLParser):
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.tags: list[tuple[str, dict[str, str | None]]] = []
+        #: Start and end tags in order (an end tag as ``("/name", {})``).
+        self.nested: list[tuple[str, dict[str, str | None]]] = []
         self.text: list[str] = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.tags.append((tag, dict(attrs)))
+        entry = (tag, dict(attrs))
+        self.tags.append(entry)
+        self.nested.append(entry)
+
+    def handle_endtag(self, tag: str) -> None:
+        self.nested.append((f"/{tag}", {}))
 
     def handle_data(self, data: str) -> None:
         self.text.append(data)
@@ -52,3 +59,24 @@ def assert_inert(html: str) -> None:
     assert "\x1b" not in html
     assert "\u202e" not in html
     assert "\x07" not in html
+
+
+def assert_labelled(html: str) -> None:
+    """Every field a person fills in has a label naming it (``<label for=...>``, or the field
+    inside its label), and the page declares its language and a viewport for phones."""
+    shape = page_shape(html)
+    labels = {attrs.get("for") for tag, attrs in shape.tags if tag == "label"}
+    depth, inside = 0, set()
+    # A field inside a <label> is labelled by it: find those by nesting.
+    for tag, attrs in shape.nested:
+        if tag == "label":
+            depth += 1
+        elif tag == "/label":
+            depth -= 1
+        elif tag in ("input", "select", "textarea") and depth:
+            inside.add(id(attrs))
+    for tag, attrs in shape.tags:
+        if tag in ("input", "select", "textarea") and attrs.get("type") != "hidden":
+            assert attrs.get("id") in labels or id(attrs) in inside, (tag, attrs)
+    assert ("html", {"lang": "en"}) in shape.tags
+    assert any(tag == "meta" and attrs.get("name") == "viewport" for tag, attrs in shape.tags)

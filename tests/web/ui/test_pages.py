@@ -12,7 +12,16 @@ from agentledger import Ledger
 from agentledger.domain.records import Usage
 from agentledger.web.ui.security import CONTENT_SECURITY_POLICY
 from tests.web.ui.app import browser
-from tests.web.ui.hostile import ANSI, FORGED, HOSTILE_TEXTS, IMG, MEGABYTE, SCRIPT, assert_inert
+from tests.web.ui.hostile import (
+    ANSI,
+    FORGED,
+    HOSTILE_TEXTS,
+    IMG,
+    MEGABYTE,
+    SCRIPT,
+    assert_inert,
+    assert_labelled,
+)
 
 
 async def hostile_session(ledger: Ledger, user: str = "alice") -> uuid.UUID:
@@ -43,6 +52,7 @@ async def test_every_page_renders_hostile_content_as_inert_text(ledger: Ledger) 
             assert page.headers["x-content-type-options"] == "nosniff"
             assert page.headers["content-type"].startswith("text/html")
             assert_inert(page.text)
+            assert_labelled(page.text)
         transcript = (await client.get(f"/ui/sessions/{sid}")).text
     # The text itself is there, escaped: shown, not obeyed.
     assert "&lt;script&gt;alert(&#39;xss&#39;)&lt;/script&gt;" in transcript
