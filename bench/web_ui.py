@@ -1,10 +1,11 @@
 """The transcript browser's sessions page: its render time whatever the user's session count.
 
 ``python -m bench.web_ui`` seeds one throwaway PostgreSQL database with a user of 100 sessions
-and one of 10,000 (three messages each), then renders ``GET /ui/`` (the first page, 50
-sessions) for both, interleaved, through the ASGI app in process (no network), and a deep page
-of the big user (the cursor of its 5,000th session). Keyset pagination should make the three
-about equal. Writes ``bench/results/web-ui.json``; docs/web.md reports the numbers. With
+and one of 10,000 (the newest 60 with three messages each, the others bulk-inserted), then
+renders ``GET /ui/`` (the first page, 50 sessions) for both, interleaved, through the ASGI app
+in process (no network), and a deep page of the big user (the cursor of its 5,000th session).
+Keyset pagination should make the three about equal; the listing statement's plan is recorded
+too. Writes ``bench/results/web-ui.json``; docs/web.md reports the numbers. With
 ``AGENTLEDGER_BENCH_SMOKE=1`` it runs at token sizes into a temporary directory.
 """
 
@@ -21,13 +22,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 from fastapi import FastAPI, Header
 
 from agentledger import Ledger
 from agentledger.web.ui import create_ui_router
 
-from . import pg, smoke_mode
+from . import data, pg, smoke_mode
+from .run import captured_statement
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,7 +45,13 @@ def host_app(ledger: Ledger) -> FastAPI:
     return app
 
 
-async def seed(ledger: Ledger, user: str, sessions: int) -> None:
+#: The newest sessions of each user get messages through the service (what the first page
+#: shows, titles from their first user message); the older ones are bulk-inserted.
+WITH_MESSAGES = 60
+
+
+async def seed(ledger: Ledger, admin: asyncpg.Connection, user: str, sessions: int) -> None:
+    await data.add_empty_ledger_sessions(admin, user, max(sessions - WITH_MESSAGES, 0))
     svc = ledger.service
     messages = [
         {"role": "user", "content": "What is the status of my order?"},
@@ -54,8 +63,8 @@ async def seed(ledger: Ledger, user: str, sessions: int) -> None:
         session = await svc.create_session(user, f"agent-{number % 3}", metadata={"n": number})
         await svc.add_messages(session.id, messages)
 
-    for start in range(0, sessions, 16):
-        await asyncio.gather(*(one(n) for n in range(start, min(start + 16, sessions))))
+    for number in range(min(sessions, WITH_MESSAGES)):
+        await one(number)
 
 
 async def cursor_after(ledger: Ledger, user: str, skip: int) -> str | None:
@@ -69,11 +78,17 @@ async def cursor_after(ledger: Ledger, user: str, skip: int) -> str | None:
 async def measure(sizes: Sequence[int], reps: int) -> dict[str, Any]:
     async with pg.throwaway_databases("ui") as names:
         url = pg.database_url(names["ui"])
+        admin = await asyncpg.connect(pg.database_url(names["ui"]))
         async with Ledger.from_url(url) as ledger:
-            await ledger.upgrade()
-            for size in sizes:
-                await seed(ledger, f"user{size}", size)
+            try:
+                await ledger.upgrade()
+                for size in sizes:
+                    await seed(ledger, admin, f"user{size}", size)
+                await admin.execute("VACUUM ANALYZE")  # statistics, as autovacuum would
+            finally:
+                await admin.close()
             big = max(sizes)
+            plan = await list_plan(ledger, f"user{big}")
             deep = await cursor_after(ledger, f"user{big}", big // 2)
             cases: dict[str, tuple[str, dict[str, str]]] = {
                 f"{size} sessions, first page": (f"user{size}", {}) for size in sizes
@@ -91,7 +106,7 @@ async def measure(sizes: Sequence[int], reps: int) -> dict[str, Any]:
                         assert response.status_code == 200, response.text[:200]
                         if rep >= 3:  # warm-up: compiled statements, templates
                             samples[name].append(elapsed)
-    return {
+    timings = {
         name: {
             "p50_ms": round(statistics.median(values), 2),
             "p95_ms": round(sorted(values)[int(0.95 * (len(values) - 1))], 2),
@@ -99,6 +114,20 @@ async def measure(sizes: Sequence[int], reps: int) -> dict[str, Any]:
         }
         for name, values in samples.items()
     }
+    return {"pages": timings, "plan": plan}
+
+
+async def list_plan(ledger: Ledger, user: str) -> list[str]:
+    """The plan of the listing statement the first page runs for ``user``: a bounded index scan
+    whatever the user's session count."""
+    statement, parameters = await captured_statement(
+        ledger, lambda: ledger.service.list_user_sessions(user, limit=50)
+    )
+    async with ledger.engine.connect() as connection:
+        rows = await connection.exec_driver_sql(
+            "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) " + statement, parameters
+        )
+    return [row[0] for row in rows]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -114,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = asyncio.run(measure(sizes, reps))
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps({"started": started, "results": results}, indent=2) + "\n")
-    for name, numbers in results.items():
+    for name, numbers in results["pages"].items():
         print(f"{name:32} p50 {numbers['p50_ms']:8.2f} ms   p95 {numbers['p95_ms']:8.2f} ms")
     print(f"wrote {output}")
     return 0
