@@ -207,6 +207,9 @@ async def test_fork_and_rewind_need_the_csrf_token(ledger: Ledger) -> None:
         forked = await client.post(fork_url, data={"at_seq": "2", "csrf_token": token.group(1)})
         assert forked.status_code == 303
         new_id = forked.headers["location"].rsplit("/", 1)[1]
+        whole = await client.post(fork_url, data={"at_seq": "", "csrf_token": token.group(1)})
+        assert whole.status_code == 303
+        whole_id = whole.headers["location"].rsplit("/", 1)[1]
         rewind_url = f"/ui/sessions/{session.id}/rewind"
         refused = await client.post(rewind_url, data={"to_seq": "1"})
         assert refused.status_code == 403
@@ -219,6 +222,7 @@ async def test_fork_and_rewind_need_the_csrf_token(ledger: Ledger) -> None:
         )
         assert beyond.status_code == 400
         assert_inert(beyond.text)
+    assert len(await svc.get_messages(whole_id)) == 5
     fork_page = await svc.get_messages(new_id)
     assert [m.content for m in fork_page] == ["m0", "m1"]
     assert [m.content for m in await svc.get_messages(session.id)] == ["m0", "m1", "m2"]

@@ -252,7 +252,8 @@ class Pages:
         if summary is None:
             raise HTTPException(status_code=404, detail="no such session")
         last_id = request.headers.get("last-event-id", "")
-        start = int(last_id) if last_id.isdigit() else max(after, 0)
+        resumed = int(last_id) if last_id.isdigit() and len(last_id) <= 18 else None
+        start = resumed if resumed is not None else min(max(after, 0), NEWEST)
         return self._live.response(request, self._service, sid, user, start)
 
     async def fork(
