@@ -78,6 +78,18 @@ async def test_a_megabyte_output_is_cut_and_served_whole_as_plain_text(ledger: L
     assert whole.text == MEGABYTE
 
 
+async def test_megabyte_arguments_are_cut_too(ledger: Ledger) -> None:
+    svc = ledger.service
+    session = await svc.create_session("alice", "Helper")
+    big = {"id": "c1", "type": "function", "function": {"name": "w", "arguments": MEGABYTE}}
+    await svc.add_message(session.id, "assistant", "", tool_calls=[big])
+    async with browser(ledger) as client:
+        page = (await client.get(f"/ui/sessions/{session.id}")).text
+    assert len(page) < 100_000
+    assert "Arguments cut at 4096 of 1000029 characters" in page
+    assert_inert(page)
+
+
 async def test_a_tool_output_is_shown_under_its_call(ledger: Ledger) -> None:
     svc = ledger.service
     session = await svc.create_session("alice", "Helper")
