@@ -539,6 +539,23 @@ class Bench:
             summary=summary,
         )
 
+    async def web(self) -> dict[str, Any]:
+        """The HTTP API's overhead over a direct service call (bench/web.py)."""
+        from .web import web_workload
+
+        plan = self.plan
+        log(f"web: {plan.append_turns} turns and {plan.tail_reps} tail reads per contender")
+        return await web_workload(
+            pg.database_url(self.urls["ledger"]),
+            pool_size=plan.pool_size,
+            turns=plan.append_turns,
+            tail_size=plan.tail_size,
+            tail_reps=plan.tail_reps,
+            warmup=plan.warmup,
+            interleaved=interleaved,
+            summary=summary,
+        )
+
     async def compacted(self) -> dict[str, Any]:
         """What the model receives (``LedgerSession.get_items()``) from a compacted session of
         ``compacted_size`` messages whose checkpoint leaves the last 40 verbatim, against a
@@ -920,6 +937,7 @@ async def run(plan: Plan, only: set[str] | None) -> dict[str, Any]:
             ("records", bench.records),
             ("compacted", bench.compacted),
             ("telemetry", bench.telemetry),
+            ("web", bench.web),
             ("sweep", bench.sweep),
             ("cleanup", bench.cleanup),
             ("pgbouncer", bench.pgbouncer),

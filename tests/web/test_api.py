@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import httpx
+import pytest
 
 from agentledger import Ledger
 from agentledger.transcripts import loads_jsonl
@@ -196,3 +197,35 @@ async def test_search_and_usage(client: httpx.AsyncClient, ledger: Ledger) -> No
     assert usage == {"requests": 1, "input_tokens": 10, "output_tokens": 5, "total_tokens": 15}
     assert (await client.get("/usage", headers=ALICE)).json()["total_tokens"] == 15
     assert (await client.get("/usage", headers=as_user("bob"))).json()["total_tokens"] == 0
+
+
+async def test_the_export_reads_page_by_page_never_the_whole_session(
+    client: httpx.AsyncClient, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agentledger.services.facade import SessionService
+    from agentledger.web import export
+
+    sid = (await new_session(client))["id"]
+    await append(client, sid, *(f"m{n}" for n in range(1, 51)))
+    reads: list[tuple[str, int | None]] = []
+    real_page = SessionService.get_messages
+
+    async def paged(self: SessionService, *args: Any, **kwargs: Any) -> Any:
+        reads.append(("get_messages", kwargs.get("limit")))
+        return await real_page(self, *args, **kwargs)
+
+    async def whole(self: SessionService, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the export must not load the whole session")
+
+    monkeypatch.setattr(export, "PAGE", 7)
+    monkeypatch.setattr(SessionService, "get_messages", paged)
+    monkeypatch.setattr(SessionService, "export_session", whole)
+    monkeypatch.setattr(SessionService, "get_session", whole)
+    for format in ("jsonl", "markdown"):
+        reads.clear()
+        response = await client.get(
+            f"/sessions/{sid}/export", params={"format": format}, headers=ALICE
+        )
+        assert response.status_code == 200
+        assert "m50" in response.text
+        assert reads == [("get_messages", 7)] * 8  # 50 messages in pages of 7

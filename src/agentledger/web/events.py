@@ -13,7 +13,8 @@ LISTENs on that channel and wakes the streams of that session, which then read t
 messages: no polling. A stream subscribes before its first read, so a message committed
 between the two is never lost. If the listening connection drops, every stream is woken
 (it reads again) and the connection is opened again on the next wait. On SQLite there is no
-notification; a stream reads again every ``poll_interval`` seconds.
+notification, nor behind PgBouncer in transaction mode (``pgbouncer=True``: it does not
+forward them); a stream reads again every ``poll_interval`` seconds there.
 
 **Why a trigger on the session row, not on the messages.** Every append already updates that
 one row (under its lock, to allocate the seqs), whatever the batch's size, so a row trigger
@@ -135,7 +136,10 @@ class Feeds:
 
     @property
     def listener(self) -> PostgresListener | None:
-        if self._listener is None and self._ledger.engine.dialect.name == "postgresql":
+        """The process's LISTEN connection; ``None`` (poll) on SQLite and behind PgBouncer in
+        transaction mode, which does not forward notifications."""
+        notified = self._ledger.engine.dialect.name == "postgresql"
+        if self._listener is None and notified and not self._ledger.settings.pgbouncer:
             url = self._ledger.engine.url.set(drivername="postgresql")
             self._listener = PostgresListener(url.render_as_string(hide_password=False))
         return self._listener

@@ -149,8 +149,10 @@ def create_router(
         return SessionOut.of(await described(user, created.id))
 
     @router.get("/sessions/{session_id}", response_model=SessionOut, tags=["sessions"])
-    async def get_session(user: User, session_id: uuid.UUID) -> SessionOut:
-        return SessionOut.of(await described(user, session_id))
+    async def get_session(user: User, session_id: uuid.UUID, response: Response) -> SessionOut:
+        state = await described(user, session_id)
+        response.headers["ETag"] = f'"{state.last_seq}"'  # for If-Match on the next append
+        return SessionOut.of(state)
 
     @router.patch("/sessions/{session_id}", response_model=SessionOut, tags=["sessions"])
     async def update_session(user: User, session_id: uuid.UUID, body: SessionPatch) -> SessionOut:
