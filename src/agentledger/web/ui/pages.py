@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import APIRouter, Form, HTTPException, Query, Request
 from fastapi.responses import PlainTextResponse, RedirectResponse, Response
 
+from agentledger.domain.records import SearchHit, SessionState, SessionSummary
 from agentledger.domain.transcripts import dumps_jsonl, render_markdown
 from agentledger.errors import LedgerError, SessionNotFoundError
 from agentledger.web.ui.chart import usage_chart
@@ -303,7 +304,7 @@ class Pages:
         return render(request, "usage.html", chart=chart, totals=totals, days=span)
 
 
-def _listed(summary: Any) -> dict[str, Any]:
+def _listed(summary: SessionSummary | SessionState) -> dict[str, Any]:
     return {
         "id": summary.id,
         "title": one_line(summary.title) if summary.title else None,
@@ -316,7 +317,7 @@ def _listed(summary: Any) -> dict[str, Any]:
     }
 
 
-def _hit(hit: Any) -> dict[str, Any]:
+def _hit(hit: SearchHit) -> dict[str, Any]:
     return {
         "session_id": hit.session_id,
         "seq": hit.seq,
