@@ -8,9 +8,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
+import pytest
 
 from agentledger import Ledger
 from agentledger.web import create_app
+from agentledger.web.ui import create_ui_router
 from agentledger.web.ui.security import CONTENT_SECURITY_POLICY, LOGIN_COOKIE
 
 
@@ -108,3 +110,20 @@ async def test_revoking_the_token_ends_the_login(ledger: Ledger) -> None:
         assert (await client.get("/ui/")).status_code == 200
         assert await ledger.service.revoke_api_token(issued.token)
         assert (await client.get("/ui/")).status_code == 303
+
+
+async def test_the_ui_stays_out_of_the_api_document(ledger: Ledger) -> None:
+    async with site(ledger) as client:
+        document = (await client.get("/api/v1/openapi.json")).json()
+    assert document["paths"]
+    assert not [path for path in document["paths"] if path.startswith("/ui")]
+
+
+def test_the_router_needs_exactly_one_way_to_know_the_user(ledger: Ledger) -> None:
+    async def someone() -> str:
+        return "alice"
+
+    with pytest.raises(ValueError, match="exactly one"):
+        create_ui_router(ledger)
+    with pytest.raises(ValueError, match="exactly one"):
+        create_ui_router(ledger, current_user=someone, token_login=True)
