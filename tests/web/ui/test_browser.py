@@ -210,6 +210,20 @@ def test_follow_a_live_session_while_another_process_appends(
     ] == [f"{n} {SCRIPT}" for n in (1, 2, 3)]
     assert time.monotonic() - started < WAIT
     assert "New message #4" in status.text
+
+    async def call_then_output() -> None:
+        call = {"id": "live-call", "type": "function", "function": {"name": "f", "arguments": ""}}
+        async with Ledger.from_url(site.database_url) as ledger:
+            await ledger.service.add_message(site.live, "assistant", "", tool_calls=[call])
+            WebDriverWait(driver, WAIT).until(lambda d: d.find_elements(By.ID, "m5"))
+            await ledger.service.add_message(
+                site.live, "tool", "live output", tool_call_id="live-call"
+            )
+
+    run_sync(call_then_output())
+    # The output arrives later, on its own, and goes under the call it answers.
+    slot = driver.find_element(By.CSS_SELECTOR, "#m5 .tool-output-slot")
+    WebDriverWait(driver, WAIT).until(lambda _: slot.find_elements(By.ID, "m6"))
     no_alert(driver)
     assert csp_reports(driver) == []
 
