@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import re
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 
-from agentledger import Ledger
+from agentledger import Ledger, SessionService
 from agentledger.domain.records import Usage
 from agentledger.web.ui.security import CONTENT_SECURITY_POLICY
 from tests.web.ui.app import browser
@@ -288,3 +289,24 @@ async def test_bad_ids_and_parameters_are_plain_errors(ledger: Ledger) -> None:
     assert bad_cursor.status_code == 400
     for response in (missing, garbage, bad_seq, bad_cursor):
         assert response.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+
+
+async def test_archived_sessions_are_listed_on_request(ledger: Ledger) -> None:
+    svc = ledger.service
+    old = SessionService(ledger.unit_of_work, clock=lambda: datetime(2020, 1, 1, tzinfo=UTC))
+    idle = await old.create_session("alice", "support")
+    await old.add_message(idle.id, "user", "an old question")
+    fresh = await svc.create_session("alice", "support")
+    await svc.add_message(fresh.id, "user", "a new question")
+    await svc.apply_retention({"support": {"days": 30, "archive": True}})
+    async with browser(ledger) as client:
+        default = (await client.get("/ui/")).text
+        everything = (await client.get("/ui/", params={"archived": "1"})).text
+        found = (await client.get("/ui/", params={"q": "old", "archived": "1"})).text
+        hidden = (await client.get("/ui/", params={"q": "old"})).text
+    assert "a new question" in default
+    assert "an old question" not in default
+    assert "an old question" in everything
+    assert everything.count('<span class="archived">archived</span>') == 1
+    assert "an old question" in found
+    assert "No message matches." in hidden

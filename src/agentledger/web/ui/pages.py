@@ -102,17 +102,29 @@ class Pages:
         q: str = "",
         agent: str = "",
         title: str = "",
+        archived: bool = False,
         meta: Annotated[list[str] | None, Query()] = None,
         cursor: str | None = None,
     ) -> Response:
         """The user's sessions (newest activity first; by agent, title text, metadata
-        values), or the messages matching ``q``."""
+        values; archived ones too on request), or the messages matching ``q``."""
         user = _user(request)
-        filters = {"q": q, "agent": agent, "title": title, "meta": meta or []}
+        filters = {
+            "q": q,
+            "agent": agent,
+            "title": title,
+            "archived": "1" if archived else "",
+            "meta": meta or [],
+        }
         try:
             if q.strip():
                 hits = await self._service.search(
-                    user, q, limit=SESSIONS_PER_PAGE, cursor=cursor, agent_name=agent or None
+                    user,
+                    q,
+                    limit=SESSIONS_PER_PAGE,
+                    cursor=cursor,
+                    agent_name=agent or None,
+                    include_archived=archived,
                 )
                 return render(
                     request,
@@ -130,6 +142,7 @@ class Pages:
                 agent_name=agent or None,
                 metadata=parse_metadata_filter(meta or []) or None,
                 title=title.strip() or None,
+                include_archived=archived,
             )
         except LedgerError as error:
             return render(
@@ -310,6 +323,7 @@ def _listed(summary: SessionSummary | SessionState) -> dict[str, Any]:
         "title": one_line(summary.title) if summary.title else None,
         "agent_name": one_line(summary.agent_name),
         "name": one_line(summary.name) if summary.name else None,
+        "archived": summary.archived_at is not None,
         "message_count": summary.message_count,
         "created_at": summary.created_at.isoformat(timespec="seconds"),
         "updated_at": summary.updated_at.isoformat(timespec="seconds"),
