@@ -27,7 +27,7 @@ ALLOWED: dict[str, set[str]] = {
     "schema": {"errors", "translation", "domain", "db", "schema", "migrations", "_version"},
     "services": {"errors", "translation", "domain", "db", "services", "_version"},
     "integrations": {"errors", "domain", "integrations"},
-    "web": {"errors", "domain", "services", "ledger", "web", "_version"},
+    "web": {"errors", "translation", "domain", "services", "ledger", "web", "_version"},
 }
 
 #: Third-party packages a part must not import.

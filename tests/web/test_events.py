@@ -170,3 +170,40 @@ async def test_a_notification_carries_no_content(ledger: Ledger, database_url: s
     finally:
         await connection.close()
     assert payloads == [f"{session.id} 1", f"{session.id} 3", f"{session.id} 2"]
+
+
+async def test_a_lost_listening_connection_is_reopened_and_nothing_is_missed(
+    pg_database_url: str,
+) -> None:
+    async with Ledger.from_url(pg_database_url) as ledger:
+        session = await ledger.service.create_session("alice", "A")
+        app = host_app(ledger, sse_poll_interval=3600.0)
+        async with (
+            served(app) as base,
+            httpx.AsyncClient(base_url=base, timeout=WAIT) as client,
+            client.stream("GET", f"/api/v1/sessions/{session.id}/events", headers=ALICE) as stream,
+        ):
+            reader = sse(stream)
+            await ledger.service.add_message(session.id, "user", "before")
+            async with asyncio.timeout(WAIT):
+                assert (await anext(reader))[0] == 1
+                await _terminate_listeners(pg_database_url)
+                await ledger.service.add_message(session.id, "user", "while reconnecting")
+                assert (await anext(reader))[0] == 2
+                await ledger.service.add_message(session.id, "user", "after")
+                assert (await anext(reader))[0] == 3
+            assert await _listening_connections(pg_database_url) == 1
+
+
+async def _terminate_listeners(url: str) -> None:
+    name = url.rsplit("/", 1)[1]
+    connection = await asyncpg.connect(url.replace("+asyncpg", ""))
+    try:
+        terminated = await connection.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = $1 AND query LIKE 'LISTEN%'",
+            name,
+        )
+        assert terminated == 1
+    finally:
+        await connection.close()

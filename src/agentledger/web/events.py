@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -41,6 +42,7 @@ from fastapi.responses import StreamingResponse
 
 from agentledger.ledger import Ledger
 from agentledger.services.facade import SessionService
+from agentledger.translation import translated
 from agentledger.web.schemas import MessageOut
 
 CHANNEL = "agentledger_appended"
@@ -64,13 +66,18 @@ class PostgresListener:
         self._dsn = dsn
         self._connection: Any = None
         self._opening = asyncio.Lock()
-        self._waiters: dict[uuid.UUID, set[asyncio.Event]] = {}
+        #: Counts the connections opened: a stream that read under an earlier one must read
+        #: again, since notifications between the two connections went nowhere.
+        self.generation = 0
+        # Weak: a stream whose response never started (the client left first) never runs its
+        # unsubscribe; its event then goes with it.
+        self._waiters: dict[uuid.UUID, weakref.WeakSet[asyncio.Event]] = {}
 
     async def subscribe(self, session_id: uuid.UUID) -> asyncio.Event:
         """An event set whenever the session's history grows (or the listener was lost)."""
         await self._ensure()
         event = asyncio.Event()
-        self._waiters.setdefault(session_id, set()).add(event)
+        self._waiters.setdefault(session_id, weakref.WeakSet()).add(event)
         return event
 
     def unsubscribe(self, session_id: uuid.UUID, event: asyncio.Event) -> None:
@@ -92,6 +99,7 @@ class PostgresListener:
             connection.add_termination_listener(self._lost)
             await connection.add_listener(CHANNEL, self._notified)
             self._connection = connection
+            self.generation += 1
 
     def _notified(self, _connection: Any, _pid: int, _channel: str, payload: str) -> None:
         head, _, _seq = payload.partition(" ")
@@ -99,20 +107,30 @@ class PostgresListener:
             session_id = uuid.UUID(head)
         except ValueError:
             return
-        for event in self._waiters.get(session_id, ()):
+        waiters = self._waiters.get(session_id)
+        if waiters is None:
+            return
+        for event in list(waiters):
             event.set()
+        if not waiters:  # every stream of it went away without unsubscribing
+            del self._waiters[session_id]
 
     def _lost(self, _connection: Any) -> None:
         log.warning("the LISTEN connection for message events was lost; reopening it")
         self._connection = None
-        for waiters in self._waiters.values():
-            for event in waiters:
+        for waiters in list(self._waiters.values()):
+            for event in list(waiters):
                 event.set()
 
-    async def wait(self, event: asyncio.Event, seconds: float) -> bool:
-        """Until notified (True) or ``seconds`` passed (False); reopens a lost connection
-        first."""
+    async def wait(self, event: asyncio.Event, seconds: float, read_under: int) -> bool:
+        """Until notified (True) or ``seconds`` passed (False). ``read_under`` is the
+        :attr:`generation` the caller last read under: if the connection was lost and opened
+        again since, return True at once (read again: what was appended in between notified
+        no one)."""
         await self._ensure()
+        if self.generation != read_under:
+            event.clear()
+            return True
         woken = False
         with contextlib.suppress(TimeoutError):
             woken = await asyncio.wait_for(event.wait(), seconds)
@@ -148,7 +166,7 @@ class Feeds:
         if self._listener is not None:
             await self._listener.close()
 
-    def response(
+    async def response(
         self,
         request: Request,
         chat: SessionService,
@@ -156,8 +174,15 @@ class Feeds:
         session_id: uuid.UUID,
         start: int,
     ) -> StreamingResponse:
+        """The stream, subscribed before it starts: a database that cannot be listened to is
+        an error of the request (503), not a stream that breaks off."""
+        listener = self.listener
+        event = None
+        if listener is not None:
+            with translated():
+                event = await listener.subscribe(session_id)
         return StreamingResponse(
-            self._stream(request, chat, user, session_id, start),
+            self._stream(request, chat, user, session_id, start, event),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -169,14 +194,15 @@ class Feeds:
         user: str,
         session_id: uuid.UUID,
         start: int,
+        event: asyncio.Event | None,
     ) -> AsyncIterator[str]:
-        listener = self.listener
-        event = None if listener is None else await listener.subscribe(session_id)
+        listener = self._listener if event is not None else None
         try:
             yield f"retry: {RETRY_MS}\n\n"
             after = start
             idle = 0.0
             while True:
+                read_under = 0 if listener is None else listener.generation
                 after, chunk = await _read_after(chat, user, session_id, after)
                 if chunk:
                     idle = 0.0
@@ -187,8 +213,11 @@ class Feeds:
                 if listener is None or event is None:
                     await asyncio.sleep(self._poll_interval)
                     idle += self._poll_interval
-                elif not await listener.wait(event, KEEPALIVE):
-                    idle = KEEPALIVE
+                else:
+                    with translated():
+                        woken = await listener.wait(event, KEEPALIVE, read_under)
+                    if not woken:
+                        idle = KEEPALIVE
                 if idle >= KEEPALIVE:
                     idle = 0.0
                     yield ": keep-alive\n\n"

@@ -306,7 +306,7 @@ def create_router(
     ) -> StreamingResponse:
         state = await described(user, session_id)
         start = _resume_point(last_event_id, after_seq, state)
-        return feeds.response(request, service(user), user, session_id, start)
+        return await feeds.response(request, service(user), user, session_id, start)
 
     return router
 
