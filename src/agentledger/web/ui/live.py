@@ -21,7 +21,8 @@ from fastapi.responses import StreamingResponse
 
 from agentledger.domain.encoding import dump_json
 from agentledger.domain.records import MessagePage
-from agentledger.web.events import KEEPALIVE, Feeds
+from agentledger.translation import translated
+from agentledger.web.events import KEEPALIVE, Feeds, PostgresListener
 from agentledger.web.ui.rendering import fragment, url
 from agentledger.web.ui.view import paired
 
@@ -43,7 +44,7 @@ class LiveTail:
     async def close(self) -> None:
         await self._feeds.close()
 
-    def response(
+    async def response(
         self,
         request: Request,
         service: SessionService,
@@ -51,9 +52,16 @@ class LiveTail:
         user: str,
         after: int,
     ) -> StreamingResponse:
-        """The response streaming the session's messages after seq ``after``."""
+        """The response streaming the session's messages after seq ``after``, subscribed
+        before it starts (so a message stored in between still wakes it, and a database
+        that cannot be listened to fails the request, not the stream)."""
+        listener = self._feeds.listener
+        woken = None
+        if listener is not None:
+            with translated():
+                woken = await listener.subscribe(session_id)
         return StreamingResponse(
-            self._events(request, service, session_id, user, after),
+            self._events(request, service, session_id, user, after, listener, woken),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
@@ -65,14 +73,16 @@ class LiveTail:
         session_id: uuid.UUID,
         user: str,
         after: int,
+        listener: PostgresListener | None,
+        woken: asyncio.Event | None,
     ) -> AsyncIterator[str]:
-        listener = self._feeds.listener
-        # Subscribed before the first read: a message stored in between still wakes us.
-        woken = None if listener is None else await listener.subscribe(session_id)
         try:
             yield "retry: 2000\n\n"
             started, idle = time.monotonic(), 0.0
             while time.monotonic() - started < STREAM_SECONDS:
+                # The listener's generation before the read: a connection lost and opened
+                # again after it makes the wait return at once (nothing missed).
+                read_under = 0 if listener is None else listener.generation
                 page = await service.get_messages(
                     session_id, after_seq=after, limit=BATCH, user_id=user
                 )
@@ -86,8 +96,10 @@ class LiveTail:
                 if listener is None or woken is None:
                     await asyncio.sleep(POLL_SECONDS)
                     idle += POLL_SECONDS
-                elif not await listener.wait(woken, KEEPALIVE):
-                    idle = KEEPALIVE
+                else:
+                    with translated():
+                        if not await listener.wait(woken, KEEPALIVE, read_under):
+                            idle = KEEPALIVE
                 if idle >= KEEPALIVE:
                     idle = 0.0
                     yield ": keepalive\n\n"

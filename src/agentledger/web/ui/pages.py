@@ -268,7 +268,10 @@ class Pages:
         last_id = request.headers.get("last-event-id", "")
         resumed = int(last_id) if last_id.isdigit() and len(last_id) <= 18 else None
         start = resumed if resumed is not None else min(max(after, 0), NEWEST)
-        return self._live.response(request, self._service, sid, user, start)
+        try:
+            return await self._live.response(request, self._service, sid, user, start)
+        except LedgerError as error:  # the database cannot be listened to: try again later
+            return render(request, "error.html", status_code=503, message=str(error))
 
     async def fork(
         self,
