@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck check docs package postgres pgbouncer venv bench bench-quick bench-partitions soak clean
+.PHONY: demo test lint typecheck check docs package postgres pgbouncer chromium venv bench bench-quick bench-partitions soak clean
 
 # The bench extra (matplotlib, pyinstrument) too: the suite runs the benchmark's documented
 # commands in smoke mode (tests/docs/test_docs_snippets.py, docs/performance.md).
@@ -22,7 +22,7 @@ demo: venv
 
 ## Lint, type-check, build the docs strictly, then run the suite on PostgreSQL and SQLite, on
 ## up to 4 cores (pytest-xdist; every test has its own databases).
-test: venv postgres pgbouncer lint typecheck docs package
+test: venv postgres pgbouncer chromium lint typecheck docs package
 	$(BIN)/pytest --numprocesses auto --maxprocesses 4
 
 lint: venv
@@ -83,6 +83,16 @@ postgres:
 ## the pgbouncer benchmark start a throwaway PgBouncer in front of the local PostgreSQL.
 pgbouncer:
 	@bash scripts/ensure-pgbouncer.sh
+
+## Make sure chromium and chromium-driver are installed (apt-get when missing): the transcript
+## browser's end-to-end tests drive a headless Chromium (tests/web/ui/test_browser.py).
+chromium:
+	@bash scripts/ensure-chromium.sh
+
+## The transcript browser's screenshots in docs/ (docs/web.md), taken by headless Chromium.
+.PHONY: screenshots
+screenshots: venv postgres chromium
+	$(BIN)/python -m scripts.screenshots
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache dist build agentledger.db*

@@ -131,6 +131,21 @@ def test_wheel_ships_migrations_and_type_information(installed: Installed) -> No
     assert not [name for name in names if "__pycache__" in name or name.endswith(".pyc")]
 
 
+def test_wheel_ships_the_transcript_browsers_templates_and_assets(installed: Installed) -> None:
+    with zipfile.ZipFile(installed.wheel) as wheel:
+        names = set(wheel.namelist())
+    ui = REPO_ROOT / "src" / "agentledger" / "web" / "ui"
+    assets = {
+        f"agentledger/web/ui/{path.relative_to(ui).as_posix()}"
+        for folder in ("templates", "static")
+        for path in (ui / folder).iterdir()
+    }
+    assert {"agentledger/web/ui/templates/session.html", "agentledger/web/ui/static/app.js"} <= (
+        assets
+    )
+    assert assets <= names
+
+
 def test_no_symlinked_folder_in_the_checkout() -> None:
     """The build walks the checkout once per folder: hatchling visits a folder reached through a
     symlink only the first time, so a symlink to ``src/agentledger/migrations`` (once ``alembic/``

@@ -106,6 +106,12 @@ class Dialect:
         """A fresh version-4 UUID made by the database, for rows copied inside it."""
         raise NotImplementedError
 
+    def utc_day(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
+        """The UTC calendar day of a timestamp column, for grouping (a ``date`` on
+        PostgreSQL, ``'YYYY-MM-DD'`` text on SQLite; :func:`agentledger.domain.time.as_day`
+        reads both)."""
+        raise NotImplementedError
+
     async def append(
         self,
         statements: Statements,
@@ -184,6 +190,9 @@ class PostgreSQL(Dialect):
 
     def insert(self, table: Table) -> Any:
         return pg_insert(table)
+
+    def utc_day(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
+        return func.date(func.timezone("UTC", column))
 
     def new_uuid(self) -> ColumnElement[Any]:
         return func.gen_random_uuid()
@@ -267,6 +276,10 @@ class SQLite(Dialect):
 
     def insert(self, table: Table) -> Any:
         return sqlite_insert(table)
+
+    def utc_day(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
+        # Stored as naive UTC text ("YYYY-MM-DD HH:MM:SS..."): its date is UTC's.
+        return func.date(column)
 
     def new_uuid(self) -> ColumnElement[Any]:
         return _SQLITE_NEW_UUID

@@ -13,7 +13,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -150,6 +150,23 @@ class Usage:
     input_tokens: int = 0
     output_tokens: int = 0
     total_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class UsageEntry:
+    """One usage record: the token usage of one agent run (a turn), and when it was recorded."""
+
+    usage: Usage
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DailyUsage:
+    """A user's token usage of one agent on one UTC day (summed over its sessions' runs)."""
+
+    day: date
+    agent_name: str
+    usage: Usage
 
 
 @dataclass(frozen=True, slots=True)

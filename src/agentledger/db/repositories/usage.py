@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, insert, select
 
 from agentledger.db.models import sessions_table, usage_table
 from agentledger.db.repositories.base import Repository
-from agentledger.domain.records import Usage
+from agentledger.domain.records import DailyUsage, Usage, UsageEntry
+from agentledger.domain.time import as_day
 
 _sessions = sessions_table
 _usage = usage_table
@@ -49,3 +51,41 @@ class UsageRepository(Repository):
             )
         requests, input_tokens, output_tokens, total_tokens = (await self._db.execute(query)).one()
         return Usage(int(requests), int(input_tokens), int(output_tokens), int(total_tokens))
+
+    async def entries(self, session_id: uuid.UUID, *, limit: int) -> list[UsageEntry]:
+        """The session's usage records, oldest first (at most ``limit``)."""
+        query = (
+            select(*_AMOUNTS, _usage.c.created_at)
+            .where(_usage.c.session_id == session_id)
+            .order_by(_usage.c.created_at, _usage.c.id)
+            .limit(limit)
+        )
+        rows = (await self._db.execute(query)).all()
+        return [UsageEntry(_amounts(row), row.created_at) for row in rows]
+
+    async def daily(self, user_id: str, *, since: datetime) -> list[DailyUsage]:
+        """A user's usage summed per UTC day and agent from ``since`` on, oldest day first:
+        one grouped query, however many runs there were."""
+        day = self._dialect.utc_day(_usage.c.created_at).label("day")
+        query = (
+            select(
+                day,
+                _sessions.c.agent_name,
+                *(func.coalesce(func.sum(column), 0).label(column.name) for column in _AMOUNTS),
+            )
+            .join_from(_usage, _sessions, _sessions.c.id == _usage.c.session_id)
+            .where(_sessions.c.user_id == user_id, _usage.c.created_at >= since)
+            .group_by(day, _sessions.c.agent_name)
+            .order_by(day, _sessions.c.agent_name)
+        )
+        rows = (await self._db.execute(query)).all()
+        return [DailyUsage(as_day(row.day), row.agent_name, _amounts(row)) for row in rows]
+
+
+_AMOUNTS = (_usage.c.requests, _usage.c.input_tokens, _usage.c.output_tokens, _usage.c.total_tokens)
+
+
+def _amounts(row: Any) -> Usage:
+    return Usage(
+        int(row.requests), int(row.input_tokens), int(row.output_tokens), int(row.total_tokens)
+    )
