@@ -270,6 +270,13 @@ def _access(error: BaseException, code: str | None) -> LedgerError | None:
             "and the server's pg_hba.conf",
             sqlstate=code,
         )
+    if code == "55000" and "accepting connections" in _chain_text(error):
+        return DatabaseUnavailableError(
+            "the database does not accept connections now (ALTER DATABASE ... "
+            "ALLOW_CONNECTIONS false, or a maintenance window); let an administrator allow "
+            "them again",
+            sqlstate=code,
+        )
     if code in ("SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE_PERM"):
         return DatabaseUnavailableError(
             "SQLite cannot open or write the database file; check that its folder exists and "

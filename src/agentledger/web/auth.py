@@ -16,6 +16,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from agentledger.ledger import Ledger
+from agentledger.web.events import RECHECK
 from agentledger.web.problems import Forbidden, Unauthorized
 
 
@@ -60,6 +61,12 @@ def bearer_principal(ledger: Ledger) -> Callable[..., Awaitable[Principal]]:
                 "`agentledger tokens create --user USER`"
             )
         request.state.agentledger_principal = caller
+        token = credentials.credentials
+
+        async def recheck() -> bool:
+            return await authenticate_token(ledger, token) is not None
+
+        setattr(request.state, RECHECK, recheck)  # a revoked token ends open event streams
         return caller
 
     return principal

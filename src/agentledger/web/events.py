@@ -207,6 +207,8 @@ class Feeds:
                 read_under = 0 if listener is None else listener.generation
                 after, chunk = await _read_after(chat, user, session_id, after)
                 if chunk:
+                    if not await still_allowed(request):
+                        return
                     idle = 0.0
                     yield chunk
                     continue  # there may be more at once
@@ -221,11 +223,26 @@ class Feeds:
                     if not woken:
                         idle = KEEPALIVE
                 if idle >= KEEPALIVE:
+                    if not await still_allowed(request):
+                        return
                     idle = 0.0
                     yield ": keep-alive\n\n"
         finally:
             if listener is not None and event is not None:
                 listener.unsubscribe(session_id, event)
+
+
+#: Where an authentication dependency leaves how to check the caller again (an async callable
+#: returning whether the credentials still hold): open event streams ask it before each batch
+#: of events and each keep-alive, so a revoked token ends them. A host's own ``current_user``
+#: may set it too (``request.state.agentledger_recheck``).
+RECHECK = "agentledger_recheck"
+
+
+async def still_allowed(request: Request) -> bool:
+    """Whether the caller of a long-lived response may still see it (see :data:`RECHECK`)."""
+    check = getattr(request.state, RECHECK, None)
+    return True if check is None else bool(await check())
 
 
 async def _read_after(

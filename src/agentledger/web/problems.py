@@ -3,7 +3,8 @@
 Every :class:`~agentledger.errors.LedgerError` subclass maps to one status (:data:`STATUSES`,
 looked up along the class's MRO, so a subclass added later inherits its parent's). A retryable
 error (``error.retryable``) carries ``Retry-After``. The body is ``type``, ``title``,
-``status``, ``detail`` (the error's message, which says what to do) and the extensions
+``status``, ``detail`` (the error's message, which says what to do; for a 5xx, a summary,
+the message going to the server's log) and the extensions
 ``error`` (the class name) and ``retryable``; a :class:`~agentledger.errors.StaleSessionError`
 adds ``last_seq``.
 
@@ -14,6 +15,7 @@ these errors (and request validation errors, as 400) into problem responses itse
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Coroutine
 from http import HTTPStatus
 from typing import Any
@@ -24,6 +26,8 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
 from agentledger import errors
+
+logger = logging.getLogger("agentledger")
 
 MEDIA_TYPE = "application/problem+json"
 
@@ -102,7 +106,18 @@ def ledger_problem(error: errors.LedgerError) -> JSONResponse:
     if isinstance(error, errors.StaleSessionError):
         extensions["last_seq"] = error.last_seq
         extensions["expected_last_seq"] = error.expected_last_seq
-    answer = problem(status_of(error), str(error), kind=type(error).__name__, **extensions)
+    status = status_of(error)
+    detail = str(error)
+    if status >= 500:
+        # The server's side of a failure (database names, server messages, configuration) is
+        # for its operator, not for API clients: logged here, summed up there.
+        logger.warning("agentledger.web: %s answered %d: %s", type(error).__name__, status, error)
+        detail = (
+            "the server could not complete the request; try again later"
+            if error.retryable or status == 503
+            else "the server could not complete the request; its log says why"
+        )
+    answer = problem(status, detail, kind=type(error).__name__, **extensions)
     if error.retryable:
         answer.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return answer

@@ -350,8 +350,21 @@ def _resume_point(last_event_id: str | None, after_seq: int | None, state: Sessi
     if last_event_id is not None:
         if not last_event_id.strip().isdigit():
             raise InvalidInputError("Last-Event-ID must be a seq this stream sent")
-        return int(last_event_id.strip())
-    return state.last_seq if after_seq is None else after_seq
+        start = int(last_event_id.strip())
+        what = "Last-Event-ID"
+    elif after_seq is not None:
+        start, what = after_seq, "after_seq"
+    else:
+        return state.last_seq
+    # Checked before the stream starts (a 400, not a stream that breaks off), and never past
+    # the end: a later seq would silently skip the messages up to it once they come.
+    if start > state.last_seq:
+        raise InvalidInputError(
+            f"{what} {start} is past the session's last message ({state.last_seq}); the "
+            "session was rewound since, or the value is not one this stream sent: reconnect "
+            "without it"
+        )
+    return start
 
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "create_router", "problem_responses"]

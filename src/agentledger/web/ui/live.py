@@ -22,7 +22,7 @@ from fastapi.responses import StreamingResponse
 from agentledger.domain.encoding import dump_json
 from agentledger.domain.records import MessagePage
 from agentledger.translation import translated
-from agentledger.web.events import KEEPALIVE, Feeds, PostgresListener
+from agentledger.web.events import KEEPALIVE, Feeds, PostgresListener, still_allowed
 from agentledger.web.ui.rendering import fragment, url
 from agentledger.web.ui.view import paired
 
@@ -87,6 +87,8 @@ class LiveTail:
                     session_id, after_seq=after, limit=BATCH, user_id=user
                 )
                 if len(page):
+                    if not await still_allowed(request):
+                        return
                     after, idle = page[-1].seq, 0.0
                     for event in _rendered(request, session_id, page):
                         yield event
@@ -101,6 +103,8 @@ class LiveTail:
                         if not await listener.wait(woken, KEEPALIVE, read_under):
                             idle = KEEPALIVE
                 if idle >= KEEPALIVE:
+                    if not await still_allowed(request):
+                        return
                     idle = 0.0
                     yield ": keepalive\n\n"
         finally:

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 
+from agentledger.web.events import RECHECK
 from agentledger.web.ui.live import LiveTail
 from agentledger.web.ui.pages import Pages
 from agentledger.web.ui.rendering import STATIC, render, ui_root, url
@@ -93,6 +94,12 @@ def _token_user(ledger: Ledger) -> Callable[..., Awaitable[None]]:
             raise HTTPException(status_code=303, headers={"Location": target})
         request.state.ui_user = principal.user_id
         request.state.ui_token_login = True
+        signed_in = str(token)
+
+        async def recheck() -> bool:
+            return await _authenticate(ledger, signed_in) is not None
+
+        setattr(request.state, RECHECK, recheck)  # a revoked token ends the live tail
 
     return remember
 
