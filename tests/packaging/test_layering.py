@@ -31,11 +31,17 @@ ALLOWED: dict[str, set[str]] = {
 
 #: Third-party packages a part must not import.
 FORBIDDEN_THIRD_PARTY: dict[str, set[str]] = {
-    "errors": {"sqlalchemy", "agents"},
-    "translation": {"sqlalchemy", "agents"},
-    "domain": {"sqlalchemy", "agents", "alembic"},
-    "db": {"agents"},
-    "services": {"agents"},
+    "errors": {"sqlalchemy", "agents", "google"},
+    "translation": {"sqlalchemy", "agents", "google"},
+    "domain": {"sqlalchemy", "agents", "alembic", "google"},
+    "db": {"agents", "google"},
+    "services": {"agents", "google"},
+}
+
+#: Each framework adapter imports its own framework only (an extra may be missing).
+ADAPTER_FRAMEWORKS: dict[str, set[str]] = {
+    "openai_agents": {"google"},
+    "adk": {"agents"},
 }
 
 
@@ -93,3 +99,19 @@ def test_importing_agentledger_and_naming_a_session_leave_the_agents_sdk_unloade
         [sys.executable, "-c", script], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]", result.stdout
+
+
+ADAPTER_SOURCES = sorted(
+    path
+    for path in (PACKAGE / "integrations").rglob("*.py")
+    if len(path.relative_to(PACKAGE / "integrations").parts) > 1
+)
+
+
+@pytest.mark.parametrize("path", ADAPTER_SOURCES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_each_adapter_imports_no_other_framework(path: Path) -> None:
+    adapter = path.relative_to(PACKAGE / "integrations").parts[0]
+    for module in imported_modules(path):
+        assert module.split(".")[0] not in ADAPTER_FRAMEWORKS.get(adapter, set()), (
+            f"{path.relative_to(PACKAGE)} imports {module}"
+        )

@@ -49,6 +49,7 @@ from agentledger.db.repositories.batches import BatchRepository
 from agentledger.db.repositories.checkpoints import CheckpointRepository
 from agentledger.db.repositories.maintenance import MaintenanceRepository
 from agentledger.db.repositories.messages import MessageRepository
+from agentledger.db.repositories.scoped_state import ScopedStateRepository
 from agentledger.db.repositories.search import SearchRepository
 from agentledger.db.repositories.sessions import SessionRepository
 from agentledger.db.repositories.usage import UsageRepository
@@ -418,6 +419,10 @@ class UnitOfWork:
     @property
     def checkpoints(self) -> CheckpointRepository:
         return self._repository(CheckpointRepository)
+
+    @property
+    def scoped_state(self) -> ScopedStateRepository:
+        return self._repository(ScopedStateRepository)
 
     async def __aexit__(
         self,

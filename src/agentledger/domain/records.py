@@ -249,6 +249,51 @@ class TranscriptImport:
     created: bool
 
 
+@dataclass(frozen=True, slots=True)
+class ScopedStates:
+    """A framework session's state at its three scopes (Google ADK's ``app:`` keys, ``user:``
+    keys and the session's own), each without its prefix; ``update_time``: the framework's
+    time of the session's last update (``None`` when it has none)."""
+
+    app: dict[str, Any]
+    user: dict[str, Any]
+    session: dict[str, Any]
+    update_time: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ScopedSession:
+    """A framework session as :meth:`SessionService.get_scoped_session` reads it: the session
+    (``messages``: the requested window), its scoped state, and ``last_seq`` for a
+    compare-and-append."""
+
+    record: SessionRecord
+    states: ScopedStates
+    last_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class ScopedSessionRow:
+    """A framework app's session as listed: no messages, its own state."""
+
+    id: uuid.UUID
+    user_id: str
+    name: str | None
+    state: dict[str, Any]
+    update_time: float
+
+
+@dataclass(frozen=True, slots=True)
+class ScopedSessionPage:
+    """One page of :meth:`SessionService.list_scoped_sessions`, with the app's state and the
+    listed users' state; ``next_after``: pass as ``after=`` for the next page."""
+
+    sessions: tuple[ScopedSessionRow, ...]
+    app_state: dict[str, Any]
+    user_states: dict[str, dict[str, Any]]
+    next_after: uuid.UUID | None
+
+
 # -- inside the library -------------------------------------------------------------------------
 
 

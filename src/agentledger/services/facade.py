@@ -18,6 +18,7 @@ from agentledger.db.uow import UnitOfWork
 from agentledger.domain.validation import check_name
 from agentledger.services.checkpoints import Checkpoints
 from agentledger.services.maintenance import Maintenance
+from agentledger.services.scoped_state import ScopedState
 from agentledger.services.search import Search
 from agentledger.services.sessions import Sessions
 from agentledger.services.transfer import Transfer
@@ -25,7 +26,9 @@ from agentledger.services.turns import Turns
 from agentledger.services.usage import Usages
 
 
-class SessionService(Sessions, Transfer, Usages, Search, Maintenance, Turns, Checkpoints):
+class SessionService(
+    Sessions, Transfer, ScopedState, Usages, Search, Maintenance, Turns, Checkpoints
+):
     """Create, append to, read, list, search, export, delete and clean up agent sessions."""
 
     def using(self, connection: AsyncSession | AsyncConnection) -> SessionService:

@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 from agentledger.domain.display import terminal_text
-from agentledger.domain.projection import chat_view
+from agentledger.domain.projection import ADK_EVENT_TYPE, chat_view
 from agentledger.domain.records import Checkpoint
 from agentledger.domain.transcripts.model import SessionTranscript, TranscriptMessage
 from agentledger.errors import InvalidInputError
@@ -100,10 +100,11 @@ def _render_message(message: TranscriptMessage) -> list[str]:
         return [f"## {message.seq} · Tool result{call}", "", *_fenced(view.content)]
     if item_type == "reasoning":
         return [f"## {message.seq} · Reasoning", "", *_fenced(view.content)]
-    if item_type != "message":
+    if item_type not in ("message", ADK_EVENT_TYPE):
         return [f"## {message.seq} · {_code(item_type)}", "", *_fenced(_pretty(item), "json")]
     label = _ROLE_LABELS.get(view.role) or _code(view.role)
-    out = [f"## {message.seq} · {label}"]
+    author = _adk_author(item) if item_type == ADK_EVENT_TYPE else None
+    out = [f"## {message.seq} · {label}" + (f" {_code(author)}" if author else "")]
     if view.content:
         out.extend(["", *_fenced(view.content)])
     for tool_call in view.tool_calls or []:
@@ -122,6 +123,13 @@ def _render_message(message: TranscriptMessage) -> list[str]:
     if view.tool_call_id and view.role != "tool":
         out.extend(["", f"(answers call {_code(view.tool_call_id)})"])
     return out
+
+
+def _adk_author(item: Any) -> str | None:
+    """Who wrote a Google ADK event (``user`` or an agent's name), shown beside the role."""
+    event = item.get("event") if isinstance(item, dict) else None
+    author = event.get("author") if isinstance(event, dict) else None
+    return author if isinstance(author, str) and author else None
 
 
 def _one_line(text: str) -> str:
