@@ -141,6 +141,10 @@ async def test_another_tenant_and_no_tenant_see_no_row_of_any_table(
         "conversation_messages": 2,
         "session_checkpoints": 1,
         "session_usage": 1,
+        # Framework state (Google ADK's app:, user: and session state): none written here.
+        "ledger_app_state": 0,
+        "ledger_session_state": 0,
+        "ledger_user_state": 0,
     }
     nothing = dict.fromkeys(PROTECTED_TABLES, 0)
     assert await _counts(enabled.app_url, "mallory") == nothing

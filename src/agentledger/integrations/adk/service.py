@@ -205,9 +205,9 @@ class LedgerSessionService(BaseSessionService):
         except LedgerStaleSessionError as error:
             raise StaleSessionError(
                 f"session {session.id!r} of app {session.app_name!r} was appended to since "
-                "this Session object was read (another runner or request wrote to it); "
-                "nothing was written. Read it again with get_session and append to that: "
-                f"{error}",
+                "this Session object was read (another runner or request wrote to it: it holds "
+                f"{error.last_seq} events, this object saw {error.expected_last_seq}); nothing "
+                "was written. Read it again with get_session and append to that",
                 last_seq=error.last_seq,
                 expected_last_seq=error.expected_last_seq,
             ) from error
