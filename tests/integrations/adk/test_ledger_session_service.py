@@ -11,7 +11,7 @@ from google.adk.errors.session_not_found_error import SessionNotFoundError
 from google.adk.events.event import Event
 from google.adk.sessions.session import Session
 
-from agentledger import Ledger
+from agentledger import InvalidInputError, Ledger
 from agentledger import StaleSessionError as LedgerStaleSessionError
 from agentledger.integrations.adk import LedgerSessionService, StaleSessionError
 from agentledger.transcripts import render_markdown
@@ -178,3 +178,22 @@ async def test_list_sessions_pages_through_many(
     assert {s.id for s in listed} == made
     assert all(s.events == [] for s in listed)
     assert len((await adk.list_sessions(app_name="app", user_id="u1")).sessions) == 4
+
+
+async def test_state_json_cannot_hold_is_refused_before_anything_is_written(
+    adk: LedgerSessionService,
+) -> None:
+    with pytest.raises(InvalidInputError, match="NaN"):
+        await adk.create_session(
+            app_name="app", user_id="u", session_id="s", state={"user:x": float("nan")}
+        )
+    assert await adk.get_session(app_name="app", user_id="u", session_id="s") is None
+    session = await adk.create_session(app_name="app", user_id="u", session_id="s")
+    with pytest.raises(InvalidInputError, match="NaN"):
+        await adk.append_event(
+            session, event("user", "x", timestamp=1.0, delta={"app:y": float("inf")})
+        )
+    stored = await adk.get_session(app_name="app", user_id="u", session_id="s")
+    assert stored is not None
+    assert stored.events == []
+    assert await adk.get_user_state(app_name="app", user_id="u") == {}
