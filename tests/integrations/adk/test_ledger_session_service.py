@@ -4,6 +4,7 @@ events, one ledger with other frameworks (listing, search, export, erasure)."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import pytest
 from google.adk.errors import StaleSessionError as AdkStaleSessionError
@@ -14,7 +15,7 @@ from google.adk.sessions.session import Session
 from agentledger import InvalidInputError, Ledger
 from agentledger import StaleSessionError as LedgerStaleSessionError
 from agentledger.integrations.adk import LedgerSessionService, StaleSessionError
-from agentledger.transcripts import render_markdown
+from agentledger.transcripts import dumps_jsonl, loads_jsonl, render_markdown
 from tests.integrations.adk.oracle import event
 
 
@@ -197,3 +198,28 @@ async def test_state_json_cannot_hold_is_refused_before_anything_is_written(
     assert stored is not None
     assert stored.events == []
     assert await adk.get_user_state(app_name="app", user_id="u") == {}
+
+
+async def test_export_and_import_keep_an_adk_session_whole(
+    adk: LedgerSessionService, ledger: Ledger
+) -> None:
+    session = await adk.create_session(
+        app_name="travel", user_id="ana", session_id="trip", state={"city": "Oslo", "user:x": 1}
+    )
+    await adk.append_event(session, event("user", "hi", timestamp=7.25, delta={"nights": 2}))
+    original = await adk.get_session(app_name="travel", user_id="ana", session_id="trip")
+    assert original is not None
+    svc = ledger.service
+    [summary] = await svc.list_user_sessions("ana")
+
+    text = dumps_jsonl(await svc.export_session(summary.id))
+    back = loads_jsonl(text)
+    assert back.framework_state == {"state": {"city": "Oslo", "nights": 2}, "update_time": 7.25}
+    assert "- session state: `" in render_markdown(back)
+    await svc.import_session(back, user_id="ben", session_id=uuid.uuid4())
+
+    copy = await adk.get_session(app_name="travel", user_id="ben", session_id="trip")
+    assert copy is not None
+    assert copy.events == original.events
+    assert copy.state == {"city": "Oslo", "nights": 2}  # ana's user state stays ana's
+    assert copy.last_update_time == original.last_update_time == 7.25

@@ -106,6 +106,18 @@ class ScopedStateRepository(Repository):
             )
         )
 
+    async def session_state(self, session_id: uuid.UUID) -> dict[str, Any] | None:
+        """A session's own state as exported: ``{"state": ..., "update_time": ...}``, or
+        ``None`` when it has none."""
+        found = (
+            await self._db.execute(
+                select(_own.c.state, _own.c.update_time).where(_own.c.session_id == session_id)
+            )
+        ).one_or_none()
+        if found is None:
+            return None
+        return {"state": _object(found.state), "update_time": float(found.update_time)}
+
     async def merge_session(
         self, session_id: uuid.UUID, changes: Mapping[str, Any], update_time: float
     ) -> None:

@@ -46,6 +46,9 @@ def render_markdown(transcript: SessionTranscript) -> str:
         lines.append(f"- archived: {transcript.archived_at.isoformat()}")
     if transcript.metadata:
         lines.append(f"- metadata: {_code(json.dumps(transcript.metadata, ensure_ascii=False))}")
+    if transcript.framework_state is not None and transcript.framework_state["state"]:
+        shown = json.dumps(transcript.framework_state["state"], ensure_ascii=False)
+        lines.append(f"- session state: {_code(shown)}")
     if transcript.trimmed_seq:
         lines.append(f"- messages 1 to {transcript.trimmed_seq} were trimmed by retention")
     damaged = set(transcript.damaged_seqs)
