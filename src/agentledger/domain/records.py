@@ -264,12 +264,13 @@ class ScopedStates:
 @dataclass(frozen=True, slots=True)
 class ScopedSession:
     """A framework session as :meth:`SessionService.get_scoped_session` reads it: the session
-    (``messages``: the requested window), its scoped state, and ``last_seq`` for a
-    compare-and-append."""
+    (without messages), its scoped state, ``last_seq`` for a compare-and-append, and the
+    stored items of the requested window of its history, in order."""
 
     record: SessionRecord
     states: ScopedStates
     last_seq: int
+    items: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

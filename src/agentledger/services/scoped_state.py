@@ -15,7 +15,6 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from agentledger.db.uow import UnitOfWork
 from agentledger.domain.naming import resolve_session_uuid
 from agentledger.domain.records import (
     AppendResult,
@@ -23,7 +22,6 @@ from agentledger.domain.records import (
     ScopedSessionPage,
     ScopedStates,
     SessionRecord,
-    SessionState,
 )
 from agentledger.domain.validation import (
     MAX_PAGE_SIZE,
@@ -93,7 +91,7 @@ class ScopedState(History):
             merged = await uow.scoped_state.read(kind, agent, user, sid)
             await uow.commit()
         record = SessionRecord(sid, user, agent, {}, now, now, (), name=label, framework=kind)
-        return ScopedSession(record, merged, 0)
+        return ScopedSession(record, merged, 0, ())
 
     @operation()
     async def get_scoped_session(
@@ -105,22 +103,26 @@ class ScopedState(History):
         framework: str,
         recent: int | None = None,
     ) -> ScopedSession | None:
-        """The session ``user_id`` calls ``name`` with its scoped state and its whole history,
-        or (``recent``) only its last ``recent`` messages; ``None`` when there is none of
-        ``agent_name`` and ``framework``. One read of the session row, one of the history up
-        to the ``last_seq`` read with it (a prefix of the final history) and one of the
-        state."""
+        """The session ``user_id`` calls ``name`` with its scoped state and the items of its
+        whole history, or (``recent``) of its last ``recent`` messages; ``None`` when there is
+        none of ``agent_name`` and ``framework``. Single statements: the session's id by name,
+        its row, the items up to the ``last_seq`` read with it (a prefix of the final history)
+        and the state."""
         user = check_name(user_id, "user_id")
         agent = check_name(agent_name, "agent_name")
         label = check_name(name, "session name")
         kind = check_framework(framework)
         window = None if recent is None else check_count(recent, "recent", minimum=0)
-        async with self._read_uow() as uow:
+        async with self._read_uow(autocommit=True) as uow:
             sid = await uow.sessions.find_named(user, label, resolve_session_uuid(label, user))
             state = None if sid is None else await uow.sessions.read(sid, user)
             if state is None or state.agent_name != agent or state.framework != kind:
                 return None
-            messages = await self._window(uow, state, window)
+            items: list[Any] = []
+            if window != 0 and state.last_seq > state.trimmed_seq:
+                items = await uow.messages.window_items(
+                    state.id, after_seq=state.trimmed_seq, upto_seq=state.last_seq, limit=window
+                )
             states = await uow.scoped_state.read(kind, agent, user, state.id)
         record = SessionRecord(
             state.id,
@@ -129,29 +131,12 @@ class ScopedState(History):
             state.metadata,
             state.created_at,
             state.updated_at,
-            tuple(messages),
+            (),
             title=state.title,
             name=state.name,
             framework=state.framework,
         )
-        return ScopedSession(record, states, state.last_seq)
-
-    @staticmethod
-    async def _window(uow: UnitOfWork, state: SessionState, recent: int | None) -> list[Any]:
-        if recent == 0 or state.last_seq == state.trimmed_seq:
-            return []
-        if recent is None:
-            return await uow.messages.history(
-                state.id, after_seq=state.trimmed_seq, upto_seq=state.last_seq
-            )
-        records, _seqs = await uow.messages.page(
-            state.id,
-            after_seq=state.trimmed_seq,
-            before_seq=state.last_seq + 1,
-            limit=recent,
-            backward=True,
-        )
-        return records
+        return ScopedSession(record, states, state.last_seq, tuple(items))
 
     @operation()
     async def append_scoped(

@@ -117,7 +117,7 @@ class LedgerSessionService(BaseSessionService):
         )
         if found is None:
             return None
-        events = [item_event(message.item) for message in found.record.messages]
+        events = [item_event(item) for item in found.items]
         if config is not None and config.after_timestamp is not None:
             events = _since(events, config.after_timestamp)
         return _session(app_name, user_id, session_id, found, events)
@@ -234,7 +234,7 @@ class LedgerSessionService(BaseSessionService):
         )
         if found is None:
             raise AdkSessionNotFoundError(f"Session {session.id} not found.")
-        stored = [item_event(message.item).id for message in found.record.messages]
+        stored = [item_event(item).id for item in found.items]
         mine = [event.id for event in session.events[-1:]]
         if stored != mine:
             raise StaleSessionError(
