@@ -227,6 +227,8 @@ class SearchHit:
     created_at: datetime
     agent_name: str
     item_type: str = "message"
+    #: The framework of the hit's session (see :attr:`SessionRecord.framework`).
+    framework: str = "openai-agents"
 
 
 class SearchPage(Page[SearchHit]):

@@ -150,7 +150,7 @@ async def test_adk_sessions_share_the_ledger_with_other_frameworks(
     assert record.messages[3].content == "Booked Oslo."
 
     hits = await svc.search("ana", "Oslo")
-    assert {hit.session_id for hit in hits} == {adk_summary.id}
+    assert {(hit.session_id, hit.framework) for hit in hits} == {(adk_summary.id, "adk")}
 
     markdown = render_markdown(await svc.export_session(adk_summary.id))
     assert "- framework: `adk`" in markdown
