@@ -291,6 +291,13 @@ class Bench:
         for connection in self.admin.values():
             await connection.execute("VACUUM ANALYZE")
 
+    async def adk(self) -> dict[str, Any]:
+        """Google ADK: LedgerSessionService against ADK's DatabaseSessionService, which gets a
+        database of its own (bench/adk.py)."""
+        from . import adk
+
+        return await adk.measure(self.plan.mode, self.ledger, self.urls["adk"], self.vacuum)
+
     async def fill(self, contender: Contender, user_id: str, count: int) -> str:
         return await contender.fill(self.admin[contender.database], user_id, count)
 
@@ -924,7 +931,8 @@ async def run(plan: Plan, only: set[str] | None) -> dict[str, Any]:
             "note": "shared machine: other processes ran meanwhile; compare ratios, not times",
         }
     }
-    async with pg.throwaway_databases("ledger", "peer") as names, Bench(plan, names) as bench:
+    roles = ("ledger", "peer", "adk")
+    async with pg.throwaway_databases(*roles) as names, Bench(plan, names) as bench:
         version = await bench.admin["ledger"].fetchval("SHOW server_version")
         results["meta"]["postgresql"] = version
         steps: list[tuple[str, Callable[[], Awaitable[dict[str, Any]]]]] = [
@@ -941,6 +949,7 @@ async def run(plan: Plan, only: set[str] | None) -> dict[str, Any]:
             ("sweep", bench.sweep),
             ("cleanup", bench.cleanup),
             ("pgbouncer", bench.pgbouncer),
+            ("adk", bench.adk),
         ]
         for key, step in steps:
             if only is None or key in only:

@@ -245,7 +245,7 @@ def bench_commands_wrote_their_reports(
     assert all(result["meta"]["plan"]["mode"] == "smoke" for result in results)
     workloads = {"turn_append", "concurrent_append", "tail50", "full_read", "listing", "sweep"}
     for full in results[:2]:
-        assert workloads | {"cleanup", "targets"} <= full.keys()
+        assert workloads | {"cleanup", "targets", "adk"} <= full.keys()
     assert results[2].keys() == {"meta", "turn_append", "tail50"}
     assert "round trips of one append:" in stdout
     assert "| workload | contender | p50 ms |" in stdout

@@ -32,11 +32,18 @@ ALLOWED: dict[str, set[str]] = {
 
 #: Third-party packages a part must not import.
 FORBIDDEN_THIRD_PARTY: dict[str, set[str]] = {
-    "errors": {"sqlalchemy", "agents"},
-    "translation": {"sqlalchemy", "agents"},
-    "domain": {"sqlalchemy", "agents", "alembic"},
-    "services": {"agents", "fastapi", "starlette", "uvicorn"},
-    "db": {"agents", "fastapi", "starlette", "uvicorn"},
+    "errors": {"sqlalchemy", "agents", "google"},
+    "translation": {"sqlalchemy", "agents", "google"},
+    "domain": {"sqlalchemy", "agents", "alembic", "google"},
+    "services": {"agents", "fastapi", "starlette", "uvicorn", "google"},
+    "db": {"agents", "fastapi", "starlette", "uvicorn", "google"},
+}
+
+#: Each framework adapter imports its own framework only (an extra may be missing).
+ADAPTER_FRAMEWORKS: dict[str, set[str]] = {
+    "openai_agents": {"google", "langchain_core"},
+    "adk": {"agents", "langchain_core"},
+    "langchain": {"agents", "google"},
 }
 
 
@@ -46,7 +53,10 @@ def part_of(path: Path) -> str:
 
 
 #: Agent frameworks installed by an extra: each is imported only inside its own adapter.
-FRAMEWORK_ADAPTERS: dict[str, str] = {"langchain_core": "integrations/langchain"}
+FRAMEWORK_ADAPTERS: dict[str, str] = {
+    "langchain_core": "integrations/langchain",
+    "google": "integrations/adk",
+}
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -133,3 +143,19 @@ def test_the_core_install_does_not_need_the_web_extra() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]", result.stdout
+
+
+ADAPTER_SOURCES = sorted(
+    path
+    for path in (PACKAGE / "integrations").rglob("*.py")
+    if len(path.relative_to(PACKAGE / "integrations").parts) > 1
+)
+
+
+@pytest.mark.parametrize("path", ADAPTER_SOURCES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_each_adapter_imports_no_other_framework(path: Path) -> None:
+    adapter = path.relative_to(PACKAGE / "integrations").parts[0]
+    for module in imported_modules(path):
+        assert module.split(".")[0] not in ADAPTER_FRAMEWORKS.get(adapter, set()), (
+            f"{path.relative_to(PACKAGE)} imports {module}"
+        )

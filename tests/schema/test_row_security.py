@@ -141,6 +141,10 @@ async def test_another_tenant_and_no_tenant_see_no_row_of_any_table(
         "conversation_messages": 2,
         "session_checkpoints": 1,
         "session_usage": 1,
+        # Framework state (Google ADK's app:, user: and session state): none written here.
+        "ledger_app_state": 0,
+        "ledger_session_state": 0,
+        "ledger_user_state": 0,
     }
     nothing = dict.fromkeys(PROTECTED_TABLES, 0)
     assert await _counts(enabled.app_url, "mallory") == nothing
@@ -280,6 +284,39 @@ async def test_the_setting_scopes_sdk_sessions_and_session_agent(enabled: RlsDat
             await memory.add_items([{"role": "user", "content": "hello"}])
 
 
+async def test_the_setting_scopes_adk_sessions_and_their_state(enabled: RlsDatabase) -> None:
+    """Google ADK sessions under the policies: each call acts as the session's user; a user's
+    state is theirs, the app's state is shared by the app's users."""
+    from google.adk.events.event import Event
+    from google.adk.events.event_actions import EventActions
+
+    from agentledger.integrations.adk import LedgerSessionService
+
+    settings = LedgerSettings(database_url=enabled.app_url, row_level_security=True)
+    async with Ledger.from_settings(settings) as app:
+        adk = LedgerSessionService(app)
+        session = await adk.create_session(
+            app_name="a", user_id="alice", session_id="s", state={"user:pin": 1, "app:v": 2}
+        )
+        delta = {"user:pin": 3, "app:v": 4, "own": 5}
+        await adk.append_event(
+            session,
+            Event(author="user", invocation_id="i", actions=EventActions(state_delta=delta)),
+        )
+        assert await adk.get_user_state(app_name="a", user_id="alice") == {"pin": 3}
+        mallory = await adk.create_session(app_name="a", user_id="mallory", session_id="s")
+        assert mallory.state == {"app:v": 4}
+        assert [
+            s.user_id for s in (await adk.list_sessions(app_name="a", user_id="alice")).sessions
+        ] == ["alice"]
+        alice = await adk.get_session(app_name="a", user_id="alice", session_id="s")
+        assert alice is not None
+        assert alice.state == {"own": 5, "user:pin": 3, "app:v": 4}
+    counts = await _counts(enabled.app_url, "mallory")
+    assert (counts["ledger_user_state"], counts["ledger_session_state"]) == (0, 1)
+    assert counts["ledger_app_state"] == 1
+
+
 async def test_a_scoped_service_inside_the_hosts_transaction(enabled: RlsDatabase) -> None:
     async with Ledger.from_url(enabled.app_url) as app:
         async with AsyncSession(app.engine) as host:
@@ -293,6 +330,9 @@ async def test_a_scoped_service_inside_the_hosts_transaction(enabled: RlsDatabas
             "conversation_messages": 1,
             "session_checkpoints": 0,
             "session_usage": 0,
+            "ledger_app_state": 0,
+            "ledger_session_state": 0,
+            "ledger_user_state": 0,
         }
         async with AsyncSession(app.engine) as host:
             assert await app.service.using(host).for_user("mallory").get_session(chat.id) is None

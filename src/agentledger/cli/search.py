@@ -53,6 +53,7 @@ def _hit_json(hit: SearchHit) -> dict[str, Any]:
         "seq": hit.seq,
         "role": hit.role,
         "agent_name": hit.agent_name,
+        "framework": hit.framework,
         "item_type": hit.item_type,
         "rank": hit.rank,
         "snippet": hit.snippet,

@@ -28,6 +28,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Double,
     ForeignKey,
     Index,
     MetaData,
@@ -249,6 +250,48 @@ class ApiToken(LedgerBase):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
+class AppState(LedgerBase):
+    """State shared by every session of one app of one framework (ADK's ``app:`` keys)."""
+
+    __tablename__ = "ledger_app_state"
+
+    framework: Mapped[str] = mapped_column(String(32), primary_key=True)
+    app_name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    #: A JSON object of the scope's keys (without their ``app:`` prefix).
+    state: Mapped[Any] = mapped_column(JSON(none_as_null=True))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=func.now())
+
+
+class UserState(LedgerBase):
+    """State shared by one user's sessions of one app (ADK's ``user:`` keys); erased with the
+    user."""
+
+    __tablename__ = "ledger_user_state"
+    # Erasure finds a user's rows whatever the app.
+    __table_args__ = (Index("ix_ledger_user_state_user_id", "user_id"),)
+
+    framework: Mapped[str] = mapped_column(String(32), primary_key=True)
+    app_name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    state: Mapped[Any] = mapped_column(JSON(none_as_null=True))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=func.now())
+
+
+class SessionStateRow(LedgerBase):
+    """A framework session's own state (ADK's unprefixed keys) and the framework's clock of
+    its last update; goes with its session."""
+
+    __tablename__ = "ledger_session_state"
+
+    session_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("agent_sessions.id", ondelete="CASCADE"), primary_key=True
+    )
+    state: Mapped[Any] = mapped_column(JSON(none_as_null=True))
+    #: The framework's own time of the last update (ADK: seconds since the epoch, the last
+    #: event's timestamp), kept exactly as the framework reports it.
+    update_time: Mapped[float] = mapped_column(Double)
+
+
 #: The tables as typed Core handles, for the repositories' statements.
 sessions_table = cast(Table, AgentSession.__table__)
 messages_table = cast(Table, ConversationMessage.__table__)
@@ -256,6 +299,9 @@ batches_table = cast(Table, MessageBatch.__table__)
 usage_table = cast(Table, SessionUsage.__table__)
 checkpoints_table = cast(Table, SessionCheckpoint.__table__)
 api_tokens_table = cast(Table, ApiToken.__table__)
+app_state_table = cast(Table, AppState.__table__)
+user_state_table = cast(Table, UserState.__table__)
+session_state_table = cast(Table, SessionStateRow.__table__)
 
 #: Tables agentledger owns; Alembic filters (``include_object``) use this set.
 OWNED_TABLES: frozenset[str] = frozenset(metadata.tables)

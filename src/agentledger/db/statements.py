@@ -150,6 +150,21 @@ def history_query() -> Select[Any]:
 
 
 @cache
+def window_query(*, latest: bool) -> Select[Any]:
+    """``(item, seq)`` of ``:session_id`` with ``:after_seq < seq <= :upto_seq`` in order, or
+    (``latest``) its newest ``:limit`` of them, newest first: a framework session's events as
+    read with the session row (only the item, never the chat view)."""
+    query = select(_messages.c.item, _messages.c.seq).where(
+        _messages.c.session_id == bindparam("session_id"),
+        _messages.c.seq > bindparam("after_seq"),
+        _messages.c.seq <= bindparam("upto_seq"),
+    )
+    if latest:
+        return query.order_by(_messages.c.seq.desc()).limit(bindparam("limit"))
+    return query.order_by(_messages.c.seq)
+
+
+@cache
 def page_query(*, backward: bool, bounded: bool) -> Select[Any]:
     """Up to ``:limit`` messages of ``:session_id`` with ``:after_seq < seq`` (and, ``bounded``,
     ``seq < :before_seq``): the first ones in order, or (``backward``) the last ones, newest

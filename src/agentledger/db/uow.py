@@ -50,6 +50,7 @@ from agentledger.db.repositories.checkpoints import CheckpointRepository
 from agentledger.db.repositories.maintenance import MaintenanceRepository
 from agentledger.db.repositories.messages import MessageRepository
 from agentledger.db.repositories.partitions import PartitionRepository
+from agentledger.db.repositories.scoped_state import ScopedStateRepository
 from agentledger.db.repositories.search import SearchRepository
 from agentledger.db.repositories.sessions import SessionRepository
 from agentledger.db.repositories.tokens import TokenRepository
@@ -433,6 +434,10 @@ class UnitOfWork:
     @property
     def tokens(self) -> TokenRepository:
         return self._repository(TokenRepository)
+
+    @property
+    def scoped_state(self) -> ScopedStateRepository:
+        return self._repository(ScopedStateRepository)
 
     async def __aexit__(
         self,

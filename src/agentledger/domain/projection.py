@@ -34,6 +34,9 @@ MAX_ITEM_TYPE_LENGTH = 64
 #: The chat view's ``item_type`` of an item with neither ``type`` nor ``role`` (for example an
 #: ``EncryptedSession`` envelope): stored and returned exactly, with an empty assistant view.
 OPAQUE_ITEM_TYPE = "opaque"
+#: The ``type`` of a Google ADK event as the ADK adapter stores it:
+#: ``{"type": "adk_event", "event": Event.model_dump(mode="json")}``.
+ADK_EVENT_TYPE = "adk_event"
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +106,8 @@ def chat_view(item: Any) -> ChatView:
         return _langchain_view(item)
     if item_type == "message":
         return _message_view(item)
+    if item_type == ADK_EVENT_TYPE:
+        return _adk_event_view(item.get("event"))
     call_id = _optional_str(item.get("call_id"))
     if item_type.endswith("_output"):
         return ChatView("tool", _text_of(item.get("output")), None, call_id, item_type)
@@ -122,6 +127,42 @@ def _message_view(item: dict[str, Any]) -> ChatView:
     if tool_calls is not None and not isinstance(tool_calls, list):
         raise InvalidInputError("tool_calls must be a list of dicts or None")
     return ChatView(role, content, tool_calls, _optional_str(item.get("tool_call_id")), "message")
+
+
+def _adk_event_view(event: Any) -> ChatView:
+    """The chat view of a Google ADK event (plain dicts: no ADK import). Its content's parts
+    say what it is: function responses make a tool row, function calls an assistant row with
+    ``tool_calls``, text parts a user row (content role ``user``) or an assistant row."""
+    content = event.get("content") if isinstance(event, dict) else None
+    parts = content.get("parts") if isinstance(content, dict) else None
+    parts = [part for part in parts if isinstance(part, dict)] if isinstance(parts, list) else []
+    text = _text_of([part["text"] for part in parts if isinstance(part.get("text"), str)])
+    responses = [
+        p["function_response"] for p in parts if isinstance(p.get("function_response"), dict)
+    ]
+    if responses:
+        first = responses[0]
+        shown = [{"name": r.get("name"), "response": r.get("response")} for r in responses]
+        return ChatView(
+            "tool",
+            dump_json(shown[0] if len(shown) == 1 else shown, "function response"),
+            None,
+            _optional_str(first.get("id")),
+            ADK_EVENT_TYPE,
+        )
+    calls = [
+        {
+            "id": _optional_str(call.get("id")),
+            "type": "function",
+            "function": {
+                "name": call.get("name"),
+                "arguments": dump_json(call.get("args") or {}, "function call arguments"),
+            },
+        }
+        for call in (p["function_call"] for p in parts if isinstance(p.get("function_call"), dict))
+    ]
+    role = "user" if isinstance(content, dict) and content.get("role") == "user" else "assistant"
+    return ChatView(role, text, calls or None, None, ADK_EVENT_TYPE)
 
 
 def _text_of(value: Any) -> str:

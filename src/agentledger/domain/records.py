@@ -270,6 +270,8 @@ class SearchHit:
     created_at: datetime
     agent_name: str
     item_type: str = "message"
+    #: The framework of the hit's session (see :attr:`SessionRecord.framework`).
+    framework: str = "openai-agents"
 
 
 class SearchPage(Page[SearchHit]):
@@ -290,6 +292,52 @@ class TranscriptImport:
     session_id: uuid.UUID
     items_added: int
     created: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ScopedStates:
+    """A framework session's state at its three scopes (Google ADK's ``app:`` keys, ``user:``
+    keys and the session's own), each without its prefix; ``update_time``: the framework's
+    time of the session's last update (``None`` when it has none)."""
+
+    app: dict[str, Any]
+    user: dict[str, Any]
+    session: dict[str, Any]
+    update_time: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ScopedSession:
+    """A framework session as :meth:`SessionService.get_scoped_session` reads it: the session
+    (without messages), its scoped state, ``last_seq`` for a compare-and-append, and the
+    stored items of the requested window of its history, in order."""
+
+    record: SessionRecord
+    states: ScopedStates
+    last_seq: int
+    items: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ScopedSessionRow:
+    """A framework app's session as listed: no messages, its own state."""
+
+    id: uuid.UUID
+    user_id: str
+    name: str | None
+    state: dict[str, Any]
+    update_time: float
+
+
+@dataclass(frozen=True, slots=True)
+class ScopedSessionPage:
+    """One page of :meth:`SessionService.list_scoped_sessions`, with the app's state and the
+    listed users' state; ``next_after``: pass as ``after=`` for the next page."""
+
+    sessions: tuple[ScopedSessionRow, ...]
+    app_state: dict[str, Any]
+    user_states: dict[str, dict[str, Any]]
+    next_after: uuid.UUID | None
 
 
 # -- inside the library -------------------------------------------------------------------------

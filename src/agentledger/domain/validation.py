@@ -327,6 +327,17 @@ def check_metadata(metadata: object) -> dict[str, Any]:
     return decoded
 
 
+def check_state(state: object, what: str) -> dict[str, Any]:
+    """A framework's scoped state (or a change to it) as strict JSON: a mapping of string keys,
+    stored exactly (U+0000 included) in a ``json`` column."""
+    if not isinstance(state, Mapping):
+        raise InvalidInputError(
+            f"{what} must be a JSON object (a dict), got {type(state).__name__}"
+        )
+    decoded: dict[str, Any] = json.loads(dump_json(dict(state), what))
+    return decoded
+
+
 def check_usage(usage: object) -> Usage:
     """A token usage record: an :class:`~agentledger.Usage` whose counts fit a BIGINT."""
     if not isinstance(usage, Usage):

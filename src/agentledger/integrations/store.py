@@ -20,6 +20,9 @@ from agentledger.domain.records import (
     AppendResult,
     Checkpoint,
     ModelContext,
+    ScopedSession,
+    ScopedSessionPage,
+    ScopedStates,
     SessionRecord,
     SessionSpec,
     Usage,
@@ -129,3 +132,69 @@ class StoreProvider(Protocol):
     def service_for(self, user_id: str | None) -> HistoryStore: ...
 
     def owner(self, user_id: str | None) -> str: ...
+
+
+@runtime_checkable
+class ScopedSessionStore(Protocol):
+    """What an adapter of a framework with scoped state (Google ADK's app, user and session
+    state) needs: sessions found by their user's name for them, read with their state,
+    appended to with a state change in one transaction (compare-and-append), listed per app,
+    deleted. :class:`~agentledger.SessionService` satisfies it."""
+
+    def create_scoped_session(
+        self,
+        user_id: str,
+        agent_name: str,
+        name: str,
+        *,
+        framework: str,
+        states: ScopedStates,
+        update_time: float,
+    ) -> Awaitable[ScopedSession]: ...
+
+    def get_scoped_session(
+        self,
+        name: str,
+        *,
+        user_id: str,
+        agent_name: str,
+        framework: str,
+        recent: int | None = None,
+    ) -> Awaitable[ScopedSession | None]: ...
+
+    def append_scoped(
+        self,
+        session_id: SessionRef,
+        items: Sequence[Any],
+        *,
+        user_id: str,
+        expected_last_seq: int,
+        changes: ScopedStates,
+        update_time: float,
+    ) -> Awaitable[AppendResult]: ...
+
+    def get_scoped_state(
+        self, *, user_id: str, agent_name: str, framework: str
+    ) -> Awaitable[ScopedStates]: ...
+
+    def list_scoped_sessions(
+        self,
+        *,
+        agent_name: str,
+        framework: str,
+        user_id: str | None = None,
+        limit: int = ...,
+        after: uuid.UUID | None = None,
+    ) -> Awaitable[ScopedSessionPage]: ...
+
+    def delete_session(
+        self, session_id: SessionRef, *, user_id: str | None = None
+    ) -> Awaitable[bool]: ...
+
+
+@runtime_checkable
+class ScopedStoreProvider(Protocol):
+    """Hands an adapter the scoped store to use on a user's behalf (``None``: every user's,
+    for listings across users). :class:`~agentledger.Ledger` satisfies it."""
+
+    def service_for(self, user_id: str | None) -> ScopedSessionStore: ...

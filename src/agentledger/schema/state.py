@@ -196,6 +196,7 @@ _MARKS: tuple[tuple[str, Callable[[Connection], bool | None]], ...] = (
     ("agentledger_0005", lambda c: _has_column(c, "agent_sessions", "turn_holder")),
     ("agentledger_0006_frameworks", lambda c: _has_column(c, "agent_sessions", "framework")),
     ("agentledger_0007", lambda c: inspect(c).has_table("agentledger_api_tokens")),
+    ("agentledger_0008_adk_state", lambda c: inspect(c).has_table("ledger_app_state")),
 )
 
 

@@ -20,6 +20,7 @@ from agentledger.domain.validation import check_name
 from agentledger.services.checkpoints import Checkpoints
 from agentledger.services.maintenance import Maintenance
 from agentledger.services.partitions import Partitions
+from agentledger.services.scoped_state import ScopedState
 from agentledger.services.search import Search
 from agentledger.services.sessions import Sessions
 from agentledger.services.tokens import ApiTokens
@@ -29,7 +30,16 @@ from agentledger.services.usage import Usages
 
 
 class SessionService(
-    Sessions, Transfer, Usages, Search, Maintenance, Partitions, Turns, Checkpoints, ApiTokens
+    Sessions,
+    Transfer,
+    ScopedState,
+    Usages,
+    Search,
+    Maintenance,
+    Partitions,
+    Turns,
+    Checkpoints,
+    ApiTokens,
 ):
     """Create, append to, read, list, search, export, delete and clean up agent sessions."""
 

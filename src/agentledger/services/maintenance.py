@@ -161,6 +161,9 @@ class Maintenance(ServiceBase):
                         user_id, after=after, limit=batch_size
                     )
                     if not batch:
+                        # The user's framework state (ADK's user: keys) goes with them.
+                        await uow.scoped_state.erase_user(user_id)
+                        await uow.commit()
                         return total
                     deleted, blocked = await self._delete_sessions(uow, [c.id for c in batch])
                     await uow.commit()

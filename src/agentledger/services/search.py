@@ -61,6 +61,7 @@ class Search(ServiceBase):
                 created_at=row.created_at,
                 agent_name=row.agent_name,
                 item_type=row.item_type,
+                framework=row.framework,
             )
             for row in rows[:checked]
         )

@@ -24,6 +24,7 @@ from agentledger.domain.validation import (
     check_metadata,
     check_name,
     check_owner,
+    check_state,
     check_title,
     parse_session_id,
     prepare_item,
@@ -67,6 +68,7 @@ class Transfer(History):
                 sid, after_seq=state.trimmed_seq, upto_seq=state.last_seq, damaged=damaged
             )
             checkpoints = await uow.checkpoints.all(sid)
+            framework_state = await uow.scoped_state.session_state(sid)
         return SessionTranscript(
             id=state.id,
             user_id=state.user_id,
@@ -82,6 +84,7 @@ class Transfer(History):
             name=state.name,
             checkpoints=tuple(checkpoints),
             framework=state.framework,
+            framework_state=framework_state,
         )
 
     @operation()
@@ -211,6 +214,10 @@ class Transfer(History):
             name=name,
             framework=plan.framework,
         )
+        own = plan.transcript.framework_state
+        if own is not None:
+            state = check_state(own["state"], "the transcript's framework state")
+            await uow.scoped_state.put_session(plan.target, state, float(own["update_time"]))
 
     async def _check_import_target(
         self,

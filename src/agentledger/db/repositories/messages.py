@@ -21,7 +21,7 @@ from agentledger.db.fastpath import Statements
 from agentledger.db.models import batches_table, messages_table, sessions_table
 from agentledger.db.repositories.base import Repository
 from agentledger.db.rows import intact
-from agentledger.db.statements import history_query, items_query, page_query
+from agentledger.db.statements import history_query, items_query, page_query, window_query
 from agentledger.domain.encoding import statement_runs
 from agentledger.domain.records import MessageRecord, NewRow, SessionSpec
 
@@ -97,6 +97,21 @@ class MessageRepository(Repository):
         read reaches further back for as many intact items as were asked for."""
         items, _checkpoint = await self._latest_intact(session_id, limit, user_id, False)
         return items
+
+    async def window_items(
+        self, session_id: uuid.UUID, *, after_seq: int, upto_seq: int, limit: int | None
+    ) -> list[Any]:
+        """The items ``after_seq < seq <= upto_seq`` in order (``limit``: only the latest
+        ``limit`` of them; damaged rows are left out and not made up for)."""
+        params: dict[str, Any] = {
+            "session_id": session_id,
+            "after_seq": after_seq,
+            "upto_seq": upto_seq,
+            "limit": limit,
+        }
+        rows = await self._statements.rows(window_query(latest=limit is not None), params)
+        ordered = rows if limit is None else list(reversed(rows))
+        return [row.item for row in intact(session_id, ordered)]
 
     async def context_items(
         self, session_id: uuid.UUID, limit: int | None, user_id: str | None

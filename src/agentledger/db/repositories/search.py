@@ -29,7 +29,8 @@ class SearchRepository(Repository):
         agent_name: str | None,
         include_archived: bool,
     ) -> list[Any]:
-        """Rows ``(session_id, seq, role, content, item_type, created_at, agent_name, rank)``
+        """Rows ``(session_id, seq, role, content, item_type, created_at, agent_name, framework,
+        rank)``
         of ``user_id``'s matching messages, best first, then by ``(session_id, seq)``."""
         matches, rank = self._dialect.search(terms)
         statement: Select[Any] = (
@@ -41,6 +42,7 @@ class SearchRepository(Repository):
                 _messages.c.item_type,
                 _messages.c.created_at,
                 _sessions.c.agent_name,
+                _sessions.c.framework,
                 rank.label("rank"),
             )
             .join_from(_messages, _sessions, _sessions.c.id == _messages.c.session_id)

@@ -19,6 +19,7 @@ from agentledger.domain.transcripts.model import (
     VERSION_WITH_CHECKPOINTS,
     SessionTranscript,
     TranscriptMessage,
+    check_framework_state,
 )
 from agentledger.domain.validation import (
     DEFAULT_FRAMEWORK,
@@ -78,6 +79,11 @@ def jsonl_header(transcript: SessionTranscript, message_count: int) -> str:
             "trimmed_seq": transcript.trimmed_seq,
             "name": transcript.name,
             "framework": transcript.framework,
+            **(
+                {}
+                if transcript.framework_state is None
+                else {"framework_state": transcript.framework_state}
+            ),
         },
         "message_count": message_count,
     }
@@ -203,6 +209,7 @@ def read_jsonl(lines: Iterable[str], *, source: str = "transcript") -> SessionTr
         name=header["name"],
         checkpoints=tuple(checkpoints),
         framework=header["framework"],
+        framework_state=header["framework_state"],
     )
 
 
@@ -260,6 +267,11 @@ def _check_header(value: Any, source: str, number: int) -> dict[str, Any]:
     framework = session.get("framework", DEFAULT_FRAMEWORK)
     if not isinstance(framework, str):
         raise _problem(source, number, 'session "framework" must be a string')
+    framework_state = session.get("framework_state")
+    try:
+        check_framework_state(framework_state, 'session "framework_state"')
+    except InvalidInputError as error:
+        raise _problem(source, number, str(error)) from None
     metadata = session.get("metadata", {})
     if not isinstance(metadata, dict):
         raise _problem(source, number, 'session "metadata" must be an object')
@@ -300,6 +312,7 @@ def _check_header(value: Any, source: str, number: int) -> dict[str, Any]:
         "checkpoint_count": checkpoint_count,
         "name": name,
         "framework": framework,
+        "framework_state": framework_state,
     }
 
 

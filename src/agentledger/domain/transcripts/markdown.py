@@ -9,7 +9,7 @@ from typing import Any
 
 from agentledger.domain.display import terminal_text
 from agentledger.domain.langchain_messages import LANGCHAIN_ITEM_TYPE
-from agentledger.domain.projection import chat_view
+from agentledger.domain.projection import ADK_EVENT_TYPE, chat_view
 from agentledger.domain.records import Checkpoint
 from agentledger.domain.transcripts.model import SessionTranscript, TranscriptMessage
 from agentledger.errors import InvalidInputError
@@ -68,6 +68,9 @@ def markdown_head(transcript: SessionTranscript, marks: dict[int, list[Checkpoin
         lines.append(f"- archived: {transcript.archived_at.isoformat()}")
     if transcript.metadata:
         lines.append(f"- metadata: {_code(json.dumps(transcript.metadata, ensure_ascii=False))}")
+    if transcript.framework_state is not None and transcript.framework_state["state"]:
+        shown = json.dumps(transcript.framework_state["state"], ensure_ascii=False)
+        lines.append(f"- session state: {_code(shown)}")
     if transcript.trimmed_seq:
         lines.append(f"- messages 1 to {transcript.trimmed_seq} were trimmed by retention")
     for checkpoint in marks.get(transcript.trimmed_seq, []):
@@ -125,10 +128,11 @@ def _render_message(message: TranscriptMessage) -> list[str]:
         return [f"## {message.seq} · Tool result{call}", "", *_fenced(view.content)]
     if item_type == "reasoning":
         return [f"## {message.seq} · Reasoning", "", *_fenced(view.content)]
-    if item_type != "message":
+    if item_type not in ("message", ADK_EVENT_TYPE):
         return [f"## {message.seq} · {_code(item_type)}", "", *_fenced(_pretty(item), "json")]
     label = _ROLE_LABELS.get(view.role) or _code(view.role)
-    out = [f"## {message.seq} · {label}"]
+    author = _adk_author(item) if item_type == ADK_EVENT_TYPE else None
+    out = [f"## {message.seq} · {label}" + (f" {_code(author)}" if author else "")]
     if view.content:
         out.extend(["", *_fenced(view.content)])
     for tool_call in view.tool_calls or []:
@@ -147,6 +151,13 @@ def _render_message(message: TranscriptMessage) -> list[str]:
     if view.tool_call_id and view.role != "tool":
         out.extend(["", f"(answers call {_code(view.tool_call_id)})"])
     return out
+
+
+def _adk_author(item: Any) -> str | None:
+    """Who wrote a Google ADK event (``user`` or an agent's name), shown beside the role."""
+    event = item.get("event") if isinstance(item, dict) else None
+    author = event.get("author") if isinstance(event, dict) else None
+    return author if isinstance(author, str) and author else None
 
 
 def _one_line(text: str) -> str:

@@ -6,6 +6,7 @@ Pure: the service builds a :class:`SessionTranscript` (``export_session``) and s
 
 from __future__ import annotations
 
+import math
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -58,6 +59,10 @@ class SessionTranscript:
     checkpoints: tuple[Checkpoint, ...] = ()
     #: The agent framework whose conversation this is (``openai-agents``, ``adk``, ...).
     framework: str = "openai-agents"
+    #: The session's own framework state (Google ADK's session state), if it has any:
+    #: ``{"state": {...}, "update_time": float}``. App and user state belong to no session and
+    #: are not exported with one.
+    framework_state: dict[str, Any] | None = None
 
     @property
     def items(self) -> list[Any]:
@@ -83,6 +88,7 @@ def check_transcript(transcript: SessionTranscript) -> None:
             raise InvalidInputError(f"the transcript's {name} must be a string")
     if not isinstance(transcript.framework, str):
         raise InvalidInputError("the transcript's framework must be a string")
+    check_framework_state(transcript.framework_state, "the transcript's framework_state")
     for optional in ("title", "name"):
         if getattr(transcript, optional) is not None and not isinstance(
             getattr(transcript, optional), str
@@ -137,6 +143,23 @@ def check_transcript(transcript: SessionTranscript) -> None:
                 f"checkpoint {index}'s usage must hold integers from 0 to {MAX_SEQ}"
             )
         _check_time(checkpoint.created_at, f"created_at of checkpoint {index}", optional=False)
+
+
+def check_framework_state(value: object, what: str) -> None:
+    """``None``, or ``{"state": <object>, "update_time": <finite number>}``."""
+    if value is None:
+        return
+    if (
+        not isinstance(value, dict)
+        or set(value) != {"state", "update_time"}
+        or not isinstance(value["state"], dict)
+        or isinstance(value["update_time"], bool)
+        or not isinstance(value["update_time"], (int, float))
+        or not math.isfinite(value["update_time"])
+    ):
+        raise InvalidInputError(
+            f'{what} must be null or {{"state": {{...}}, "update_time": <seconds>}}'
+        )
 
 
 def _check_time(value: object, what: str, *, optional: bool) -> None:
