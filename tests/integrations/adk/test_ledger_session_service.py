@@ -12,7 +12,7 @@ from google.adk.errors.session_not_found_error import SessionNotFoundError
 from google.adk.events.event import Event
 from google.adk.sessions.session import Session
 
-from agentledger import InvalidInputError, Ledger
+from agentledger import InvalidInputError, Ledger, LedgerError
 from agentledger import StaleSessionError as LedgerStaleSessionError
 from agentledger.integrations.adk import LedgerSessionService, StaleSessionError
 from agentledger.transcripts import dumps_jsonl, loads_jsonl, render_markdown
@@ -223,3 +223,22 @@ async def test_export_and_import_keep_an_adk_session_whole(
     assert copy.events == original.events
     assert copy.state == {"city": "Oslo", "nights": 2}  # ana's user state stays ana's
     assert copy.last_update_time == original.last_update_time == 7.25
+
+
+async def test_a_message_written_around_the_adapter_is_named_when_read(
+    adk: LedgerSessionService, ledger: Ledger
+) -> None:
+    """A plain ledger write into an ADK session is no event: reading the session says so,
+    with the fix, instead of a bare KeyError (regression)."""
+    session = await adk.create_session(app_name="app", user_id="u", session_id="s")
+    await adk.append_event(session, event("user", "hi", timestamp=1.0))
+    await ledger.service.add_message(await _ledger_id(ledger), role="user", content="x")
+    with pytest.raises(LedgerError, match="not an ADK event") as raised:
+        await adk.get_session(app_name="app", user_id="u", session_id="s")
+    assert "rewind_session" in str(raised.value)
+
+
+async def _ledger_id(ledger: Ledger) -> uuid.UUID:
+    page = await ledger.service.list_user_sessions("u", framework="adk")
+    (only,) = page.items
+    return only.id

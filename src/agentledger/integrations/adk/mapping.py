@@ -23,6 +23,7 @@ from pydantic_core import to_jsonable_python
 
 from agentledger.domain.projection import ADK_EVENT_TYPE
 from agentledger.domain.records import ScopedStates
+from agentledger.errors import LedgerError
 
 #: The framework name ADK sessions carry in the ledger.
 FRAMEWORK = "adk"
@@ -51,7 +52,18 @@ def event_item(event: Event) -> dict[str, Any]:
 
 
 def item_event(item: Any) -> Event:
-    """The event a stored item holds."""
+    """The event a stored item holds; a message another writer added to an ADK session (the
+    service's ``add_message``, an Agents SDK session opened on it) is no event, and reading
+    the session says so rather than guessing one."""
+    if not (isinstance(item, dict) and item.get("type") == ADK_EVENT_TYPE and "event" in item):
+        kind = item.get("type", item.get("role")) if isinstance(item, dict) else type(item).__name__
+        raise LedgerError(
+            f"this ADK session holds a message that is not an ADK event (a {kind!r} item, "
+            "written through another API: service.add_message/add_items or an Agents SDK "
+            "session); ADK sessions take only events appended through LedgerSessionService. "
+            "Remove it with service.rewind_session(session id, seq before it), or delete the "
+            "session"
+        )
     return Event.model_validate(item["event"])
 
 
