@@ -208,6 +208,7 @@ ADMIN_WIDE = {
     ("cleanup",),
     ("demo",),
     ("serve",),
+    ("retire-partition",),
 }
 
 #: Commands that read or write no session at all: their ``--user`` names whom an API token acts
