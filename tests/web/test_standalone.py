@@ -8,6 +8,7 @@ import importlib.util
 import json
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,6 +16,7 @@ import pytest
 
 from agentledger import Ledger
 from agentledger.cli import main
+from agentledger.web import create_app
 from tests.conftest import run_sync
 from tests.support.processes import finished
 from tests.support.server import agentledger_serve, free_port
@@ -264,3 +266,20 @@ async def test_serve_refuses_to_listen_beyond_loopback_without_tokens(tmp_path: 
     assert code == 1
     assert "tokens create" in err
     assert "0.0.0.0" in err
+
+
+async def test_the_openapi_document_lists_no_422_the_api_never_sends(
+    tmp_path: Path,
+) -> None:
+    """Bad input is a 400 problem document; FastAPI's default 422 entry is not listed
+    (regression: every route listed it), and every other error is the documented default."""
+    ledger = Ledger.from_url(f"sqlite+aiosqlite:///{tmp_path / 'openapi.db'}")
+    try:
+        document = create_app(ledger).openapi()
+    finally:
+        await ledger.dispose()
+    operations = [op for path in document["paths"].values() for op in path.values()]
+    assert operations
+    for operation in operations:
+        assert "422" not in operation["responses"]
+        assert "default" in operation["responses"]

@@ -66,7 +66,13 @@ def create_app(
         create_admin_router(ledger, current_admin=bearer_admin(ledger)),
         prefix=f"{API_PREFIX}/admin",
         responses=problem_responses(
-            {**_UNAUTHORIZED, 403: "not an admin token", 400: "bad input", 503: "unavailable"}
+            {
+                **_UNAUTHORIZED,
+                403: "not an admin token",
+                400: "bad input",
+                503: "unavailable",
+                "default": "another error (500: the server failed; its log says why)",
+            }
         ),
     )
     ui_router = _ui_router(ledger) if ui else None

@@ -53,7 +53,7 @@ MAX_ITEMS = 10_000
 CurrentUser = Callable[..., Any]
 
 
-def problem_responses(codes: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+def problem_responses(codes: dict[Any, str]) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for error responses: a problem document, its schema inline (a
     ``model`` would also be listed as application/json, which these responses never are)."""
     return {
@@ -73,6 +73,10 @@ _PROBLEMS = problem_responses(
         409: "stale (If-Match) or conflicting write",
         413: "request body too large",
         503: "database unavailable; Retry-After when retrying may succeed",
+        # Any other error is a problem document too (500: the server's side, summed up).
+        # Declaring it also keeps FastAPI from listing a 422 the API never sends (bad
+        # input is a 400).
+        "default": "another error (500: the server failed; its log says why)",
     }
 )
 
