@@ -50,6 +50,7 @@ async def test_every_api_request_needs_an_active_token(
         assert response.status_code == 401
         assert response.headers["www-authenticate"] == "Bearer"
         assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["retryable"] is False  # like every problem (regression)
 
     created = await app_client.post(
         "/api/v1/sessions", json={"agent_name": "A"}, headers=bearer(alice)

@@ -65,7 +65,8 @@ class WebProblem(Exception):
         self.detail = detail
 
     def response(self) -> Response:
-        return problem(self.status, self.detail, kind=type(self).__name__)
+        # Sending the same request again changes nothing: the credentials must change first.
+        return problem(self.status, self.detail, kind=type(self).__name__, retryable=False)
 
 
 class Unauthorized(WebProblem):
