@@ -9,9 +9,11 @@ four ledgers over the same database, interleaved:
   path keeps running; its statements get agentledger's spans);
 * ``telemetry``: agentledger's telemetry on, no host instrumentation.
 
-Spans go through the OpenTelemetry SDK (``TracerProvider`` with a ``SimpleSpanProcessor``) to
-an exporter that drops them, so the cost measured is making and ending the spans, not shipping
-them; metrics are aggregated by the SDK's ``MeterProvider`` (an in-memory reader).
+Spans go through the OpenTelemetry SDK as a production host configures it (``TracerProvider``
+with a ``BatchSpanProcessor``; the ``SimpleSpanProcessor`` exports on the caller's thread and
+is meant for debugging) to an exporter that drops them, so the cost measured is making and
+ending the spans, not shipping them; metrics are aggregated by the SDK's ``MeterProvider`` (an
+in-memory reader).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from agentledger import Ledger
 from agentledger.services.telemetry import Telemetry
@@ -58,7 +60,7 @@ async def telemetry_workload(
 ) -> dict[str, Any]:
     exporter = Dropped()
     tracer_provider = TracerProvider()
-    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
     meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
     telemetry = Telemetry(tracer_provider=tracer_provider, meter_provider=meter_provider)
 

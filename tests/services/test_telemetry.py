@@ -31,7 +31,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 from sqlalchemy import event
 
-from agentledger import Ledger, StaleSessionError
+from agentledger import Ledger, LedgerError, StaleSessionError
 from agentledger.services.telemetry import Telemetry
 
 SECRET = "my card number is 4111 1111 1111 1111"
@@ -220,23 +220,20 @@ async def test_an_instrumented_host_keeps_the_fast_path_and_sees_every_statement
         assert counted_driver == ["driver", "driver"]  # both hot paths took the fast path
         assert any("keeps running under OpenTelemetry" in r.getMessage() for r in caplog.records)
 
-        # Each fast-path statement is a CLIENT span inside its operation's span, with the SQL
-        # text (the parameters, and so the content, never).
+        # Each hot path runs one fast-path statement: its attributes (the SQL text; the
+        # parameters, and so the content, never) are on the operation's span, which has no
+        # statement span of its own (a span costs more than the statement's bookkeeping).
         for operation in ("agentledger.add_items", "agentledger.get_items"):
-            (parent,) = otel.named(operation)
-            children = [
-                span
-                for span in otel.finished()
-                if span.parent is not None and span.parent.span_id == parent.context.span_id
-            ]
-            statements = [span for span in children if span.kind is SpanKind.CLIENT]
-            assert len(statements) == 1, operation
-            attributes = dict(statements[0].attributes or {})
+            (span,) = otel.named(operation)
+            assert children_of(otel, span) == [], operation
+            attributes = dict(span.attributes or {})
             assert attributes["db.system.name"] == "postgresql"
             assert attributes["db.namespace"] == ledger.engine.url.database
             assert attributes["server.address"] == ledger.engine.url.host
             assert attributes["server.port"] == ledger.engine.url.port
             assert "conversation_messages" in str(attributes["db.query.text"])
+        get_items = dict(otel.named("agentledger.get_items")[0].attributes or {})
+        assert get_items["db.operation.name"] == "SELECT"
         assert dict(otel.named("agentledger.get_items")[0].attributes or {})["agentledger.items"]
         assert not any(SECRET in value for value in attribute_values(otel.finished()))
 
@@ -249,6 +246,73 @@ async def test_an_instrumented_host_keeps_the_fast_path_and_sees_every_statement
             span for span in otel.finished() if "db.statement" in (span.attributes or {})
         ]
         assert traced_by_host
+
+
+def children_of(otel: Otel, parent: ReadableSpan) -> list[ReadableSpan]:
+    return [
+        span
+        for span in otel.finished()
+        if span.parent is not None and span.parent.span_id == parent.context.span_id
+    ]
+
+
+async def test_an_operation_of_several_statements_gets_a_client_span_for_each(
+    pg_database_url: str, otel: Otel, instrument: Any, counted_driver: list[str]
+) -> None:
+    async with Ledger.from_url(pg_database_url, telemetry=otel.telemetry) as ledger:
+        instrument(ledger)
+        service = ledger.service
+        session = await service.create_session("u1", "a")
+        await service.add_items(session.id, [{"role": "user", "content": SECRET}])
+        otel.spans.clear()
+        counted_driver.clear()
+        # What a model receives: the session, its newest checkpoint, then the messages after
+        # it: three fast-path statements.
+        context = await service.get_context(session.id)
+        assert len(context.messages) == 1
+        assert counted_driver == ["driver", "driver", "driver"]
+        (operation,) = otel.named("agentledger.get_context")
+        statements = children_of(otel, operation)
+        assert [span.kind for span in statements] == [SpanKind.CLIENT] * 3
+        assert "db.query.text" not in (operation.attributes or {})
+        assert operation.start_time is not None
+        assert operation.end_time is not None
+        previous_end = operation.start_time
+        for span in sorted(statements, key=lambda one: one.start_time or 0):
+            # Timed as they ran: in order, inside the operation, each taking some time.
+            assert span.start_time is not None
+            assert span.end_time is not None
+            assert previous_end <= span.start_time < span.end_time <= operation.end_time
+            previous_end = span.end_time
+            attributes = dict(span.attributes or {})
+            assert attributes["db.operation.name"] == "SELECT"
+            assert attributes["server.port"] == ledger.engine.url.port
+            assert span.status.status_code is StatusCode.UNSET
+        assert not any(SECRET in value for value in attribute_values(otel.finished()))
+
+
+async def test_a_failed_statement_is_a_client_span_with_its_error(
+    pg_database_url: str, otel: Otel, instrument: Any
+) -> None:
+    async with Ledger.from_url(pg_database_url, telemetry=otel.telemetry) as ledger:
+        instrument(ledger)
+        service = ledger.service
+        session = await service.create_session("u1", "a")
+        async with ledger.engine.begin() as connection:
+            await connection.exec_driver_sql(
+                "ALTER TABLE conversation_messages RENAME TO conversation_messages_gone"
+            )
+        otel.spans.clear()
+        with pytest.raises(LedgerError):
+            await service.get_items(session.id, 50)
+        (operation,) = otel.named("agentledger.get_items")
+        assert operation.status.status_code is StatusCode.ERROR
+        (statement,) = children_of(otel, operation)
+        assert statement.kind is SpanKind.CLIENT
+        assert statement.status.status_code is StatusCode.ERROR
+        attributes = dict(statement.attributes or {})
+        assert attributes["error.type"] == "agentledger.errors.SchemaNotReadyError"
+        assert "conversation_messages" in str(attributes["db.query.text"])
 
 
 async def test_without_agentledger_telemetry_the_instrumentation_sees_statements_instead(

@@ -17,9 +17,14 @@ user id is often personal data; a host that wants it on its traces adds it to it
 
 Statements that skip SQLAlchemy's execution layer (the asyncpg fast path) are invisible to
 OpenTelemetry's SQLAlchemy instrumentation; with telemetry on, the fast path keeps running on
-such an instrumented engine and each of its statements is a CLIENT span of its own from
-:meth:`DatabaseTelemetry.statement`, with the attributes that instrumentation gives its spans
-(the SQL text, never the parameters), so the host's traces still show every statement.
+such an instrumented engine and :meth:`DatabaseTelemetry.statement` describes each of its
+statements with the attributes that instrumentation gives its spans (the SQL text, never the
+parameters), so the host's traces still show every statement. A span costs far more than the
+attributes (on a slow machine, a sixth of a tail read), and both hot paths run one statement
+per operation, so a statement inside an operation is only timed while it runs: when the
+operation ends, a single successful statement's attributes go on the operation's span, and
+otherwise (several statements, or one that failed) each becomes a CLIENT span of its own,
+parented to the operation and carrying the times it really started and ended.
 """
 
 from __future__ import annotations
@@ -28,7 +33,9 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, TypeVar
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy.engine import URL
 
@@ -59,6 +66,31 @@ _MISSING = (
 _SYSTEMS = {"postgresql": "postgresql", "sqlite": "sqlite"}
 #: Statement verbs that are a ``db.operation.name`` of their own.
 _VERBS = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE"})
+#: Statement descriptions kept per database (the fast path's statements number a few dozen).
+_MAX_DESCRIBED = 256
+
+
+@dataclass(slots=True)
+class _Ran:
+    """One fast-path statement run inside an operation: timed now, described at its end."""
+
+    database: DatabaseTelemetry
+    sql: str
+    started: int
+    ended: int = 0
+    error: BaseException | None = None
+
+
+@dataclass(slots=True)
+class _Running:
+    """The statements of the operation running in this context (until it ends)."""
+
+    statements: list[_Ran] = field(default_factory=list)
+    open: bool = True
+
+
+#: The innermost operation of this context that collects its statements.
+_RUNNING: ContextVar[_Running | None] = ContextVar("agentledger_operation", default=None)
 
 
 class Telemetry:
@@ -75,11 +107,11 @@ class Telemetry:
         meter_provider: MeterProvider | None = None,
     ) -> None:
         try:
-            from opentelemetry import metrics, trace
+            from opentelemetry import context, metrics, trace
             from opentelemetry.trace import SpanKind, Status, StatusCode
         except ImportError as error:
             raise ConfigurationError(_MISSING) from error
-        self._trace = trace
+        self._trace, self._context = trace, context
         self.tracer = trace.get_tracer(SCOPE, __version__, tracer_provider, schema_url=SCHEMA_URL)
         meter = metrics.get_meter(SCOPE, __version__, meter_provider, schema_url=SCHEMA_URL)
         self.append_duration = meter.create_histogram(
@@ -99,6 +131,53 @@ class Telemetry:
         """This telemetry for the database at ``url`` (its attributes on every span)."""
         return DatabaseTelemetry(self, url)
 
+    @contextmanager
+    def _client_span(self, database: DatabaseTelemetry, sql: str) -> Iterator[None]:
+        """A CLIENT span around a statement that runs outside any operation."""
+        name, attributes = database.described(sql)
+        with self.tracer.start_as_current_span(
+            name,
+            kind=self._client,
+            attributes=attributes,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            try:
+                yield
+            except BaseException as error:
+                self._failed(span, error)
+                raise
+
+    def _describe(self, operation: Any, statements: list[_Ran]) -> None:
+        """The statements an operation ran, on its span (``operation``, still open): a single
+        successful one as its attributes, otherwise a CLIENT span each, timed as they ran."""
+        if len(statements) == 1 and statements[0].error is None and statements[0].ended:
+            ran = statements[0]
+            operation.set_attributes(ran.database.described(ran.sql)[1])
+            return
+        parent = self._trace.set_span_in_context(operation)
+        for ran in statements:
+            name, attributes = ran.database.described(ran.sql)
+            span = self.tracer.start_span(
+                name,
+                context=parent,
+                kind=self._client,
+                attributes=attributes,
+                start_time=ran.started,
+                record_exception=False,
+                set_status_on_exception=False,
+            )
+            if ran.error is not None:
+                self._failed(span, ran.error)
+            span.end(end_time=ran.ended or time.time_ns())
+
+    def _failed(self, span: Any, error: BaseException) -> str:
+        """Mark ``span`` failed by ``error`` (its type, never its message); the type's name."""
+        kind = _error_type(error)
+        span.set_attribute("error.type", kind)
+        span.set_status(self._status(self._error, type(error).__name__))
+        return kind
+
 
 class DatabaseTelemetry:
     """:class:`Telemetry` bound to one database: the operation spans of a service, and the
@@ -117,6 +196,7 @@ class DatabaseTelemetry:
             if url.port is not None:
                 self.server["server.port"] = url.port
         self._metric_attributes = {"db.system.name": system}
+        self._described: dict[str, tuple[str, dict[str, str | int]]] = {}
 
     async def operation(self, name: str, call: Callable[[], Awaitable[T]], session_id: object) -> T:
         """Run ``call`` (the operation ``name``) in its span; appends also feed the metrics."""
@@ -124,64 +204,91 @@ class DatabaseTelemetry:
         attributes: dict[str, str | int] = dict(self.attributes)
         if isinstance(session_id, (uuid.UUID, str)):
             attributes["agentledger.session_id"] = str(session_id)
-        with telemetry.tracer.start_as_current_span(
+        # start_span and attach by hand: what start_as_current_span does, minus its two
+        # generator-based context managers (measurable on a hot path).
+        span = telemetry.tracer.start_span(
             f"agentledger.{name}",
             kind=telemetry._internal,
             attributes=attributes,
             record_exception=False,
             set_status_on_exception=False,
-        ) as span:
-            began = time.perf_counter()
-            try:
-                result = await call()
-            except BaseException as error:
-                kind = _error_type(error)
-                span.set_attribute("error.type", kind)
-                span.set_status(telemetry._status(telemetry._error, type(error).__name__))
-                if name in APPENDS:
-                    telemetry.append_duration.record(
-                        time.perf_counter() - began,
-                        {
-                            **self._metric_attributes,
-                            "agentledger.operation": name,
-                            "error.type": kind,
-                        },
-                    )
-                raise
+        )
+        running = _Running()
+        token = telemetry._context.attach(telemetry._trace.set_span_in_context(span))
+        statements = _RUNNING.set(running)
+        began = time.perf_counter()
+        try:
+            result = await call()
+        except BaseException as error:
+            kind = telemetry._failed(span, error)
+            if name in APPENDS:
+                telemetry.append_duration.record(
+                    time.perf_counter() - began, self._metric(name, kind)
+                )
+            raise
+        else:
             count = _count(result)
             if count is not None:
                 span.set_attribute("agentledger.items", count)
             if name in APPENDS:
-                metric = {**self._metric_attributes, "agentledger.operation": name}
+                metric = self._metric(name)
                 telemetry.append_duration.record(time.perf_counter() - began, metric)
                 stored = _stored(result)
                 if stored:
                     telemetry.items_appended.add(stored, metric)
             return result
+        finally:
+            _RUNNING.reset(statements)
+            telemetry._context.detach(token)
+            running.open = False
+            if running.statements:
+                telemetry._describe(span, running.statements)
+            span.end()
+
+    def _metric(self, name: str, error: str | None = None) -> dict[str, str]:
+        """The attributes of an append's measurements."""
+        attributes = {**self._metric_attributes, "agentledger.operation": name}
+        if error is not None:
+            attributes["error.type"] = error
+        return attributes
 
     @contextmanager
     def statement(self, sql: str) -> Iterator[None]:
-        """A CLIENT span for one statement the fast path runs (its SQL text, not parameters)."""
-        telemetry = self.telemetry
-        verb = sql.lstrip().split(None, 1)[0].upper() if sql.strip() else ""
-        attributes: dict[str, str | int] = {**self.attributes, **self.server}
-        attributes["db.query.text"] = sql
-        if verb in _VERBS:
-            attributes["db.operation.name"] = verb
-        target = self.attributes.get("db.namespace") or self.attributes["db.system.name"]
-        with telemetry.tracer.start_as_current_span(
-            f"{verb} {target}" if verb in _VERBS else target,
-            kind=telemetry._client,
-            attributes=attributes,
-            record_exception=False,
-            set_status_on_exception=False,
-        ) as span:
-            try:
+        """Around one statement the fast path runs: timed for the operation running in this
+        context (which describes it when it ends), or a CLIENT span now outside any."""
+        running = _RUNNING.get()
+        if running is None or not running.open:
+            with self.telemetry._client_span(self, sql):
                 yield
-            except BaseException as error:
-                span.set_attribute("error.type", _error_type(error))
-                span.set_status(telemetry._status(telemetry._error, type(error).__name__))
-                raise
+            return
+        ran = _Ran(self, sql, time.time_ns())
+        running.statements.append(ran)
+        try:
+            yield
+        except BaseException as error:
+            ran.error = error
+            raise
+        finally:
+            ran.ended = time.time_ns()
+
+    def described(self, sql: str) -> tuple[str, dict[str, str | int]]:
+        """The span name and attributes of statement ``sql``, as OpenTelemetry's SQLAlchemy
+        instrumentation gives them (stable names; the SQL text, never its parameters)."""
+        known = self._described.get(sql)
+        if known is None:
+            if len(self._described) >= _MAX_DESCRIBED:
+                self._described.clear()
+            verb = sql.lstrip().split(None, 1)[0].upper() if sql.strip() else ""
+            attributes: dict[str, str | int] = {**self.attributes, **self.server}
+            attributes["db.query.text"] = sql
+            if verb in _VERBS:
+                attributes["db.operation.name"] = verb
+            target = self.attributes.get("db.namespace") or self.attributes["db.system.name"]
+            known = self._described[sql] = (
+                f"{verb} {target}" if verb in _VERBS else target,
+                attributes,
+            )
+        return known
 
 
 def _error_type(error: BaseException) -> str:
