@@ -28,9 +28,10 @@ for: what that instrumentation makes of a statement is a CLIENT span with the SQ
 database's attributes, which agentledger's own telemetry makes just as well. So when the
 Ledger's telemetry is on (``statement_spans``) and the only statement listeners on the engine
 are that instrumentation's (without its SQL commenter, which rewrites statements), the fast
-path keeps running and each of its statements runs inside a span of its own
-(:class:`StatementSpans`); statements of transactions still go through SQLAlchemy and the
-instrumentation. :attr:`FastPath.covered` says when that happens (logged once at INFO too).
+path keeps running and the telemetry describes each of its statements
+(:class:`StatementSpans`: on the operation's span, or a span of its own, see
+:mod:`agentledger.services.telemetry`); statements of transactions still go through SQLAlchemy
+and the instrumentation. :attr:`FastPath.covered` says when that happens (logged once at INFO too).
 Any other listener still makes the fast path step aside: agentledger cannot know what it wants.
 
 Errors are translated here (the service only sees :class:`~agentledger.errors.LedgerError`); a
@@ -107,7 +108,8 @@ class StatementSpans(Protocol):
     """Telemetry that covers statements no SQLAlchemy listener sees (see the module's text)."""
 
     def statement(self, sql: str) -> AbstractContextManager[None]:
-        """Around one statement: ``sql`` is its text (never its parameters)."""
+        """Around one statement: ``sql`` is its text (never its parameters); an error leaving
+        the block is the statement's."""
         ...
 
 
@@ -155,6 +157,11 @@ class FastPath:
         self.spanned = None if statement_spans is None else self.driver.spanned(statement_spans)
         self._engine = engine.sync_engine
         self._reported: tuple[str | None, bool] = (None, False)
+        #: The statement listeners last judged, and the judgement.
+        self._judged: tuple[tuple[tuple[Any, ...], ...] | None, tuple[str | None, bool]] = (
+            None,
+            (None, False),
+        )
 
     @classmethod
     def for_engine(
@@ -173,7 +180,7 @@ class FastPath:
     @property
     def covered(self) -> bool:
         """Whether the fast path runs on an engine OpenTelemetry's SQLAlchemy instrumentation
-        watches, each of its statements in a span of agentledger's telemetry instead."""
+        watches, its statements described by agentledger's telemetry instead."""
         return self._observers() == (None, True)
 
     def _observers(self) -> tuple[str | None, bool]:
@@ -185,13 +192,28 @@ class FastPath:
             return "a schema_translate_map", False
         dispatch = engine.dispatch
         # handle_error is listened to on the engine and kept by its dialect.
-        listened = [(name, list(getattr(dispatch, name))) for name in _STATEMENT_EVENTS]
-        listened.append(("handle_error", list(engine.dialect.dispatch.handle_error)))
+        listeners = (  # in the order of _STATEMENT_EVENTS
+            tuple(dispatch.before_execute),
+            tuple(dispatch.after_execute),
+            tuple(dispatch.before_cursor_execute),
+            tuple(dispatch.after_cursor_execute),
+            tuple(engine.dialect.dispatch.handle_error),
+        )
+        if listeners == self._judged[0]:
+            return self._judged[1]
+        judged = self._judge(listeners)
+        self._judged = (listeners, judged)
+        return judged
+
+    def _judge(self, listeners: tuple[tuple[Any, ...], ...]) -> tuple[str | None, bool]:
+        """:meth:`_observers` for these listeners (per event, as in :data:`_STATEMENT_EVENTS`
+        then ``handle_error``), judged once per change of them: hosts instrument at startup."""
+        listened = zip((*_STATEMENT_EVENTS, "handle_error"), listeners, strict=True)
         instrumented = False
-        for name, listeners in listened:
-            if not listeners:
+        for name, found in listened:
+            if not found:
                 continue
-            if all(_otel_listener(listener) for listener in listeners):
+            if all(_otel_listener(listener) for listener in found):
                 if self.spanned is None:
                     return (
                         f"a {name} listener on the engine (OpenTelemetry's SQLAlchemy "

@@ -32,10 +32,10 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from sqlalchemy.engine import URL
 
@@ -70,15 +70,25 @@ _VERBS = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE"})
 _MAX_DESCRIBED = 256
 
 
-@dataclass(slots=True)
 class _Ran:
-    """One fast-path statement run inside an operation: timed now, described at its end."""
+    """One fast-path statement run inside an operation, as the context manager around it:
+    timed now, described when the operation ends (a class, not a generator: it is on the hot
+    path)."""
 
-    database: DatabaseTelemetry
-    sql: str
-    started: int
-    ended: int = 0
-    error: BaseException | None = None
+    __slots__ = ("_running", "database", "ended", "error", "sql", "started")
+
+    def __init__(self, database: DatabaseTelemetry, sql: str, running: _Running) -> None:
+        self.database, self.sql, self._running = database, sql, running
+        self.started = self.ended = 0
+        self.error: BaseException | None = None
+
+    def __enter__(self) -> None:
+        self.started = time.time_ns()
+        self._running.statements.append(self)
+
+    def __exit__(self, kind: object, error: BaseException | None, trace: object) -> None:
+        self.ended = time.time_ns()
+        self.error = error
 
 
 @dataclass(slots=True)
@@ -134,7 +144,7 @@ class Telemetry:
     @contextmanager
     def _client_span(self, database: DatabaseTelemetry, sql: str) -> Iterator[None]:
         """A CLIENT span around a statement that runs outside any operation."""
-        name, attributes = database.described(sql)
+        name, attributes, _own = database.described(sql)
         with self.tracer.start_as_current_span(
             name,
             kind=self._client,
@@ -148,16 +158,24 @@ class Telemetry:
                 self._failed(span, error)
                 raise
 
-    def _describe(self, operation: Any, statements: list[_Ran]) -> None:
-        """The statements an operation ran, on its span (``operation``, still open): a single
-        successful one as its attributes, otherwise a CLIENT span each, timed as they ran."""
+    def _describe(
+        self, operation: Any, statements: list[_Ran], database: DatabaseTelemetry
+    ) -> None:
+        """The statements an operation on ``database`` ran, on its span (``operation``, still
+        open): a single successful one as its attributes, otherwise a CLIENT span each, timed
+        as they ran."""
         if len(statements) == 1 and statements[0].error is None and statements[0].ended:
             ran = statements[0]
-            operation.set_attributes(ran.database.described(ran.sql)[1])
+            described = ran.database.described(ran.sql)
+            # The operation's span has its database's attributes already; a statement on
+            # another database (a replica's read) gives all of its own.
+            operation.set_attributes(
+                described.own if ran.database is database else described.attributes
+            )
             return
         parent = self._trace.set_span_in_context(operation)
         for ran in statements:
-            name, attributes = ran.database.described(ran.sql)
+            name, attributes, _own = ran.database.described(ran.sql)
             span = self.tracer.start_span(
                 name,
                 context=parent,
@@ -196,7 +214,7 @@ class DatabaseTelemetry:
             if url.port is not None:
                 self.server["server.port"] = url.port
         self._metric_attributes = {"db.system.name": system}
-        self._described: dict[str, tuple[str, dict[str, str | int]]] = {}
+        self._described: dict[str, _Described] = {}
 
     async def operation(self, name: str, call: Callable[[], Awaitable[T]], session_id: object) -> T:
         """Run ``call`` (the operation ``name``) in its span; appends also feed the metrics."""
@@ -242,7 +260,7 @@ class DatabaseTelemetry:
             telemetry._context.detach(token)
             running.open = False
             if running.statements:
-                telemetry._describe(span, running.statements)
+                telemetry._describe(span, running.statements, self)
             span.end()
 
     def _metric(self, name: str, error: str | None = None) -> dict[str, str]:
@@ -252,26 +270,15 @@ class DatabaseTelemetry:
             attributes["error.type"] = error
         return attributes
 
-    @contextmanager
-    def statement(self, sql: str) -> Iterator[None]:
+    def statement(self, sql: str) -> AbstractContextManager[None]:
         """Around one statement the fast path runs: timed for the operation running in this
         context (which describes it when it ends), or a CLIENT span now outside any."""
         running = _RUNNING.get()
         if running is None or not running.open:
-            with self.telemetry._client_span(self, sql):
-                yield
-            return
-        ran = _Ran(self, sql, time.time_ns())
-        running.statements.append(ran)
-        try:
-            yield
-        except BaseException as error:
-            ran.error = error
-            raise
-        finally:
-            ran.ended = time.time_ns()
+            return self.telemetry._client_span(self, sql)
+        return _Ran(self, sql, running)
 
-    def described(self, sql: str) -> tuple[str, dict[str, str | int]]:
+    def described(self, sql: str) -> _Described:
         """The span name and attributes of statement ``sql``, as OpenTelemetry's SQLAlchemy
         instrumentation gives them (stable names; the SQL text, never its parameters)."""
         known = self._described.get(sql)
@@ -279,16 +286,23 @@ class DatabaseTelemetry:
             if len(self._described) >= _MAX_DESCRIBED:
                 self._described.clear()
             verb = sql.lstrip().split(None, 1)[0].upper() if sql.strip() else ""
-            attributes: dict[str, str | int] = {**self.attributes, **self.server}
-            attributes["db.query.text"] = sql
+            own: dict[str, str | int] = {**self.server, "db.query.text": sql}
             if verb in _VERBS:
-                attributes["db.operation.name"] = verb
+                own["db.operation.name"] = verb
             target = self.attributes.get("db.namespace") or self.attributes["db.system.name"]
-            known = self._described[sql] = (
-                f"{verb} {target}" if verb in _VERBS else target,
-                attributes,
+            known = self._described[sql] = _Described(
+                f"{verb} {target}" if verb in _VERBS else target, {**self.attributes, **own}, own
             )
         return known
+
+
+class _Described(NamedTuple):
+    """What a span of one statement says."""
+
+    name: str
+    attributes: dict[str, str | int]
+    #: The attributes an operation's span on the same database lacks.
+    own: dict[str, str | int]
 
 
 def _error_type(error: BaseException) -> str:
