@@ -9,6 +9,7 @@ replacement of SQLAlchemy's pre-ping (a connection the server closed is never ha
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -89,6 +90,37 @@ def test_fast_path_steps_aside_while_statements_are_observed(
     assert translated is not None
     assert translated.statements() is None
     assert FastPath.for_engine(create_async_engine("sqlite+aiosqlite://")) is None
+
+
+def test_the_listeners_are_judged_again_whenever_they_change() -> None:
+    """The judgement is kept while the listeners stay the same ones: swapping a listener the
+    fast path may run beside (OpenTelemetry's) for another, one for one, is noticed."""
+    engine = create_async_engine("postgresql+asyncpg://u@localhost/db")
+
+    class Spans:
+        def statement(self, sql: str) -> contextlib.nullcontext[None]:
+            return contextlib.nullcontext()
+
+    fast_path = FastPath.for_engine(engine, statement_spans=Spans())
+    assert fast_path is not None
+
+    def traced(*args: Any) -> Any:
+        return args[2], args[3]  # the statement and parameters, unchanged (retval=True)
+
+    def counted(*args: Any) -> Any:
+        return args[2], args[3]
+
+    traced.__module__ = "opentelemetry.instrumentation.sqlalchemy.engine"
+    event.listen(engine.sync_engine, "before_cursor_execute", traced, retval=True)
+    for _ in range(2):  # judged, then the same judgement kept
+        assert fast_path.statements() is fast_path.spanned
+        assert fast_path.covered
+    event.remove(engine.sync_engine, "before_cursor_execute", traced)
+    event.listen(engine.sync_engine, "before_cursor_execute", counted, retval=True)
+    assert fast_path.statements() is None
+    assert "before_cursor_execute" in (fast_path.stepped_aside_for or "")
+    event.remove(engine.sync_engine, "before_cursor_execute", counted)
+    assert fast_path.statements() is fast_path.driver
 
 
 async def test_the_hot_paths_take_the_fast_path(
