@@ -127,4 +127,5 @@ async def telemetry_workload(
         },
         "fast_path": fast_paths,
         "spans_exported": exporter.count,
+        "span_processor": "BatchSpanProcessor",
     }
