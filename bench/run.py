@@ -23,6 +23,7 @@ import json
 import math
 import os
 import platform
+import random
 import statistics
 import sys
 import tempfile
@@ -186,14 +187,20 @@ async def interleaved(
     *,
     after: Callable[[C, int], Awaitable[Any]] | None = None,
 ) -> dict[str, list[float]]:
-    """Run ``operation(contender, rep)`` ``reps`` times for each contender, round-robin
-    (each repetition starts with the next contender); return the latencies in milliseconds
-    per contender name. ``after`` runs untimed after each operation."""
+    """Run ``operation(contender, rep)`` ``reps`` times for each contender, one of each per
+    round, in an order shuffled every round (seeded by the round, so runs repeat it); return
+    the latencies in milliseconds per contender name. ``after`` runs untimed after each
+    operation.
+
+    Shuffled, not rotated: a call pays for what the call before it left behind (garbage to
+    collect, a span exporter's thread woken up), and in a rotation each contender follows the
+    same one in all rounds but one, so a light contender placed after a heavy one was charged
+    for it (measured: 1.28 against 1.10 times the plain tail read for the same code)."""
     samples: dict[str, list[float]] = {name(c): [] for c in contenders}
-    count = len(contenders)
     for rep in range(reps):
-        start = rep % count
-        for contender in [*contenders[start:], *contenders[:start]]:
+        order = list(contenders)
+        random.Random(rep).shuffle(order)
+        for contender in order:
             began = time.perf_counter()
             await operation(contender, rep)
             samples[name(contender)].append((time.perf_counter() - began) * 1000)
