@@ -18,6 +18,7 @@ import asyncpg
 import pytest
 from agents.items import TResponseInputItem
 from sqlalchemy import event, select, text
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from agentledger import ConnectionLostError, Ledger
@@ -101,6 +102,9 @@ def test_the_listeners_are_judged_again_whenever_they_change() -> None:
         def statement(self, sql: str) -> contextlib.nullcontext[None]:
             return contextlib.nullcontext()
 
+        def serving(self) -> None:
+            pass
+
     fast_path = FastPath.for_engine(engine, statement_spans=Spans())
     assert fast_path is not None
 
@@ -121,6 +125,37 @@ def test_the_listeners_are_judged_again_whenever_they_change() -> None:
     assert "before_cursor_execute" in (fast_path.stepped_aside_for or "")
     event.remove(engine.sync_engine, "before_cursor_execute", counted)
     assert fast_path.statements() is fast_path.driver
+
+
+def test_connection_level_listeners_make_the_fast_path_step_aside(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Listeners the fast path's statements would bypass: one on each connection (added by an
+    engine_connect listener), and one on SQLAlchemy's Connection class."""
+    engine = create_async_engine("postgresql+asyncpg://u@localhost/db")
+    fast_path = FastPath.for_engine(engine)
+    assert fast_path is not None
+
+    def per_connection(connection: Connection) -> None:
+        event.listen(connection, "before_cursor_execute", lambda *_args: None)
+
+    event.listen(engine.sync_engine, "engine_connect", per_connection)
+    assert fast_path.statements() is None
+    assert "engine_connect" in (fast_path.stepped_aside_for or "")
+    event.remove(engine.sync_engine, "engine_connect", per_connection)
+    assert fast_path.statements() is fast_path.driver
+
+    def everywhere(*args: Any) -> None:
+        pass
+
+    # SQLAlchemy never resets the class's flag: restore it for the tests after this one.
+    monkeypatch.setattr(Connection, "_has_events", Connection._has_events)
+    event.listen(Connection, "before_cursor_execute", everywhere)
+    try:
+        assert fast_path.statements() is None
+        assert "Connection class" in (fast_path.stepped_aside_for or "")
+    finally:
+        event.remove(Connection, "before_cursor_execute", everywhere)
 
 
 async def test_the_hot_paths_take_the_fast_path(

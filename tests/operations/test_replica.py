@@ -21,11 +21,20 @@ from typing import Any
 
 import asyncpg
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pydantic import ValidationError
-from sqlalchemy import event, text
+from sqlalchemy import event, make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from agentledger import ConfigurationError, DatabaseUnavailableError, Ledger, LedgerSettings
+from agentledger import (
+    ConfigurationError,
+    DatabaseUnavailableError,
+    Ledger,
+    LedgerSettings,
+    Telemetry,
+)
 from agentledger.db.fastpath import FastPath
 from tests.conftest import run_sync
 from tests.support.replica import ReplicaPair, replica_pair
@@ -166,6 +175,44 @@ async def test_reads_run_on_the_replica(pair: ReplicaPair) -> None:
         for name, call in reads.items():
             assert await served_by(counter, call) == {"replica"}, name
         assert await svc.get_items(sid) == [{"role": "user", "content": "hello"}]
+
+
+async def test_a_read_the_replica_served_names_the_replica_in_its_span(pair: ReplicaPair) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    user = f"u-{uuid.uuid4()}"
+    async with Ledger.from_url(pair.primary_url) as writer:
+        sid = (await writer.service.create_session(user, "A")).id
+        await writer.service.add_items(sid, [{"role": "user", "content": "hello"}])
+    await wait_for_replica(pair, sid, 1)
+    replica, primary = make_url(pair.replica_url), make_url(pair.primary_url)
+    async with Ledger.from_url(
+        pair.primary_url,
+        read_url=pair.replica_url,
+        telemetry=Telemetry(tracer_provider=provider),
+    ) as ledger:
+        await ledger.service.list_user_sessions("nobody")  # the schema checks, done
+        counter = count_checkouts(ledger)
+        assert await served_by(counter, lambda: ledger.service.get_items(sid)) == {"replica"}
+        await ledger.service.add_items(sid, [{"role": "assistant", "content": "hi"}])
+        exporter.clear()
+        # Right after this ledger's write, before the replica replayed it: the primary.
+        await ledger.service.get_items(sid)
+        exporter.clear()
+        await wait_for_replica(pair, sid, 2)
+        assert await served_by(counter, lambda: ledger.service.get_items(sid)) == {"replica"}
+        (span,) = [one for one in exporter.get_finished_spans() if one.name.endswith("get_items")]
+        attributes = dict(span.attributes or {})
+        assert attributes["server.port"] == replica.port != primary.port
+        assert attributes["db.namespace"] == replica.database
+        assert attributes["agentledger.session_id"] == str(sid)
+        # An append (on the primary) says nothing of the replica.
+        exporter.clear()
+        await ledger.service.add_items(sid, [{"role": "user", "content": "again"}])
+        (append,) = exporter.get_finished_spans()
+        assert "server.port" not in (append.attributes or {})
+    provider.shutdown()
 
 
 @pytest.mark.parametrize("path", PATHS)

@@ -19,9 +19,11 @@ runs every statement of its hot paths through what it gets: :class:`DriverStatem
 while anything watches or rewrites statements on the engine: INFO logging of
 ``sqlalchemy.engine`` (or ``echo``), ``before_execute``/``after_execute``/
 ``before_cursor_execute``/``after_cursor_execute``/``handle_error`` listeners (tracing,
-statement counters) or a ``schema_translate_map``, so an instrumented host sees every
-statement. It never does so silently: the first time, it logs at INFO which instrument made it
-step aside, and :attr:`FastPath.stepped_aside_for` says so.
+statement counters), an ``engine_connect`` listener (it may add such listeners to each
+connection), any listener on SQLAlchemy's ``Connection`` class, or a ``schema_translate_map``,
+so an instrumented host sees every statement. It never does so silently: it logs at INFO which
+instrument made it step aside (once, and again whenever that changes), and
+:attr:`FastPath.stepped_aside_for` says so.
 
 **OpenTelemetry's SQLAlchemy instrumentation** is the one observer the fast path can stand in
 for: what that instrumentation makes of a statement is a CLIENT span with the SQL text and the
@@ -52,6 +54,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar, cast
 
 import asyncpg
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.sql import ClauseElement, Executable
@@ -112,6 +115,11 @@ class StatementSpans(Protocol):
         the block is the statement's."""
         ...
 
+    def serving(self) -> None:
+        """The current operation's statements run on this telemetry's database (a routed
+        read)."""
+        ...
+
 
 #: The module of OpenTelemetry's SQLAlchemy instrumentation's listeners.
 _OTEL_SQLALCHEMY = "opentelemetry.instrumentation.sqlalchemy.engine"
@@ -120,10 +128,16 @@ _OTEL_SQLALCHEMY = "opentelemetry.instrumentation.sqlalchemy.engine"
 def _otel_listener(listener: Any) -> bool:
     """Whether ``listener`` is OpenTelemetry's SQLAlchemy instrumentation's, and only traces
     (its SQL commenter rewrites statements, which the fast path would not do)."""
+    return getattr(listener, "__module__", None) == _OTEL_SQLALCHEMY and not _otel_commenter(
+        listener
+    )
+
+
+def _otel_commenter(listener: Any) -> bool:
+    """Whether ``listener`` is OpenTelemetry's instrumentation with its SQL commenter on."""
     if getattr(listener, "__module__", None) != _OTEL_SQLALCHEMY:
         return False
-    tracer = getattr(listener, "__self__", None)
-    return not getattr(tracer, "enable_commenter", False)
+    return bool(getattr(getattr(listener, "__self__", None), "enable_commenter", False))
 
 
 #: Engine events whose listeners must see every statement.
@@ -190,7 +204,13 @@ class FastPath:
             return "INFO logging of sqlalchemy.engine (or echo)", False
         if "schema_translate_map" in engine.get_execution_options():
             return "a schema_translate_map", False
+        if Connection._has_events:
+            # Set by a listener on the Connection class (every connection's statements), and
+            # never reset: the fast path makes no Connection, so it would bypass it.
+            return "a listener on SQLAlchemy's Connection class", False
         dispatch = engine.dispatch
+        if dispatch.engine_connect:
+            return "an engine_connect listener (it may watch each connection's statements)", False
         # handle_error is listened to on the engine and kept by its dialect.
         listeners = (  # in the order of _STATEMENT_EVENTS
             tuple(dispatch.before_execute),
@@ -213,6 +233,11 @@ class FastPath:
         for name, found in listened:
             if not found:
                 continue
+            if any(_otel_commenter(listener) for listener in found):
+                return (
+                    "OpenTelemetry's SQL commenter (enable_commenter=True), which rewrites "
+                    "statements"
+                ), False
             if all(_otel_listener(listener) for listener in found):
                 if self.spanned is None:
                     return (
@@ -242,8 +267,9 @@ class FastPath:
             elif covered:
                 logger.info(
                     "agentledger: the asyncpg fast path keeps running under OpenTelemetry's "
-                    "SQLAlchemy instrumentation; agentledger's telemetry gives each of its "
-                    "statements a span; see docs/observability.md"
+                    "SQLAlchemy instrumentation; agentledger's telemetry describes its "
+                    "statements (on the operation's span, or a span each); see "
+                    "docs/observability.md"
                 )
         reason, covered = state
         if reason is not None:

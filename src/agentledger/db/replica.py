@@ -107,6 +107,7 @@ class ReadRouter:
             primary, prepare, statement_spans=primary_spans, wrote=self.wrote
         )
         self.replica_units = EngineUnits(replica, prepare, statement_spans=replica_spans)
+        self._primary_spans, self._replica_spans = primary_spans, replica_spans
         self._schema_head = schema_head
         self._retry_after = retry_after
         self._clock = clock
@@ -139,7 +140,11 @@ class ReadRouter:
 
     async def choose(self) -> EngineUnits | None:
         """The replica's units when :meth:`use_replica` says so (else the primary's stay)."""
-        return self.replica_units if await self.use_replica() else None
+        replica = await self.use_replica()
+        spans = self._replica_spans if replica else self._primary_spans
+        if spans is not None:
+            spans.serving()  # the operation's telemetry names the database that served it
+        return self.replica_units if replica else None
 
     def ticket(self) -> int:
         """The replica engine's count of new connections, when a read starts on it."""

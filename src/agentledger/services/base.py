@@ -69,9 +69,15 @@ def operation(
         method: Callable[Concatenate[S, P], Awaitable[T]],
     ) -> Callable[Concatenate[S, P], Coroutine[Any, Any, T]]:
         name = method.__name__
-        # The span's session id: the first parameter after self, when it is the session's.
-        parameters = list(inspect.signature(method).parameters)
-        has_session = parameters[1:2] == ["session_id"]
+        # The span's session id: the argument of the parameter named session_id, if any.
+        parameters = inspect.signature(method).parameters
+        named = parameters.get("session_id")
+        position = (
+            list(parameters).index("session_id") - 1  # after self
+            if named is not None
+            and named.kind in (named.POSITIONAL_ONLY, named.POSITIONAL_OR_KEYWORD)
+            else None
+        )
 
         @functools.wraps(method)
         async def run(service: S, /, *args: P.args, **kwargs: P.kwargs) -> T:
@@ -86,7 +92,13 @@ def operation(
                 lambda: run_translated(
                     lambda: method(service, *args, **kwargs), retry=policy, name=name
                 ),
-                (args[0] if args else kwargs.get("session_id")) if has_session else None,
+                (
+                    args[position]
+                    if position is not None and position < len(args)
+                    else kwargs.get("session_id")
+                )
+                if named is not None
+                else None,
             )
 
         return run

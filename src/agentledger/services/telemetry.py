@@ -32,7 +32,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
@@ -41,7 +41,8 @@ from sqlalchemy.engine import URL
 
 from agentledger._version import __version__
 from agentledger.domain.records import AppendResult, Items, MessageRecord
-from agentledger.errors import ConfigurationError
+from agentledger.domain.validation import parse_session_id
+from agentledger.errors import ConfigurationError, InvalidInputError
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
@@ -97,6 +98,8 @@ class _Running:
 
     statements: list[_Ran] = field(default_factory=list)
     open: bool = True
+    #: Where its statements ran, when routed (see :meth:`DatabaseTelemetry.serving`).
+    database: DatabaseTelemetry | None = None
 
 
 #: The innermost operation of this context that collects its statements.
@@ -220,8 +223,13 @@ class DatabaseTelemetry:
         """Run ``call`` (the operation ``name``) in its span; appends also feed the metrics."""
         telemetry = self.telemetry
         attributes: dict[str, str | int] = dict(self.attributes)
-        if isinstance(session_id, (uuid.UUID, str)):
+        if isinstance(session_id, uuid.UUID):
             attributes["agentledger.session_id"] = str(session_id)
+        elif isinstance(session_id, str):
+            # One spelling per session, and never what a caller passed that is not a UUID
+            # (the operation refuses it; it may be anything, personal data included).
+            with suppress(InvalidInputError):
+                attributes["agentledger.session_id"] = str(parse_session_id(session_id))
         # start_span and attach by hand: what start_as_current_span does, minus its two
         # generator-based context managers (measurable on a hot path).
         span = telemetry.tracer.start_span(
@@ -248,6 +256,9 @@ class DatabaseTelemetry:
             count = _count(result)
             if count is not None:
                 span.set_attribute("agentledger.items", count)
+            if isinstance(result, AppendResult) and not result.created:
+                # The batch's idempotency key was known: nothing was stored this time.
+                span.set_attribute("agentledger.replayed", True)
             if name in APPENDS:
                 metric = self._metric(name)
                 telemetry.append_duration.record(time.perf_counter() - began, metric)
@@ -259,8 +270,12 @@ class DatabaseTelemetry:
             _RUNNING.reset(statements)
             telemetry._context.detach(token)
             running.open = False
+            served = running.database or self
+            if served is not self:
+                # A read the read replica served: its database, not the primary's.
+                span.set_attributes({**served.attributes, **served.server})
             if running.statements:
-                telemetry._describe(span, running.statements, self)
+                telemetry._describe(span, running.statements, served)
             span.end()
 
     def _metric(self, name: str, error: str | None = None) -> dict[str, str]:
@@ -269,6 +284,13 @@ class DatabaseTelemetry:
         if error is not None:
             attributes["error.type"] = error
         return attributes
+
+    def serving(self) -> None:
+        """The operation running in this context runs its statements on this database (a
+        read routed to the read replica, or back to the primary)."""
+        running = _RUNNING.get()
+        if running is not None and running.open:
+            running.database = self
 
     def statement(self, sql: str) -> AbstractContextManager[None]:
         """Around one statement the fast path runs: timed for the operation running in this
