@@ -8,9 +8,9 @@ commands that way, to check that they work. Two throwaway databases are
 created on the server (agentledger's schema, shared by agentledger and the asyncpg floor; the
 SDK peer's own tables) and dropped at the end, whatever happens.
 
-Contenders take turns: repetition ``k`` runs each contender once, starting with a different one
-each time (round-robin), so a burst of load from anything else on the machine hits all of them
-alike. What counts are the ratios between contenders measured in the same run.
+Contenders take turns: repetition ``k`` runs each contender once, in an order shuffled each
+round (see :func:`interleaved`), so a burst of load from anything else on the machine hits all
+of them alike. What counts are the ratios between contenders measured in the same run.
 """
 
 from __future__ import annotations
