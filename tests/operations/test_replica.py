@@ -415,6 +415,10 @@ async def test_a_read_on_a_connection_opened_meanwhile_is_checked_again(
         def replica_statement(_c: Any, _cur: Any, statement: str, *_rest: Any) -> None:
             checks.append(statement)
 
+        # A restart: the standby may resume from an older position than the one trusted.
+        await asyncio.to_thread(pair.stop_replica)
+        await asyncio.to_thread(pair.start_replica)
+        await pair.wait_until_streaming()
         await ledger.read_engine.dispose()  # the next read opens a new connection
         event.listen(ledger.read_engine.sync_engine, "before_cursor_execute", replica_statement)
         try:
@@ -424,6 +428,30 @@ async def test_a_read_on_a_connection_opened_meanwhile_is_checked_again(
         assert record is not None
         assert [m.content for m in record.messages] == ["kept"]
         assert any("pg_last_wal_replay_lsn" in statement for statement in checks), checks
+
+
+async def test_concurrent_reads_that_grow_the_pool_all_succeed(pair: ReplicaPair) -> None:
+    # Regression: every new connection to the replica counted as a possible restart, so while
+    # concurrent reads grew the pool (default size 5, overflow 10), each read in flight was run
+    # again, and reads failed with ReadReplicaUnavailableError. A new connection to the same
+    # server process now changes nothing.
+    user = f"u-{uuid.uuid4()}"
+    async with Ledger.from_url(pair.primary_url) as writer:
+        sid = (await writer.service.create_session(user, "A")).id
+        await writer.service.add_items(sid, [{"role": "user", "content": "hello"}])
+    await wait_for_replica(pair, sid, 1)
+    async with replica_ledger(pair) as ledger:
+        counter = count_checkouts(ledger)
+        svc = ledger.service
+
+        async def reader() -> None:
+            for _ in range(5):
+                assert await svc.get_items(sid) == [{"role": "user", "content": "hello"}]
+                assert [s.id for s in await svc.list_user_sessions(user)] == [sid]
+
+        await asyncio.gather(*(reader() for _ in range(16)))
+        assert counter["replica"] >= 16 * 10
+        assert counter["primary"] == 0
 
 
 def test_read_database_errors_name_the_read_url_and_backends_must_match(

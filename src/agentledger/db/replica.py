@@ -43,8 +43,10 @@ to the replica when it went down fails with :class:`ReadReplicaUnavailableError`
 runs at its first use, not at the Ledger's start, so a replica that is down then fails
 nothing; a standby still replaying a fresh migration leaves reads to the primary until it
 has it. Whenever the replica
-engine opens a new connection (a restarted server may resume from an older replay position,
-or the URL may lead to another server), the cached "caught up" is forgotten and asked again.
+engine opens a new connection to another server process than before (a restarted server may
+resume from an older replay position, or the URL may lead to another server), the cached
+"caught up" is forgotten and asked again; more connections to the same process (the pool
+growing) change nothing.
 ``read_url`` must name one server, not a balancer across several: the replay position asked
 for must be the one of the server that serves the read.
 """
@@ -76,6 +78,9 @@ logger = logging.getLogger("agentledger")
 #: Positions as integers (bytes into the WAL), whatever the driver makes of ``pg_lsn``.
 _PRIMARY_POSITION = text("SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint")
 _REPLAY_POSITION = text("SELECT (pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::bigint")
+#: When the server process started: the same value, the same process (see
+#: ``ReadRouter._new_replica_connection``).
+_SERVER_STARTED = "SELECT pg_postmaster_start_time()::text"
 
 #: Seconds reads stay on the primary after the replica failed, before it is tried again.
 DEFAULT_RETRY_AFTER = 5.0
@@ -126,6 +131,8 @@ class ReadRouter:
         #: New connections the replica engine opened (each may lead to a server that resumed
         #: from an older replay position).
         self._connections = 0
+        #: The server process the last counted connection reached (see _server).
+        self._server_seen: str | None = None
         #: Whether the current outage was logged (one WARNING per outage, not per retry).
         self._outage_logged = False
         event.listen(replica.sync_engine, "connect", self._new_replica_connection)
@@ -318,9 +325,33 @@ class ReadRouter:
             sqlstate=translated.sqlstate,
         )
 
-    def _new_replica_connection(self, *_args: Any) -> None:
+    def _new_replica_connection(self, dbapi_connection: Any, _record: Any) -> None:
+        """A new connection to the read database. Only one to another server process (a
+        restarted standby, or another server behind the URL) may have an older replay
+        position: one to the same process, such as the pool growing under concurrent reads,
+        changes nothing (a process's replay position only moves forward), and counting it
+        made every read in flight run again until one failed for good."""
+        server = self._server(dbapi_connection) if self._positions else None
+        if server is not None and server == self._server_seen:
+            return
+        self._server_seen = server
         self._replayed = 0
         self._connections += 1
+
+    @staticmethod
+    def _server(dbapi_connection: Any) -> str | None:
+        """Which server process the connection reached (its start time), or ``None`` when
+        that cannot be told (then every new connection counts as another server)."""
+        try:
+            cursor = dbapi_connection.cursor()
+            try:
+                cursor.execute(_SERVER_STARTED)
+                row = cursor.fetchone()
+            finally:
+                cursor.close()
+        except Exception:  # unknown is the safe answer: the read is checked again
+            return None
+        return None if row is None or row[0] is None else str(row[0])
 
     def close(self) -> None:
         """Stop listening to the replica engine's connections."""
