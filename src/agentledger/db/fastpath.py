@@ -126,18 +126,16 @@ _OTEL_SQLALCHEMY = "opentelemetry.instrumentation.sqlalchemy.engine"
 
 
 def _otel_listener(listener: Any) -> bool:
-    """Whether ``listener`` is OpenTelemetry's SQLAlchemy instrumentation's, and only traces
-    (its SQL commenter rewrites statements, which the fast path would not do)."""
-    return getattr(listener, "__module__", None) == _OTEL_SQLALCHEMY and not _otel_commenter(
-        listener
-    )
+    """Whether ``listener`` is OpenTelemetry's SQLAlchemy instrumentation's."""
+    return getattr(listener, "__module__", None) == _OTEL_SQLALCHEMY
 
 
 def _otel_commenter(listener: Any) -> bool:
-    """Whether ``listener`` is OpenTelemetry's instrumentation with its SQL commenter on."""
-    if getattr(listener, "__module__", None) != _OTEL_SQLALCHEMY:
-        return False
-    return bool(getattr(getattr(listener, "__self__", None), "enable_commenter", False))
+    """Whether ``listener`` is that instrumentation's with its SQL commenter on (it rewrites
+    statements, which the fast path would not do)."""
+    return _otel_listener(listener) and bool(
+        getattr(getattr(listener, "__self__", None), "enable_commenter", False)
+    )
 
 
 #: Engine events whose listeners must see every statement.

@@ -60,11 +60,7 @@ class ScopedState(History):
         agent = check_name(agent_name, "agent_name")
         label = check_name(name, "session name")
         kind = check_framework(framework)
-        app, mine, own = (
-            check_state(states.app, "app state"),
-            check_state(states.user, "user state"),
-            check_state(states.session, "session state"),
-        )
+        app, mine, own = _checked(states, "state")
         now = self._now()
         preferred = resolve_session_uuid(label, user)
         async with self._uow() as uow:
@@ -156,11 +152,7 @@ class ScopedState(History):
         user = check_owner(user_id)
         rows = [prepare_item(item, index) for index, item in enumerate(items)]
         expected = _expected(expected_last_seq)
-        app, mine, own = (
-            check_state(changes.app, "app state change"),
-            check_state(changes.user, "user state change"),
-            check_state(changes.session, "session state change"),
-        )
+        app, mine, own = _checked(changes, "state change")
         now = self._now()
         async with self._uow() as uow:
             result, _last = await self._append_chunk(
@@ -215,3 +207,15 @@ class ScopedState(History):
             user_states = await uow.scoped_state.user_states(kind, agent, users) if users else {}
         next_after = page[-1].id if len(rows) > count else None
         return ScopedSessionPage(tuple(page), app, user_states, next_after)
+
+
+def _checked(
+    states: ScopedStates, what: str
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The app, user and session scopes of ``states``, each checked (``what``: "state" or
+    "state change", for the error that names the scope)."""
+    return (
+        check_state(states.app, f"app {what}"),
+        check_state(states.user, f"user {what}"),
+        check_state(states.session, f"session {what}"),
+    )
